@@ -1,0 +1,1 @@
+"""ROS-free pipeline: frames -> windows -> engine -> alignment. numpy + torch only."""

@@ -1,0 +1,107 @@
+"""Frames, camera intrinsics and window predictions: the data the core passes around.
+
+Conventions (see docs in ARCHITECTURE):
+- Images are RGB ``uint8`` arrays of shape ``(H, W, 3)``.
+- Stamps are integer nanoseconds (``stamp_ns``), the source image's stamp.
+- Camera frame is OpenCV optical (x right, y down, z forward).
+- ``world_from_cam`` is a 4x4 camera-to-world (camera pose in the world frame);
+  ``cam_from_world`` (the model's "extrinsics") is its inverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics of one camera at a given image size.
+
+    Attributes:
+        K: (3, 3) float64 camera matrix in pixels (fx, fy, cx, cy), pixel centres
+            at integer coordinates (OpenCV / ROS CameraInfo convention).
+        width, height: image size in pixels the matrix refers to.
+        D: distortion coefficients (may be empty).
+        distortion_model: ROS name ("plumb_bob", "rational_polynomial", "equidistant" or "").
+    """
+
+    K: np.ndarray
+    width: int
+    height: int
+    D: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    distortion_model: str = ""
+
+    def scaled(self, width: int, height: int) -> CameraIntrinsics:
+        """These intrinsics for the same camera resized to ``width x height`` pixels.
+
+        Uses the pixel-centre-consistent rule ``u' = (u + 0.5) * s - 0.5``.
+        """
+        sx, sy = width / self.width, height / self.height
+        K = np.array(self.K, dtype=np.float64, copy=True)
+        K[0, 0] *= sx
+        K[1, 1] *= sy
+        K[0, 1] *= sx
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        return replace(self, K=K, width=int(width), height=int(height))
+
+
+@dataclass
+class Frame:
+    """One camera image as it enters the pipeline.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB.
+        stamp_ns: source image stamp, nanoseconds.
+        camera: camera name (unique per camera of a rig; used in topic names).
+        intrinsics: known intrinsics (from CameraInfo) at this image's size, or None.
+        world_from_cam: known (4, 4) camera-to-world pose in the OpenCV optical
+            frame, or None.
+        frame_id: the ROS frame id of the camera's optical frame (for output headers).
+        seq: arrival index assigned by the pipeline (for accounting); -1 if unset.
+    """
+
+    image: np.ndarray
+    stamp_ns: int
+    camera: str = "camera"
+    intrinsics: CameraIntrinsics | None = None
+    world_from_cam: np.ndarray | None = None
+    frame_id: str = ""
+    seq: int = -1
+
+    @property
+    def height(self) -> int:
+        """Image height in pixels."""
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels."""
+        return int(self.image.shape[1])
+
+
+@dataclass
+class WindowPrediction:
+    """What a predictor returns for one window of S views, at each view's source resolution.
+
+    Attributes:
+        frames: the S input frames, in window order.
+        depth: S arrays (H_i, W_i) float32 z-depth along the optical axis; model
+            units for relative models, metres for metric ones; NaN where unknown.
+        confidence: S arrays (H_i, W_i) float32, larger is more confident (DA3: >= 1).
+        world_from_cam: (S, 4, 4) camera-to-world poses in the window's own world
+            frame (the model's reference view), OpenCV optical axes.
+        intrinsics: S CameraIntrinsics at each view's source resolution.
+        is_metric: True when depth and translations are in metres.
+        timings_s: optional stage timings (preprocess, network, postprocess, ...).
+    """
+
+    frames: list[Frame]
+    depth: list[np.ndarray]
+    confidence: list[np.ndarray]
+    world_from_cam: np.ndarray
+    intrinsics: list[CameraIntrinsics]
+    is_metric: bool = False
+    timings_s: dict[str, float] = field(default_factory=dict)
