@@ -1,0 +1,241 @@
+"""Cross-window chaining: put each window's poses and depth into one fixed (global) frame.
+
+Each window comes back in its own frame and (for relative models) its own scale. The chainer
+keeps what was already published (pose, and a thumbnail of the depth, per frame) and aligns the
+new window onto it:
+
+1. Shared frames (frames published by an earlier window, found by (camera, stamp)): rotation is
+   the chordal mean of ``R_pub @ R_win^T``; the scale (Sim(3), relative models) is the median
+   ratio of published to new depth on the shared frames' pixels (robust even when the shared
+   cameras barely moved), or the camera-centre least-squares scale when no depth overlaps;
+   translation is the mean centre offset. SE(3) (metric models) fixes the scale to 1.
+2. Known poses (``Frame.world_from_cam``): when the first window carried known poses, the global
+   frame *is* the known world, and every window with known poses is aligned to them instead
+   (scale from camera centres when two or more distinct ones are known), so there is no drift.
+3. No shared frame and no known pose (``stride >= num_view`` without odometry): nothing can be
+   matched, so the window's first view is placed by constant-velocity extrapolation of the last
+   two published poses, and the scale keeps the previous window's median depth (global units)
+   over this window's median depth (window units), i.e. it assumes the scene depth did not
+   change between windows. ``method == "extrapolated"`` and ``residual`` is NaN: treat the
+   trajectory as broken there.
+
+Residual: RMS camera-centre error on the matched frames after alignment (global units). Drift:
+``sqrt(sum of squared residuals)`` over the chain so far, an estimate of the random-walk error
+accumulated by chaining (0 when every window is aligned to known poses).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from da3_ros.core.frames import WindowPrediction
+from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, mean_rotation, rotation_angle_deg
+
+Key = tuple[str, int]
+
+
+@dataclass
+class Alignment:
+    """How one window was placed in the global frame: ``x_global = scale * R @ x_window + t``.
+
+    Attributes:
+        scale, R (3, 3), t (3,): the similarity.
+        method: ``"first"``, ``"shared"``, ``"known_poses"``, ``"extrapolated"`` or ``"none"``.
+        n_matched: frames used (shared or with known pose).
+        residual: RMS centre error after alignment on matched frames, global units (NaN if none).
+        rot_residual_deg: largest rotation disagreement on matched frames, degrees.
+        depth_residual: median |log(published / aligned depth)| on shared pixels (NaN if none).
+        drift: accumulated chaining error after this window (see module docstring).
+    """
+
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+    method: str
+    n_matched: int = 0
+    residual: float = float("nan")
+    rot_residual_deg: float = float("nan")
+    depth_residual: float = float("nan")
+    drift: float = 0.0
+
+
+@dataclass
+class _Published:
+    pose: np.ndarray
+    depth_thumb: np.ndarray | None
+    stamp_ns: int
+
+
+def frame_key(frame) -> Key:
+    """Identity of a frame across windows: (camera, stamp_ns)."""
+    return (frame.camera, int(frame.stamp_ns))
+
+
+def _thumb(depth: np.ndarray, max_side: int = 64) -> np.ndarray:
+    """Every k-th pixel so the longer side is <= max_side; same pixels for same-size inputs."""
+    k = max(1, int(np.ceil(max(depth.shape) / max_side)))
+    return np.asarray(depth[::k, ::k], dtype=np.float32)
+
+
+def depth_ratio_scale(published: list[np.ndarray], new: list[np.ndarray]) -> tuple[float, int]:
+    """Median of published/new depth over pixels valid in both; returns (scale, n_pixels)."""
+    ratios = []
+    for a, b in zip(published, new):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+            ratios.append(np.log(a[ok] / b[ok]))
+    r = np.concatenate(ratios) if ratios else np.zeros(0)
+    return (float(np.exp(np.median(r))), len(r)) if len(r) else (float("nan"), 0)
+
+
+def estimate_sim3(target: np.ndarray, source: np.ndarray, with_scale: bool,
+                  depth_scale: float | None = None, prefer_centres: bool = False,
+                  fallback_scale: float = 1.0) -> tuple[float, np.ndarray, np.ndarray, float, float]:
+    """Similarity mapping ``source`` camera poses onto ``target`` poses (both (J, 4, 4) camera-to-world).
+
+    Rotation: chordal mean of ``R_t R_s^T``. Scale: 1 if not ``with_scale``; else the depth
+    scale when given (unless ``prefer_centres`` and the centres spread), else least squares on
+    centres (J >= 2, distinct), else ``fallback_scale``. Translation: mean centre offset.
+
+    Returns:
+        (s, R, t, residual RMS centre error, max rotation error in degrees).
+    """
+    Rt, Rs = target[:, :3, :3], source[:, :3, :3]
+    ct, cs = target[:, :3, 3], source[:, :3, 3]
+    R = mean_rotation(Rt @ np.swapaxes(Rs, 1, 2))
+    xs = (cs - cs.mean(0)) @ R.T
+    xt = ct - ct.mean(0)
+    spread = float(np.sum(xs * xs))
+    centre_ok = len(cs) >= 2 and spread > 1e-12 * max(1.0, float(np.sum(cs * cs)))
+    if not with_scale:
+        s = 1.0
+    elif depth_scale is not None and np.isfinite(depth_scale) and not (prefer_centres and centre_ok):
+        s = float(depth_scale)
+    elif centre_ok:
+        s = max(float(np.sum(xt * xs) / spread), 1e-9)
+    else:
+        s = float(fallback_scale)
+    t = (ct - s * cs @ R.T).mean(0)
+    err = ct - (s * cs @ R.T + t)
+    rot = max(rotation_angle_deg(Rt[j].T @ R @ Rs[j]) for j in range(len(Rt)))
+    return s, R, t, float(np.sqrt(np.mean(np.sum(err * err, axis=1)))), rot
+
+
+class WindowChainer:
+    """Aligns successive window predictions into one global frame (see module docstring).
+
+    Args:
+        mode: ``"sim3"`` (relative models), ``"se3"`` (metric) or ``"none"`` (no chaining:
+            each window stays in its own frame).
+        keep_frames: how many published frames to remember for matching.
+    """
+
+    def __init__(self, mode: str = "sim3", keep_frames: int = 512):
+        if mode not in ("sim3", "se3", "none"):
+            raise ValueError(f"alignment mode must be sim3|se3|none, got {mode!r}")
+        self.mode = mode
+        self.keep_frames = keep_frames
+        self.published: OrderedDict[Key, _Published] = OrderedDict()
+        self.anchored_to_known = False
+        self.drift_sq = 0.0
+        self.last_scale = 1.0
+        self.last_median_depth = float("nan")
+        self.windows = 0
+
+    def chain(self, pred: WindowPrediction) -> tuple[WindowPrediction, Alignment, np.ndarray]:
+        """Align one window, record its new views as published.
+
+        Returns:
+            (prediction with global ``world_from_cam`` and depth in global units, the Alignment,
+            is_new (S,) bool: views published for the first time).
+        """
+        keys = [frame_key(f) for f in pred.frames]
+        al = self._align(pred, keys)
+        poses = apply_sim3_to_poses(al.scale, al.R, al.t, pred.world_from_cam)
+        depth = [np.asarray(d, dtype=np.float32) * np.float32(al.scale) for d in pred.depth]
+        out = replace(pred, world_from_cam=poses, depth=depth)
+        is_new = np.array([k not in self.published for k in keys], dtype=bool)
+        for i, k in enumerate(keys):
+            if is_new[i]:
+                self.published[k] = _Published(poses[i], _thumb(depth[i]), pred.frames[i].stamp_ns)
+        while len(self.published) > self.keep_frames:
+            self.published.popitem(last=False)
+        if np.isfinite(al.residual) and al.method == "shared":
+            self.drift_sq += al.residual ** 2
+        al.drift = float(np.sqrt(self.drift_sq))
+        self.last_scale = al.scale
+        med = [np.nanmedian(d) for d in depth if np.isfinite(d).any()]
+        self.last_median_depth = float(np.median(med)) if med else self.last_median_depth
+        self.windows += 1
+        return out, al, is_new
+
+    def _align(self, pred: WindowPrediction, keys: list[Key]) -> Alignment:
+        P = pred.world_from_cam
+        known = [i for i, f in enumerate(pred.frames) if f.world_from_cam is not None]
+        with_scale = self.mode == "sim3"
+        if self.mode == "none":
+            return Alignment(1.0, np.eye(3), np.zeros(3), "none")
+        if self.windows == 0 and known:
+            self.anchored_to_known = True
+        shared = [i for i, k in enumerate(keys) if k in self.published]
+        dscale, npx = float("nan"), 0
+        if shared:
+            dscale, npx = depth_ratio_scale([self.published[keys[i]].depth_thumb for i in shared],
+                                            [_thumb(pred.depth[i]) for i in shared])
+        if self.anchored_to_known and known:
+            target = np.stack([np.asarray(pred.frames[i].world_from_cam, dtype=np.float64) for i in known])
+            s, R, t, res, rot = estimate_sim3(target, P[known], with_scale, dscale if npx else None,
+                                              prefer_centres=True, fallback_scale=self.last_scale)
+            return self._finish(Alignment(s, R, t, "known_poses", len(known), res, rot), pred, shared)
+        if self.windows == 0:
+            return Alignment(1.0, np.eye(3), np.zeros(3), "first")
+        if shared:
+            target = np.stack([self.published[keys[i]].pose for i in shared])
+            s, R, t, res, rot = estimate_sim3(target, P[shared], with_scale, dscale if npx else None,
+                                              fallback_scale=self.last_scale)
+            return self._finish(Alignment(s, R, t, "shared", len(shared), res, rot), pred, shared)
+        return self._extrapolate(pred, with_scale)
+
+    def _finish(self, al: Alignment, pred: WindowPrediction, shared: list[int]) -> Alignment:
+        if shared:
+            keys = [frame_key(pred.frames[i]) for i in shared]
+            _, n = depth_ratio_scale([self.published[k].depth_thumb for k in keys],
+                                     [_thumb(pred.depth[i]) * al.scale for i in shared])
+            if n:
+                r = []
+                for k, i in zip(keys, shared):
+                    a, b = self.published[k].depth_thumb, _thumb(pred.depth[i]) * al.scale
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
+                        r.append(np.abs(np.log(a[ok] / b[ok])))
+                al.depth_residual = float(np.median(np.concatenate(r)))
+        return al
+
+    def _extrapolate(self, pred: WindowPrediction, with_scale: bool) -> Alignment:
+        """No overlap: constant-velocity guess for view 0, median-depth scale (see module doc)."""
+        items = list(self.published.values())
+        last = items[-1]
+        target = last.pose.copy()
+        if len(items) >= 2:
+            prev = items[-2]
+            delta = invert_rigid(prev.pose) @ last.pose
+            dt_prev = max(last.stamp_ns - prev.stamp_ns, 1)
+            ratio = (pred.frames[0].stamp_ns - last.stamp_ns) / dt_prev
+            step = np.eye(4)
+            rotvec = Rotation.from_matrix(delta[:3, :3]).as_rotvec()
+            step[:3, :3] = Rotation.from_rotvec(rotvec * ratio).as_matrix()
+            step[:3, 3] = delta[:3, 3] * ratio
+            target = last.pose @ step
+        s = 1.0
+        if with_scale:
+            med = [np.nanmedian(d) for d in pred.depth if np.isfinite(d).any()]
+            s = self.last_median_depth / float(np.median(med)) if med else self.last_scale
+            s = s if np.isfinite(s) and s > 0 else self.last_scale
+        P0 = pred.world_from_cam[0]
+        R = target[:3, :3] @ P0[:3, :3].T
+        t = target[:3, 3] - s * R @ P0[:3, 3]
+        return Alignment(s, R, t, "extrapolated", 0)

@@ -1,0 +1,248 @@
+"""Inference engine: preprocess frames as upstream DA3 does, run the network, map outputs back.
+
+Preprocessing (upstream ``InputProcessor`` with ``upper_bound_resize``): resize so the long side
+is ``process_res`` (cv2 INTER_AREA when shrinking, INTER_CUBIC when enlarging), then a small
+resize of each side to the nearest multiple of 14, then ImageNet normalisation.
+
+Views of different sizes: upstream center-crops every view to the smallest processed size, which
+throws away the border of the larger views (they would get no depth there). We instead resize
+every view straight to the first view's process size, so every source pixel gets depth; a view
+with another aspect ratio is stretched, which its intrinsics carry exactly (fx and fy scale
+separately), and everything is mapped back to each view's own source resolution.
+
+Outputs (``WindowPrediction``): depth and confidence resized back to each source resolution
+(bilinear when enlarging, area when shrinking), intrinsics rescaled to the source size with the
+pixel-centre rule of ``CameraIntrinsics.scaled``, poses converted from the model's world-to-camera
+(3, 4) extrinsics to camera-to-world (4, 4) in OpenCV optical axes, in the window's own frame
+(the model's reference view).
+
+Conditioning:
+- ``condition_on_intrinsics``: views with known intrinsics report them (rescaled to their source
+  size) instead of the predicted ones, and the network gets them (metric scaling, pose
+  conditioning).
+- ``condition_on_poses``: when every view has a known pose *and* known intrinsics, the camera
+  encoder gets the poses, normalised as upstream (relative to view 0, translations divided by the
+  median camera distance, clamped >= 0.1). The output then uses the known poses and depth is
+  rescaled into their unit by the Umeyama scale between predicted and known camera centres
+  (upstream's ``align_to_input_ext_scale``); depth and poses are then in the known poses' unit
+  and world (``is_metric`` still states only what the model is). Otherwise the window runs
+  unconditioned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from da3_ros.core import memory
+from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction
+from da3_ros.core.geometry import cam_from_world_to_world_from_cam, invert_rigid, umeyama
+
+PATCH = 14
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _nearest_multiple(x: int, p: int = PATCH) -> int:
+    """Nearest multiple of p (ties go up, as upstream), at least p."""
+    down = (x // p) * p
+    up = down + p
+    return max(p, up if abs(up - x) <= abs(x - down) else down)
+
+
+def process_size(width: int, height: int, process_res: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Upstream's two resize targets for a (width, height) image.
+
+    Returns:
+        ((w1, h1) after the long-side resize, (w, h) after rounding each to a multiple of 14).
+    """
+    if max(width, height) == process_res:
+        w1, h1 = width, height
+    else:
+        s = process_res / float(max(width, height))
+        w1, h1 = max(1, int(round(width * s))), max(1, int(round(height * s)))
+    return (w1, h1), (_nearest_multiple(w1), _nearest_multiple(h1))
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    enlarge = w > img.shape[1] or h > img.shape[0]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA)
+
+
+def preprocess_image(image: np.ndarray, process_res: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One RGB uint8 image (H, W, 3) to a normalised (3, h, w) float32 array.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        process_res: long-side target in pixels.
+        size: force this (w, h) (the window's common size); None = the image's own process size.
+    """
+    (w1, h1), (w, h) = process_size(image.shape[1], image.shape[0], process_res)
+    if size is None or size == (w, h):
+        out = _resize(_resize(image, w1, h1), w, h)
+    else:
+        out = _resize(image, *size)
+    x = (out.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def resize_map(x: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a float map (h, w) to (height, width): bilinear when enlarging, area when shrinking."""
+    if x.shape == (height, width):
+        return x.astype(np.float32, copy=False)
+    enlarge = width > x.shape[1] or height > x.shape[0]
+    return cv2.resize(x.astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_LINEAR if enlarge else cv2.INTER_AREA)
+
+
+def normalise_extrinsics(cam_from_world: np.ndarray) -> tuple[np.ndarray, float]:
+    """Upstream pose normalisation for conditioning: relative to view 0, unit median distance.
+
+    Args:
+        cam_from_world: (S, 4, 4) world-to-camera.
+
+    Returns:
+        ((S, 4, 4) normalised world-to-camera, the median camera distance divided out, >= 0.1).
+    """
+    rel = cam_from_world @ invert_rigid(cam_from_world[0])
+    centres = invert_rigid(rel)[:, :3, 3]
+    med = max(float(np.median(np.linalg.norm(centres, axis=1))), 0.1)
+    rel[:, :3, 3] /= med
+    return rel, med
+
+
+class DA3Engine:
+    """Predictor backed by a DA3 network (see module docstring for pre/postprocessing).
+
+    Args:
+        model: a ``DA3Net`` / ``NestedDA3Net`` (eval mode, already on ``device``).
+        process_res: long side of the network input in pixels.
+        device: torch device for the inputs.
+        dtype: autocast dtype for the network (``torch.float32`` = no autocast; bf16/fp16 on GPU).
+        condition_on_intrinsics, condition_on_poses: see module docstring.
+        ref_view_strategy: the network's reference-view strategy.
+        memory_fraction: fraction of free GPU memory a window may plan for.
+        attention: attention backend name used for memory estimation ("math" adds N^2 terms).
+    """
+
+    def __init__(self, model, process_res: int = 504, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32, condition_on_intrinsics: bool = False,
+                 condition_on_poses: bool = False, ref_view_strategy: str = "saddle_balanced",
+                 memory_fraction: float = 0.9, attention: str = "flash"):
+        self.model = model
+        self.process_res = int(process_res)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.condition_on_intrinsics = condition_on_intrinsics
+        self.condition_on_poses = condition_on_poses
+        self.ref_view_strategy = ref_view_strategy
+        self.memory_fraction = memory_fraction
+        self.attention = attention
+        self.is_metric = bool(getattr(model, "is_metric", False))
+        preset = getattr(model, "preset", None)
+        self.name = getattr(preset, "name", type(model).__name__)
+        self._param_bytes = memory.param_bytes(model) if isinstance(model, torch.nn.Module) else 0
+
+    def window_size(self, frames: Sequence[Frame]) -> tuple[int, int]:
+        """Common process (w, h) of a window: the first view's process size."""
+        return process_size(frames[0].width, frames[0].height, self.process_res)[1]
+
+    def estimate_bytes(self, num_views: int, width: int, height: int) -> int:
+        """Estimated peak GPU bytes for ``num_views`` views at (width, height) process size."""
+        act = 4 if self.dtype == torch.float32 else 2
+        return memory.estimate_peak_bytes(self.model.preset, num_views, height, width, self._param_bytes,
+                                          act_bytes=act, attention=self.attention)
+
+    def plan(self, frames: Sequence[Frame], min_views: int = 2, group: int = 1) -> memory.MemoryPlan:
+        """Memory plan for this window on this engine's device (unlimited on CPU)."""
+        w, h = self.window_size(frames)
+        budget = memory.cuda_budget_bytes(self.device, self.memory_fraction)
+        return memory.plan_views(lambda n: self.estimate_bytes(n, w, h), len(frames), budget,
+                                 min_views, group)
+
+    def _known_K(self, f: Frame, w: int, h: int) -> np.ndarray | None:
+        if f.intrinsics is None:
+            return None
+        return f.intrinsics.scaled(f.width, f.height).scaled(w, h).K
+
+    def _inputs(self, frames: Sequence[Frame], size: tuple[int, int]):
+        w, h = size
+        imgs = np.stack([preprocess_image(f.image, self.process_res, size) for f in frames])
+        Ks = [self._known_K(f, w, h) for f in frames]
+        have_K = all(k is not None for k in Ks)
+        K_in = np.stack(Ks) if have_K and (self.condition_on_intrinsics or self.condition_on_poses) else None
+        ex, med = None, 1.0
+        if (self.condition_on_poses and have_K and all(f.world_from_cam is not None for f in frames)
+                and getattr(self.model.preset, "has_camera", True)):
+            ex, med = normalise_extrinsics(invert_rigid(np.stack([f.world_from_cam for f in frames])))
+        return imgs, K_in, ex, med
+
+    @torch.inference_mode()
+    def _forward(self, imgs: np.ndarray, K: np.ndarray | None, ex: np.ndarray | None):
+        def t(a):
+            return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
+        kwargs = {"extrinsics": t(ex), "intrinsics": t(K), "ref_view_strategy": self.ref_view_strategy}
+        use_amp = self.dtype != torch.float32
+        with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=use_amp):
+            return self.model(t(imgs), **kwargs)
+
+    def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
+        """Run one window; see the module docstring for conventions.
+
+        Raises:
+            torch.cuda.OutOfMemoryError / RuntimeError("out of memory"): left to the caller
+            (the pipeline retries smaller, see ``memory.run_with_oom_retry``).
+        """
+        frames = list(frames)
+        t0 = time.perf_counter()
+        size = self.window_size(frames)
+        imgs, K_in, ex, med = self._inputs(frames, size)
+        t1 = time.perf_counter()
+        out = self._forward(imgs, K_in, ex)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t2 = time.perf_counter()
+        pred = self._postprocess(frames, size, out, K_in, ex, med)
+        pred.timings_s = {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": time.perf_counter() - t2}
+        return pred
+
+    def _postprocess(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex,
+                     med) -> WindowPrediction:
+        w, h = size
+        depth = out.depth[0].float().cpu().numpy()
+        conf = out.depth_conf[0].float().cpu().numpy()
+        S = len(frames)
+        if out.extrinsics is not None:
+            w2c = out.extrinsics[0].float().cpu().numpy().astype(np.float64)
+            poses = cam_from_world_to_world_from_cam(w2c)
+        else:  # per-view models (metric/mono) predict no cameras
+            poses = np.tile(np.eye(4), (S, 1, 1))
+        if out.intrinsics is not None:
+            K_proc = out.intrinsics[0].float().cpu().numpy().astype(np.float64)
+        elif K_in is not None:
+            K_proc = K_in
+        else:  # no camera prediction and none known: a 60-degree horizontal FOV guess
+            f = 0.5 * w / np.tan(np.radians(30.0))
+            K_proc = np.tile(np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]), (S, 1, 1))
+        scale = 1.0
+        if ex is not None:
+            known = np.stack([np.asarray(f.world_from_cam, dtype=np.float64) for f in frames])
+            s, _, _ = umeyama(poses[:, :3, 3], known[:, :3, 3]) if S >= 2 else (med, None, None)
+            scale, poses = (s if np.isfinite(s) and s > 0 else med), known
+        intr, depths, confs = [], [], []
+        for i, f in enumerate(frames):
+            if self.condition_on_intrinsics and f.intrinsics is not None:
+                intr.append(f.intrinsics.scaled(f.width, f.height))
+            else:
+                intr.append(CameraIntrinsics(K=K_proc[i], width=w, height=h).scaled(f.width, f.height))
+            depths.append(resize_map(depth[i] * scale, f.width, f.height))
+            confs.append(resize_map(conf[i], f.width, f.height))
+        metric = bool(getattr(out, "is_metric", False)) or self.is_metric
+        return WindowPrediction(frames=frames, depth=depths, confidence=confs, world_from_cam=poses,
+                                intrinsics=intr, is_metric=metric)

@@ -1,0 +1,454 @@
+"""The one object the node and the tools feed frames into.
+
+Data flow::
+
+    Frame ──► Pipeline.push / AsyncPipeline.submit (seq assigned, counted as received)
+          ──► [AsyncPipeline: bounded queue; overflow dropped as "queue_full" per queue_policy]
+          ──► windowing.FrameWindower (validate, order/duplicates, multi-camera sync within
+              slop_s, keyframes, temporal windows of num_view items every stride, dilations)
+          ──► memory plan (predictor.plan, if it has one: fewer views, never a split window)
+          ──► predictor.predict(frames) with OOM retry (memory.run_with_oom_retry)
+          ──► alignment.WindowChainer (Sim(3)/SE(3) onto published frames, or known poses)
+          ──► WindowResult (global poses, depth in global units, is_new per view, fused cloud)
+
+Accounting: every received frame ends as exactly one of ``processed`` (ran in at least one
+successful window) or ``dropped[reason]``; until then it is ``pending`` (in the windower's
+history) or queued (``queue_len``). So ``received == processed + sum(dropped) + pending +
+queue_len`` at every moment, and after ``flush()`` / ``close()`` pending and queue_len are 0.
+Reasons: see ``windowing`` plus ``queue_full``, ``closed``, ``not_in_window`` (no window covered
+it: stride > num_view or dilation gaps), ``memory`` (left out of a shrunk window and never
+covered again), ``window_failed`` (the predictor raised), ``error`` (an unexpected bug).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from da3_ros.core import memory
+from da3_ros.core.alignment import Alignment, WindowChainer, frame_key
+from da3_ros.core.frames import Frame, WindowPrediction
+from da3_ros.core.geometry import colored_points, voxel_downsample
+from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
+
+LOG = logging.getLogger("da3_ros.core.pipeline")
+
+
+@dataclass
+class PipelineConfig:
+    """Pipeline parameters (units in names; depth limits are in global units for relative models).
+
+    Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
+    retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
+    ``cloud_pixel_step`` (use every k-th pixel for clouds), ``keep_frames`` (published frames
+    remembered for chaining).
+    """
+
+    mode: str = "temporal"
+    cameras: list[str] = field(default_factory=list)
+    num_view: int = 8
+    stride: int = 4
+    dilations: tuple[int, ...] = (1,)
+    slop_s: float = 0.02
+    keyframe_min_dt_s: float = 0.0
+    keyframe_min_change: float = 0.0
+    queue_size: int = 8
+    queue_policy: str = "drop_oldest"
+    conf_threshold: float = 0.0
+    min_depth_m: float = 0.0
+    max_depth_m: float = math.inf
+    voxel_size_m: float = 0.0
+    max_points: int = 200_000
+    align: str = "auto"
+    publish_all_views: bool = False
+    min_views: int = 2
+    memory_planning: bool = True
+    cloud_pixel_step: int = 1
+    keep_frames: int = 512
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        checks = [
+            (self.mode in ("temporal", "multicam"), "mode must be 'temporal' or 'multicam'"),
+            (self.mode != "multicam" or len(self.cameras) >= 1, "multicam mode needs cameras"),
+            (self.num_view >= 1 and self.stride >= 1, "num_view and stride must be >= 1"),
+            (len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations must be >= 1"),
+            (self.queue_size >= 1, "queue_size must be >= 1"),
+            (self.queue_policy in ("drop_oldest", "keep_latest"), "queue_policy: drop_oldest|keep_latest"),
+            (self.align in ("auto", "sim3", "se3", "none"), "align must be auto|sim3|se3|none"),
+            (self.slop_s >= 0 and self.min_depth_m >= 0 and self.max_depth_m > self.min_depth_m,
+             "slop_s >= 0 and 0 <= min_depth_m < max_depth_m"),
+            (self.cloud_pixel_step >= 1 and self.max_points >= 0, "cloud_pixel_step >= 1, max_points >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"PipelineConfig: {msg}")
+
+
+@dataclass
+class PipelineStats:
+    """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result)."""
+
+    received: int = 0
+    processed: int = 0
+    windows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    queue_len: int = 0
+    errors: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    latency_last_s: float = 0.0
+    latency_mean_s: float = 0.0
+    latency_max_s: float = 0.0
+    window_time_mean_s: float = 0.0
+    last_error: str = ""
+
+    @property
+    def dropped_total(self) -> int:
+        """Sum of all drop reasons."""
+        return int(sum(self.dropped.values()))
+
+    def as_dict(self) -> dict:
+        """Plain dict (copies), e.g. for diagnostics."""
+        d = dict(self.__dict__)
+        d["dropped"], d["events"] = dict(self.dropped), dict(self.events)
+        d["dropped_total"] = self.dropped_total
+        return d
+
+
+@dataclass
+class WindowResult:
+    """One processed window, in the global frame.
+
+    Attributes:
+        prediction: the predictor's output with ``world_from_cam`` (S, 4, 4) global and depth
+            scaled into global units.
+        world_from_cam: (S, 4, 4) global camera-to-world poses (OpenCV optical axes).
+        scale: global units per window unit; residual: RMS centre error on matched frames;
+        drift: accumulated chaining error (see ``alignment``).
+        is_new: (S,) bool, True for views published for the first time.
+        points_world: (N, 3) float32, colors (N, 3) uint8, points_conf (N,) float32: the cloud of
+            the new views (all views with ``publish_all_views``), filtered and downsampled.
+        window_index: running count of results; timings_s: stage timings.
+        alignment: the full Alignment; shrunk_from: S requested when the window was shrunk.
+    """
+
+    prediction: WindowPrediction
+    world_from_cam: np.ndarray
+    scale: float
+    residual: float
+    drift: float
+    is_new: np.ndarray
+    points_world: np.ndarray
+    colors: np.ndarray
+    points_conf: np.ndarray
+    window_index: int
+    timings_s: dict[str, float]
+    alignment: Alignment | None = None
+    shrunk_from: int = 0
+
+
+def window_cloud(pred: WindowPrediction, views: list[int], cfg: PipelineConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused coloured cloud of ``views`` of an aligned prediction (global frame)."""
+    k = cfg.cloud_pixel_step
+    parts = []
+    for i in views:
+        f, K = pred.frames[i], pred.intrinsics[i].K.copy()
+        K[:2] /= k  # exact for pixels u = k * u'
+        parts.append(colored_points(pred.depth[i][::k, ::k], K, pred.world_from_cam[i], f.image[::k, ::k],
+                                    pred.confidence[i][::k, ::k], cfg.conf_threshold, cfg.min_depth_m,
+                                    cfg.max_depth_m))
+    if not parts:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
+    pts, cols, conf = (np.concatenate(x) for x in zip(*parts))
+    pts, cols, conf = voxel_downsample(pts, cols, conf, cfg.voxel_size_m)
+    if cfg.max_points and len(pts) > cfg.max_points:
+        keep = np.sort(rng.choice(len(pts), cfg.max_points, replace=False))
+        pts, cols, conf = pts[keep], cols[keep], conf[keep]
+    return pts, cols, conf
+
+
+def _check_prediction(pred: WindowPrediction, frames: list[Frame]) -> None:
+    S = len(frames)
+    if len(pred.depth) != S or pred.world_from_cam.shape != (S, 4, 4) or len(pred.intrinsics) != S:
+        raise ValueError(f"predictor returned {len(pred.depth)} depths / {pred.world_from_cam.shape} poses "
+                         f"for {S} frames")
+    for f, d in zip(frames, pred.depth):
+        if d.shape != (f.height, f.width):
+            raise ValueError(f"depth {d.shape} does not match frame {(f.height, f.width)}")
+    if not np.all(np.isfinite(pred.world_from_cam)):
+        raise ValueError("predictor returned non-finite poses")
+
+
+class Pipeline:
+    """Synchronous pipeline: ``push(frame)`` runs whatever windows the frame completes.
+
+    Args:
+        config: PipelineConfig (validated here).
+        predictor: anything with ``predict(frames) -> WindowPrediction``, ``is_metric``, ``name``;
+            optional ``plan(frames, min_views, group) -> memory.MemoryPlan``.
+        on_error: called with each exception a window raised (the pipeline carries on).
+    """
+
+    def __init__(self, config: PipelineConfig, predictor,
+                 on_error: Callable[[BaseException], None] | None = None):
+        config.validate()
+        self.config, self.predictor, self.on_error = config, predictor, on_error
+        self.windower = FrameWindower(config.mode, config.cameras, config.num_view, config.stride,
+                                      config.dilations, config.slop_s, config.keyframe_min_dt_s,
+                                      config.keyframe_min_change)
+        mode = config.align
+        if mode == "auto":
+            mode = "se3" if getattr(predictor, "is_metric", False) else "sim3"
+        self.chainer = WindowChainer(mode, keep_frames=config.keep_frames)
+        self.group = len(config.cameras) if config.mode == "multicam" else 1
+        self.stats = PipelineStats()
+        self.lock = threading.RLock()
+        self._pending: dict[int, str | None] = {}
+        self._arrival: dict[int, float] = {}
+        self._seq = 0
+        self._latency_sum = self._window_time_sum = 0.0
+        self._events: Counter = Counter()
+        self._rng = np.random.default_rng(0)
+
+    # -- accounting -------------------------------------------------------------------------
+    def admit(self, frame: Frame) -> Frame:
+        """Count a frame as received; returns a shallow copy with its arrival ``seq`` set."""
+        with self.lock:
+            frame = replace(frame, seq=self._seq)
+            self._seq += 1
+            self.stats.received += 1
+            self._pending[frame.seq] = None
+            self._arrival[frame.seq] = time.perf_counter()
+            self.stats.pending = len(self._pending)
+            return frame
+
+    def drop(self, frame: Frame, reason: str) -> None:
+        """Resolve a pending frame as dropped with ``reason`` (no-op if already resolved)."""
+        self._drop_seq(frame.seq, reason)
+
+    def _drop_seq(self, seq: int, reason: str) -> None:
+        with self.lock:
+            if self._pending.pop(seq, "resolved") == "resolved":
+                return
+            self._arrival.pop(seq, None)
+            self.stats.dropped[reason] = self.stats.dropped.get(reason, 0) + 1
+            self.stats.pending = len(self._pending)
+
+    def _mark_processed(self, frames: list[Frame]) -> None:
+        with self.lock:
+            for f in frames:
+                if self._pending.pop(f.seq, "resolved") != "resolved":
+                    self._arrival.pop(f.seq, None)
+                    self.stats.processed += 1
+            self.stats.pending = len(self._pending)
+
+    def _note_failure(self, frames: list[Frame], reason: str) -> None:
+        with self.lock:
+            for f in frames:
+                if f.seq in self._pending:
+                    self._pending[f.seq] = reason
+
+    def _error(self, exc: BaseException) -> None:
+        with self.lock:
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        LOG.warning("window failed: %s", self.stats.last_error)
+        if self.on_error is not None:
+            self.on_error(exc)
+
+    # -- public API ---------------------------------------------------------------------------
+    def push(self, frame: Frame) -> list[WindowResult]:
+        """Feed one frame (synchronously); returns the windows it completed, in order."""
+        return self.process_admitted(self.admit(frame))
+
+    def process_admitted(self, frame: Frame) -> list[WindowResult]:
+        """Run an already-admitted frame through windowing, prediction and alignment."""
+        try:
+            out = self.windower.push(frame)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop the stream
+            self._error(exc)
+            self.drop(frame, "error")
+            return []
+        return self._handle(out)
+
+    def flush(self) -> list[WindowResult]:
+        """End of stream: run a last window over pending frames; resolves every pending frame."""
+        out = self.windower.flush(lambda f: f.seq in self._pending)
+        results = self._handle(out)
+        with self.lock:
+            for seq in list(self._pending):  # safety net: nothing stays pending after a flush
+                self._drop_seq(seq, "not_in_window")
+        return results
+
+    def _handle(self, out: WindowerOutput) -> list[WindowResult]:
+        for f, reason in out.dropped:
+            self.drop(f, reason)
+        results = [r for r in (self._run_window(w) for w in out.windows) if r is not None]
+        for f in out.evicted:
+            with self.lock:
+                reason = self._pending.get(f.seq)
+            self.drop(f, reason or "not_in_window")
+        with self.lock:
+            self.stats.events = dict(self._events + self.windower.events)
+        return results
+
+    # -- one window ---------------------------------------------------------------------------
+    def _shrink_for_memory(self, frames: list[Frame], shared: list[bool]) -> list[int]:
+        plan_fn = getattr(self.predictor, "plan", None)
+        if not self.config.memory_planning or plan_fn is None:
+            return list(range(len(frames)))
+        plan = plan_fn(frames, min_views=self.config.min_views, group=self.group)
+        if not plan.shrunk:
+            return list(range(len(frames)))
+        if not self._events["memory_shrunk"]:
+            LOG.warning("%s (further shrinks counted in stats.events['memory_shrunk'])", plan.message)
+        self._events["memory_shrunk"] += 1
+        return memory.select_views(len(frames), plan.num_views, shared, self.group)
+
+    def _predict(self, window: Window) -> tuple[WindowPrediction, list[Frame]]:
+        frames = window.frames
+        shared = [frame_key(f) in self.chainer.published for f in frames]
+        keep = self._shrink_for_memory(frames, shared)
+        frames, shared = [frames[i] for i in keep], [shared[i] for i in keep]
+
+        def on_retry(n_from: int, n_to: int, exc: BaseException) -> None:
+            self._events["oom_retries"] += 1
+            LOG.warning("out of memory with %d views, retrying with %d", n_from, n_to)
+
+        pred, kept = memory.run_with_oom_retry(self.predictor.predict, frames, shared, self.group,
+                                               self.config.min_views, on_retry=on_retry)
+        used = [frames[i] for i in kept]
+        _check_prediction(pred, used)
+        return pred, used
+
+    def _run_window(self, window: Window) -> WindowResult | None:
+        t0 = time.perf_counter()
+        try:
+            pred, used = self._predict(window)
+            t1 = time.perf_counter()
+            aligned, al, is_new = self.chainer.chain(pred)
+        except memory.WindowTooLargeError as exc:
+            self._note_failure(window.frames, "memory")
+            self._error(exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - the stream goes on; frames are accounted
+            self._note_failure(window.frames, "window_failed")
+            self._error(exc)
+            return None
+        used_seq = {f.seq for f in used}
+        self._note_failure([f for f in window.frames if f.seq not in used_seq], "memory")
+        t2 = time.perf_counter()
+        views = list(range(len(used))) if self.config.publish_all_views else list(np.nonzero(is_new)[0])
+        pts, cols, conf = window_cloud(aligned, views, self.config, self._rng)
+        t3 = time.perf_counter()
+        with self.lock:
+            arrival = max(self._arrival.get(f.seq, -math.inf) for f in used)
+        self._mark_processed(used)
+        timings = dict(pred.timings_s, predict=t1 - t0, align=t2 - t1, cloud=t3 - t2, total=t3 - t0)
+        return self._result(aligned, al, is_new, (pts, cols, conf), timings, used, len(window.frames), arrival)
+
+    def _result(self, aligned, al, is_new, cloud, timings, used, requested, arrival) -> WindowResult:
+        pts, cols, conf = cloud
+        with self.lock:
+            s = self.stats
+            now = time.perf_counter()
+            lat = max(0.0, now - arrival) if np.isfinite(arrival) else 0.0
+            s.windows += 1
+            self._latency_sum += lat
+            self._window_time_sum += timings["total"]
+            s.latency_last_s, s.latency_max_s = lat, max(s.latency_max_s, lat)
+            s.latency_mean_s = self._latency_sum / s.windows
+            s.window_time_mean_s = self._window_time_sum / s.windows
+            index = s.windows - 1
+        return WindowResult(prediction=aligned, world_from_cam=aligned.world_from_cam, scale=al.scale,
+                            residual=al.residual, drift=al.drift, is_new=is_new, points_world=pts,
+                            colors=cols, points_conf=conf, window_index=index, timings_s=timings,
+                            alignment=al, shrunk_from=requested if len(used) < requested else 0)
+
+
+class AsyncPipeline:
+    """A Pipeline on a worker thread behind a bounded queue; ``submit`` never blocks.
+
+    Args:
+        config, predictor: as for :class:`Pipeline`.
+        on_result: called on the worker thread with each WindowResult.
+        on_error: called on the worker thread with exceptions from windows or ``on_result``.
+    """
+
+    def __init__(self, config: PipelineConfig, predictor, on_result: Callable[[WindowResult], None],
+                 on_error: Callable[[BaseException], None] | None = None):
+        self.pipeline = Pipeline(config, predictor, on_error=on_error)
+        self.config, self.on_result, self.on_error = config, on_result, on_error
+        self._queue: deque[Frame] = deque()
+        self._cond = threading.Condition(self.pipeline.lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="da3_pipeline", daemon=True)
+        self._thread.start()
+
+    @property
+    def stats(self) -> PipelineStats:
+        """Live statistics (``queue_len`` is current)."""
+        with self._cond:
+            self.pipeline.stats.queue_len = len(self._queue)
+            return self.pipeline.stats
+
+    def submit(self, frame: Frame) -> bool:
+        """Queue a frame without blocking; returns False when it was dropped at once (closed)."""
+        with self._cond:
+            frame = self.pipeline.admit(frame)
+            if self._closed:
+                self.pipeline.drop(frame, "closed")
+                return False
+            if len(self._queue) >= self.config.queue_size:
+                if self.config.queue_policy == "drop_oldest":
+                    self.pipeline.drop(self._queue.popleft(), "queue_full")
+                else:  # keep_latest: the worker's next frame is the newest one
+                    while self._queue:
+                        self.pipeline.drop(self._queue.popleft(), "queue_full")
+            self._queue.append(frame)
+            self.pipeline.stats.queue_len = len(self._queue)
+            self._cond.notify()
+            return True
+
+    def _deliver(self, results: list[WindowResult]) -> None:
+        for r in results:
+            try:
+                self.on_result(r)
+            except Exception as exc:  # noqa: BLE001 - a consumer bug must not kill the worker
+                self.pipeline._error(exc)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                frame = self._queue.popleft()
+                self.pipeline.stats.queue_len = len(self._queue)
+            self._deliver(self.pipeline.process_admitted(frame))
+        self._deliver(self.pipeline.flush())
+
+    def close(self, timeout_s: float = 10.0, drain: bool = True) -> bool:
+        """Stop accepting frames, process (``drain``) or drop (``closed``) the queue, flush, join.
+
+        Returns:
+            True when the worker finished within ``timeout_s``.
+        """
+        with self._cond:
+            self._closed = True
+            if not drain:
+                while self._queue:
+                    self.pipeline.drop(self._queue.popleft(), "closed")
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
