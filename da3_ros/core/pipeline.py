@@ -354,7 +354,8 @@ class Pipeline:
             arrival = max(self._arrival.get(f.seq, -math.inf) for f in used)
         self._mark_processed(used)
         timings = dict(pred.timings_s, predict=t1 - t0, align=t2 - t1, cloud=t3 - t2, total=t3 - t0)
-        return self._result(aligned, al, is_new, (pts, cols, conf), timings, used, len(window.frames), arrival)
+        return self._result(aligned, al, is_new, (pts, cols, conf), timings, used, len(window.frames),
+                            arrival)
 
     def _result(self, aligned, al, is_new, cloud, timings, used, requested, arrival) -> WindowResult:
         pts, cols, conf = cloud
