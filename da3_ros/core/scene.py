@@ -25,7 +25,7 @@ import numpy as np
 from da3_ros.core._scene_layouts import body_poses_at, build_layout, look_pose
 from da3_ros.core.frames import CameraIntrinsics
 
-__all__ = ["SCENE_KINDS", "Scene", "default_intrinsics", "look_pose", "make_scene", "make_trajectory",
+__all__ = ["EPOCH_NS", "SCENE_KINDS", "Scene", "default_intrinsics", "look_pose", "make_scene", "make_trajectory",
            "rig_offsets", "trajectory_at"]
 
 SCENE_KINDS = ("room", "corridor", "outdoor", "boxes")
@@ -35,7 +35,7 @@ _AXIS_SHADE = (0.5 + 0.5 * np.abs(_LIGHT)).astype(np.float32)  # lambert factor 
 # Texture waves: fixed directions and frequencies in each material's texture space.
 _WAVES = np.array([[0.8, 0.5, 0.33], [-0.3, 0.9, -0.3], [0.2, -0.4, 0.9]], dtype=np.float32) * 2.6
 # Start of every synthetic bag's clock (ns); realistic epoch stamps.
-_T0_NS = 1_750_000_000_000_000_000
+EPOCH_NS = 1_750_000_000_000_000_000
 
 
 @dataclass
@@ -342,6 +342,6 @@ def make_trajectory(scene_kind: str, n_frames: int, rate_hz: float,
     rng = np.random.default_rng([int(seed), 7919])
     period_ns = 1e9 / float(rate_hz)
     jitter = rng.uniform(-0.02, 0.02, int(n_frames)) * period_ns
-    stamps_ns = (_T0_NS + np.round(np.arange(int(n_frames)) * period_ns + jitter)).astype(np.int64)
-    times_s = (stamps_ns - _T0_NS).astype(np.float64) * 1e-9
+    stamps_ns = (EPOCH_NS + np.round(np.arange(int(n_frames)) * period_ns + jitter)).astype(np.int64)
+    times_s = (stamps_ns - EPOCH_NS).astype(np.float64) * 1e-9
     return stamps_ns, trajectory_at(scene_kind, times_s, seed)

@@ -1,0 +1,34 @@
+"""Shared entry-point wrapper: one-line errors on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message collapsed to one line (its type name when it has none)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def run_main(work: Callable[[], int], prog: str, debug: bool = False) -> int:
+    """Run ``work()`` and turn any exception into ``<prog>: error: <one line>`` and exit code 1.
+
+    With ``debug`` the exception propagates (full traceback). Ctrl-C exits with 130.
+    """
+    from da3_ros.tools.bagio import BagError
+
+    try:
+        return int(work() or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user gets one line; --debug shows the trace
+        if debug:
+            raise
+        known = isinstance(exc, BagError | FileNotFoundError | ValueError | OSError)
+        prefix = "" if known else f"{type(exc).__name__}: "
+        hint = "" if known else " (run with --debug for a traceback)"
+        print(f"{prog}: error: {prefix}{one_line(exc)}{hint}", file=sys.stderr)
+        return 1
