@@ -185,6 +185,7 @@ def get_attention_fn(backend: str | None, device: torch.device | str) -> tuple[s
     """
     name = requested_backend(backend)
     device_type = torch.device(device).type
+    device_type = "cpu" if device_type == "meta" else device_type
     desc, fn = _build(name, device_type)
     key = (name, device_type, desc)
     if key not in _logged:
