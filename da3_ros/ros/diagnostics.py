@@ -1,0 +1,158 @@
+"""``/diagnostics`` for the node: rates, latency, queue, drops by reason, GPU memory, model.
+
+One ``diagnostic_msgs/DiagnosticStatus`` named ``<node name>: pipeline`` per
+period, with key/values (all strings, as the message requires):
+
+- ``state``: lifecycle state; ``model``, ``device``, ``dtype``, ``attention_backend``,
+  ``depth_units`` (``metric`` = metres, ``relative`` = model units);
+- ``input_rate_hz.<camera>``, ``input_count.<camera>``, ``input_age_s.<camera>``;
+- ``windows_per_s``, ``windows``, ``frames_processed``, ``views_published``;
+- ``latency_mean_s``, ``latency_max_s``: image stamp to publish, on the node's clock
+  (sim time under ``use_sim_time``), over the last period (``nan`` when nothing was
+  published in it); ``latency_last_s``: the latest view's;
+- ``queue_len``, ``drops_total`` and ``drops.<reason>`` (pipeline and input drops together);
+- ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
+
+Level: ERROR when not active or the model failed, WARN when a camera is stale
+or drops grew during the last period, else OK.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict, deque
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+
+class NodeDiagnostics:
+    """Thread-safe counters of the node plus the message builder.
+
+    Args:
+        name: status name (``<node>: pipeline``).
+        cameras: camera names (for per-camera rates and staleness).
+        stale_input_s: a camera silent this long makes the status WARN.
+    """
+
+    def __init__(self, name: str, cameras: list[str], stale_input_s: float = 2.0) -> None:
+        self.name = name
+        self.cameras = list(cameras)
+        self.stale_input_s = stale_input_s
+        self.info: dict[str, str] = {}
+        self.error: str = ""
+        self._lock = threading.Lock()
+        self._arrivals = {c: deque(maxlen=1000) for c in self.cameras}
+        self._counts = dict.fromkeys(self.cameras, 0)
+        self._input_drops: dict[str, int] = defaultdict(int)
+        self._latencies: list[float] = []
+        self._last_latency = math.nan
+        self._published = 0
+        self._last_drops_total = 0
+        self._last_windows: tuple[float, int] | None = None
+        self._start = time.monotonic()
+
+    def on_input(self, camera: str, _stamp_ns: int) -> None:
+        """Count one received image of ``camera``."""
+        with self._lock:
+            if camera in self._arrivals:
+                self._arrivals[camera].append(time.monotonic())
+                self._counts[camera] += 1
+
+    def on_bad_input(self, camera: str, reason: str) -> None:
+        """Count one image of ``camera`` rejected for ``reason``."""
+        with self._lock:
+            self._input_drops[f"input_{reason}"] += 1
+
+    def on_published(self, latency_s: float) -> None:
+        """Record one published view with its stamp-to-publish latency."""
+        with self._lock:
+            self._published += 1
+            self._latencies.append(latency_s)
+
+    def input_drops(self) -> dict[str, int]:
+        """Input drops by reason so far."""
+        with self._lock:
+            return dict(self._input_drops)
+
+    def build(self, state: str, pipeline_stats: dict | None, gpu: dict[str, float] | None,
+              stamp) -> DiagnosticArray:
+        """The DiagnosticArray for now; resets the per-period latency window.
+
+        Args:
+            state: lifecycle state label.
+            pipeline_stats: ``PipelineStats.as_dict()`` or None when no pipeline runs.
+            gpu: ``{"allocated_mb":..., "peak_mb":...}`` or None.
+            stamp: builtin_interfaces/Time for the header.
+        """
+        now = time.monotonic()
+        kv: dict[str, str] = {"state": state, **self.info}
+        level, problems = DiagnosticStatus.OK, []
+        with self._lock:
+            for cam in self.cameras:
+                arr = self._arrivals[cam]
+                recent = [t for t in arr if now - t <= 5.0]
+                span = (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+                rate = (len(recent) - 1) / span if span > 0 else 0.0
+                age = now - arr[-1] if arr else now - self._start
+                kv[f"input_rate_hz.{cam}"] = f"{rate:.2f}"
+                kv[f"input_count.{cam}"] = str(self._counts[cam])
+                kv[f"input_age_s.{cam}"] = f"{age:.2f}"
+                if age > self.stale_input_s:
+                    problems.append(f"{cam} stale ({age:.1f} s)")
+            lat, self._latencies = self._latencies, []
+            drops = {k: int(v) for k, v in self._input_drops.items()}
+            kv["views_published"] = str(self._published)
+        if lat:
+            self._last_latency = lat[-1]
+        kv["latency_mean_s"] = f"{sum(lat) / len(lat):.4f}" if lat else "nan"
+        kv["latency_max_s"] = f"{max(lat):.4f}" if lat else "nan"
+        kv["latency_last_s"] = f"{self._last_latency:.4f}"
+        if pipeline_stats:
+            for key, value in pipeline_stats.get("dropped", {}).items():
+                drops[key] = drops.get(key, 0) + int(value)
+            windows = int(pipeline_stats.get("windows", 0))
+            kv["windows"] = str(windows)
+            kv["frames_processed"] = str(pipeline_stats.get("processed", 0))
+            kv["queue_len"] = str(pipeline_stats.get("queue_len", 0))
+            kv["windows_per_s"] = f"{self._window_rate(now, windows):.3f}"
+        total = sum(drops.values())
+        kv["drops_total"] = str(total)
+        kv.update({f"drops.{k}": str(v) for k, v in sorted(drops.items())})
+        if total > self._last_drops_total:
+            problems.append(f"{total - self._last_drops_total} dropped")
+        self._last_drops_total = total
+        if gpu:
+            kv["gpu_mem_allocated_mb"] = f"{gpu['allocated_mb']:.1f}"
+            kv["gpu_mem_peak_mb"] = f"{gpu['peak_mb']:.1f}"
+        if self.error or state != "active":
+            level = DiagnosticStatus.ERROR
+            message = self.error or f"not active ({state})"
+        elif problems:
+            level, message = DiagnosticStatus.WARN, "; ".join(problems)
+        else:
+            message = "ok"
+        status = DiagnosticStatus(level=level, name=self.name, message=message, hardware_id="da3",
+                                  values=[KeyValue(key=k, value=v) for k, v in kv.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = stamp
+        return msg
+
+    def _window_rate(self, now: float, windows: int) -> float:
+        prev, self._last_windows = self._last_windows, (now, windows)
+        if prev is None or now <= prev[0]:
+            return 0.0
+        return (windows - prev[1]) / (now - prev[0])
+
+
+def gpu_memory(device: str) -> dict[str, float] | None:
+    """Allocated and peak CUDA memory in MiB for a ``cuda`` device, else None."""
+    if not str(device).startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {"allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}

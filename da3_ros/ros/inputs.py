@@ -1,0 +1,179 @@
+"""Image and CameraInfo subscriptions: decode, check, stamp, hand over to the pipeline.
+
+Callbacks only decode and enqueue (the sink is ``AsyncPipeline.submit``, which
+never blocks); inference runs on the pipeline's worker thread. Each camera
+has its own mutually exclusive callback group, so cameras decode in parallel
+under a ``MultiThreadedExecutor`` and one camera's state needs no lock.
+
+Frame ids: the ``camera.<name>.frame_id`` parameter when set, else the input
+header's ``frame_id`` when non-empty, else ``<name>_optical_frame``.
+
+Bad input never raises out of a callback: it is logged (throttled per reason)
+and counted by reason through ``on_bad_input(camera, reason)``. Reasons:
+``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
+(0 x 0), ``zero_stamp``, ``stamp_backwards`` (older than the last frame of that
+camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
+the frame goes on without intrinsics). A jump back by more than
+``time_jump_reset_s`` (a looping bag, a restarted simulator) is not dropped:
+``on_time_jump(camera)`` lets the node reset the pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from da3_ros.core.frames import CameraIntrinsics, Frame
+from da3_ros.ros import conversions as conv
+from da3_ros.ros.parameters import CameraSettings
+
+
+def input_qos(kind: str, depth: int) -> QoSProfile:
+    """QoS for image subscriptions: ``sensor_data`` (best effort) or ``reliable``, keep-last ``depth``."""
+    if kind == "sensor_data":
+        qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k)
+                            for k in ("reliability", "durability", "history")}, depth=depth)
+        return qos
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+class Throttle:
+    """At most one log line per key every ``period_s`` seconds (monotonic clock)."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+
+    def ready(self, key: str) -> bool:
+        """True when a line for ``key`` may be logged now (and records it)."""
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) < self.period_s:
+            return False
+        self._last[key] = now
+        return True
+
+
+@dataclass
+class _CameraState:
+    settings: CameraSettings
+    last_stamp_ns: int | None = None
+    info: CameraIntrinsics | None = None
+
+
+class CameraInputs:
+    """Subscriptions of every camera; each decoded, checked image becomes a :class:`Frame`.
+
+    Args:
+        node: the node to subscribe on.
+        cameras: per-camera settings (topics, frame id override, transport).
+        sink: receives each good frame; must not block (``AsyncPipeline.submit``).
+        on_bad_input: ``(camera, reason)`` for each rejected message.
+        on_input: ``(camera, stamp_ns)`` for each message received (rates).
+        on_time_jump: ``(camera)`` when stamps jump back by more than the reset threshold.
+        qos: image subscription QoS; camera_info uses the same reliability.
+        time_jump_reset_s: backward jump that resets instead of dropping (0: never reset).
+        log_throttle_s: per-reason warning period.
+    """
+
+    def __init__(self, node, cameras: list[CameraSettings], sink: Callable[[Frame], None],
+                 on_bad_input: Callable[[str, str], None], on_input: Callable[[str, int], None],
+                 on_time_jump: Callable[[str], None], qos: QoSProfile,
+                 time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0) -> None:
+        self._node = node
+        self._sink = sink
+        self._on_bad_input = on_bad_input
+        self._on_input = on_input
+        self._on_time_jump = on_time_jump
+        self.time_jump_reset_s = time_jump_reset_s
+        self.throttle = Throttle(log_throttle_s)
+        self._subs: list = []
+        self.states = {c.name: _CameraState(c) for c in cameras}
+        for cam in cameras:
+            self._subscribe(cam, qos)
+
+    def _subscribe(self, cam: CameraSettings, qos: QoSProfile) -> None:
+        group = MutuallyExclusiveCallbackGroup()
+        msg_type = CompressedImage if cam.transport == "compressed" else Image
+        self._subs.append(self._node.create_subscription(
+            msg_type, cam.image_topic, lambda msg, c=cam.name: self._on_image(c, msg), qos,
+            callback_group=group))
+        if cam.camera_info_topic:
+            self._subs.append(self._node.create_subscription(
+                CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos,
+                callback_group=group))
+
+    def destroy(self) -> None:
+        """Remove every subscription (deactivate)."""
+        for sub in self._subs:
+            self._node.destroy_subscription(sub)
+        self._subs.clear()
+
+    def reset_stamps(self) -> None:
+        """Forget the last stamp of every camera (after a pipeline reset)."""
+        for state in self.states.values():
+            state.last_stamp_ns = None
+
+    def _bad(self, camera: str, reason: str, detail: str) -> None:
+        self._on_bad_input(camera, reason)
+        if self.throttle.ready(f"{camera}/{reason}"):
+            self._node.get_logger().warning(f"[{camera}] {reason}: {detail} (repeats are throttled)")
+
+    def _on_info(self, camera: str, msg: CameraInfo) -> None:
+        try:
+            self.states[camera].info = conv.camera_info_to_intrinsics(msg)
+        except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
+            self._bad(camera, "camera_info_invalid", str(exc))
+
+    def _on_image(self, camera: str, msg) -> None:
+        try:
+            frame = self._to_frame(camera, msg)
+        except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
+            self._bad(camera, "decode_error", f"{type(exc).__name__}: {exc}")
+            return
+        if frame is not None:
+            self._sink(frame)
+
+    def _to_frame(self, camera: str, msg) -> Frame | None:
+        """Decode and check one image message; None (counted) when rejected."""
+        state = self.states[camera]
+        stamp_ns = conv.stamp_to_ns(msg.header.stamp)
+        self._on_input(camera, stamp_ns)
+        if isinstance(msg, Image) and (msg.width == 0 or msg.height == 0):
+            self._bad(camera, "empty_image", f"{msg.width}x{msg.height} image")
+            return None
+        if stamp_ns <= 0:
+            self._bad(camera, "zero_stamp", "header stamp is zero")
+            return None
+        if not self._stamp_ok(camera, state, stamp_ns):
+            return None
+        rgb = conv.image_to_rgb(msg)
+        if rgb.size == 0:
+            self._bad(camera, "empty_image", f"decoded shape {rgb.shape}")
+            return None
+        state.last_stamp_ns = stamp_ns
+        h, w = rgb.shape[:2]
+        intr = state.info
+        if intr is not None and (intr.width, intr.height) != (w, h):
+            self._bad(camera, "camera_info_mismatch",
+                      f"CameraInfo is {intr.width}x{intr.height}, image {w}x{h}; intrinsics ignored")
+            intr = None
+        frame_id = state.settings.frame_id or msg.header.frame_id or f"{camera}_optical_frame"
+        return Frame(image=rgb, stamp_ns=stamp_ns, camera=camera, intrinsics=intr, frame_id=frame_id)
+
+    def _stamp_ok(self, camera: str, state: _CameraState, stamp_ns: int) -> bool:
+        last = state.last_stamp_ns
+        if last is None or stamp_ns > last:
+            return True
+        back_s = (last - stamp_ns) * 1e-9
+        if self.time_jump_reset_s > 0 and back_s > self.time_jump_reset_s:
+            self._node.get_logger().warning(
+                f"[{camera}] stamps jumped back {back_s:.2f} s: resetting the pipeline")
+            self._on_time_jump(camera)
+            return True
+        self._bad(camera, "stamp_backwards", f"stamp {stamp_ns} not after last {last} ({back_s:.3f} s back)")
+        return False

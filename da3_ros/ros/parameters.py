@@ -1,0 +1,325 @@
+"""The node's parameters: one table of specs, declared with descriptors, validated in one place.
+
+Every parameter is declared with a :class:`rcl_interfaces.msg.ParameterDescriptor`
+carrying its type, description, range and ``read_only`` flag. Read-only
+parameters need a restart (model, device, topics, QoS, window shape); the
+others are *dynamic* and take effect on the next window (confidence threshold,
+depth range, voxel size, queue policy, publish toggles, ...).
+
+Per-camera parameters live under ``camera.<name>.`` and are declared after the
+``cameras`` list is known, so a params file can describe a whole rig::
+
+    da3_node:
+      ros__parameters:
+        cameras: [front, left]
+        camera.front.image_topic: /front/image_raw
+        camera.front.camera_info_topic: /front/camera_info
+        camera.left.image_topic: /left/image_raw/compressed
+        camera.left.transport: compressed
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+
+_T = ParameterType
+_TYPES = {
+    bool: _T.PARAMETER_BOOL, int: _T.PARAMETER_INTEGER, float: _T.PARAMETER_DOUBLE,
+    str: _T.PARAMETER_STRING,
+}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: name, default, description and constraints.
+
+    ``choices`` restricts a string; ``lo``/``hi`` give a numeric range (for
+    arrays, each element); ``dynamic`` False makes it read-only (restart needed).
+    """
+
+    name: str
+    default: Any
+    description: str
+    dynamic: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    array_of: type | None = None
+
+    @property
+    def ros_type(self) -> int:
+        """The ParameterType value of this parameter."""
+        if self.array_of is not None:
+            return {str: _T.PARAMETER_STRING_ARRAY, int: _T.PARAMETER_INTEGER_ARRAY,
+                    float: _T.PARAMETER_DOUBLE_ARRAY}[self.array_of]
+        return _TYPES[type(self.default)]
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ParameterDescriptor declared for this parameter."""
+        d = ParameterDescriptor(name=self.name, type=self.ros_type, description=self.description,
+                                read_only=not self.dynamic)
+        extra = []
+        if self.choices:
+            extra.append("one of: " + ", ".join(self.choices))
+        if self.lo is not None and self.array_of is None:
+            if self.ros_type == _T.PARAMETER_INTEGER:
+                d.integer_range = [IntegerRange(from_value=int(self.lo), to_value=int(self.hi), step=0)]
+            else:
+                d.floating_point_range = [FloatingPointRange(from_value=float(self.lo),
+                                                             to_value=float(self.hi), step=0.0)]
+        elif self.lo is not None:
+            extra.append(f"each element in [{self.lo}, {self.hi}]")
+        d.additional_constraints = "; ".join(extra)
+        return d
+
+
+_BIG = 1.0e6
+#: Mirrors ``da3_ros.model.attention.BACKENDS`` (a test keeps them equal; no torch import here).
+ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "sdpa_cudnn", "sdpa_flash", "manual")
+
+#: Node-wide parameters, in declaration order.
+SPECS: tuple[ParamSpec, ...] = (
+    # --- model and device (restart) ---
+    ParamSpec("model", "da3-tiny", "Preset name (random weights, for plumbing only), local weights "
+              "directory, Hugging Face hub id, or 'truth' (test stand-in fed by ground-truth topics)"),
+    ParamSpec("device", "auto", "Torch device: auto, cpu, cuda, cuda:N"),
+    ParamSpec("dtype", "auto", "Inference dtype", choices=("auto", "float32", "float16", "bfloat16")),
+    ParamSpec("attention_backend", "auto", "Attention kernel (da3_ros.model.attention)",
+              choices=ATTENTION_BACKENDS),
+    ParamSpec("process_res", 504, "Long side of the network input in pixels", lo=28, hi=4096),
+    ParamSpec("ref_view_strategy", "saddle_balanced", "Reference-view choice inside a window"),
+    ParamSpec("condition_on_intrinsics", False, "Feed CameraInfo intrinsics to the network"),
+    ParamSpec("condition_on_poses", False, "Feed known poses to the network"),
+    ParamSpec("warmup", True, "Run one dummy window on activation (first real window is then fast)"),
+    # --- inputs (restart) ---
+    ParamSpec("cameras", ["camera"], "Camera names; per-camera settings under camera.<name>.*",
+              array_of=str),
+    ParamSpec("mode", "auto", "Windowing: temporal (one camera), multicam (synchronised rig), "
+              "auto (multicam when more than one camera)", choices=("auto", "temporal", "multicam")),
+    ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
+              choices=("sensor_data", "reliable")),
+    ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
+    # --- windowing (restart) ---
+    ParamSpec("num_view", 4, "Time steps (temporal) or synchronised sets (multicam) per window",
+              lo=1, hi=64),
+    ParamSpec("stride", 2, "New frames (sets) per window", lo=1, hi=64),
+    ParamSpec("dilations", [1], "Frame gaps inside a window (RollingDepth style)", lo=1, hi=64,
+              array_of=int),
+    ParamSpec("slop_s", 0.02, "Multi-camera sync tolerance, seconds", lo=0.0, hi=10.0),
+    ParamSpec("keyframe_min_dt_s", 0.0, "Minimum time between keyframes (0: every frame)",
+              lo=0.0, hi=3600.0),
+    ParamSpec("keyframe_min_change", 0.0, "Minimum image change for a keyframe (0: off)",
+              lo=0.0, hi=1.0),
+    ParamSpec("queue_size", 8, "Frames waiting for the inference worker before drops (queue_policy)",
+              lo=1, hi=10000),
+    ParamSpec("align", "auto", "Cross-window alignment (auto: sim3 relative, se3 metric)",
+              choices=("auto", "sim3", "se3", "none")),
+    # --- outputs (restart) ---
+    ParamSpec("fixed_frame", "da3_odom", "Frame of poses, path, odometry and points"),
+    ParamSpec("points_qos", "reliable", "QoS of ~/points and ~/<camera>/depth_colored",
+              choices=("reliable", "best_effort")),
+    ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics", lo=0.05, hi=60.0),
+    ParamSpec("autostart", True, "Configure and activate at start (no lifecycle manager needed)"),
+    # --- dynamic: take effect on the next window ---
+    ParamSpec("queue_policy", "drop_oldest", "What to drop when the inference queue is full",
+              dynamic=True, choices=("drop_oldest", "keep_latest")),
+    ParamSpec("conf_threshold", 0.0, "Minimum confidence of published points (DA3: >= 1)", dynamic=True,
+              lo=0.0, hi=_BIG),
+    ParamSpec("min_depth_m", 0.0, "Nearest published point (model units when relative)",
+              dynamic=True, lo=0.0, hi=_BIG),
+    ParamSpec("max_depth_m", 0.0, "Farthest published point, 0: no limit (model units when relative)",
+              dynamic=True, lo=0.0, hi=_BIG),
+    ParamSpec("voxel_size_m", 0.0, "Voxel downsampling of ~/points (0: off)", dynamic=True,
+              lo=0.0, hi=_BIG),
+    ParamSpec("max_points", 200000, "Cap on points per ~/points message", dynamic=True,
+              lo=1, hi=100_000_000),
+    ParamSpec("publish_all_views", False, "Republish every view of every window (not only new ones)",
+              dynamic=True),
+    ParamSpec("publish.depth", True, "Publish ~/<camera>/depth", dynamic=True),
+    ParamSpec("publish.confidence", True, "Publish ~/<camera>/confidence", dynamic=True),
+    ParamSpec("publish.camera_info", True, "Publish ~/<camera>/camera_info", dynamic=True),
+    ParamSpec("publish.depth_colored", True, "Publish ~/<camera>/depth_colored", dynamic=True),
+    ParamSpec("publish.pose", True, "Publish ~/<camera>/pose", dynamic=True),
+    ParamSpec("publish.points", True, "Publish ~/points", dynamic=True),
+    ParamSpec("publish.odometry", True, "Publish ~/odometry", dynamic=True),
+    ParamSpec("publish.path", True, "Publish ~/path", dynamic=True),
+    ParamSpec("publish.tf", True, "Broadcast TF fixed_frame -> optical frames (needs tf2_ros)",
+              dynamic=True),
+    ParamSpec("depth_colored_range", [0.0, 0.0], "Colormap range [near, far]; [0, 0]: per image",
+              dynamic=True, lo=0.0, hi=_BIG, array_of=float),
+    ParamSpec("path_max_length", 10000, "Poses kept in ~/path", dynamic=True, lo=1, hi=10_000_000),
+    ParamSpec("stale_input_s", 2.0, "A camera silent this long is reported stale", dynamic=True,
+              lo=0.01, hi=3600.0),
+    ParamSpec("time_jump_reset_s", 1.0, "Stamps going back more than this reset the pipeline "
+              "(bag loop); smaller jumps drop the frame", dynamic=True, lo=0.0, hi=_BIG),
+    ParamSpec("log_throttle_s", 5.0, "Throttle period of repeated warnings", dynamic=True,
+              lo=0.0, hi=3600.0),
+    # --- test aid: the ground-truth stand-in (model: truth) ---
+    ParamSpec("truth.depth_topic", "{camera}/depth_gt", "TEST AID: ground-truth depth topic"),
+    ParamSpec("truth.pose_topic", "{camera}/pose_gt", "TEST AID: ground-truth pose topic"),
+    ParamSpec("truth.wait_s", 1.0, "TEST AID: wait for truth of a frame", lo=0.0, hi=60.0),
+    ParamSpec("truth.scale_range", [1.0, 1.0], "TEST AID: random per-window scale range",
+              lo=1e-6, hi=_BIG, array_of=float),
+    ParamSpec("truth.depth_noise", 0.0, "TEST AID: relative depth noise", lo=0.0, hi=10.0),
+    ParamSpec("truth.pose_noise", 0.0, "TEST AID: pose noise", lo=0.0, hi=10.0),
+    ParamSpec("truth.seed", 0, "TEST AID: noise seed", lo=0, hi=2**31 - 1),
+    ParamSpec("truth.metric", False, "TEST AID: report metric depth"),
+)
+
+#: Per-camera parameters; the name is prefixed with ``camera.<name>.``.
+CAMERA_SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("image_topic", "{camera}/image_raw", "Image topic (relative names are remappable)"),
+    ParamSpec("camera_info_topic", "", "CameraInfo topic ('' : intrinsics estimated)"),
+    ParamSpec("frame_id", "", "Optical frame id override ('': input header, else <camera>_optical_frame)"),
+    ParamSpec("transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage)",
+              choices=("raw", "compressed")),
+)
+
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def camera_param(camera: str, key: str) -> str:
+    """Full parameter name of a per-camera setting, e.g. ``camera.front.image_topic``."""
+    return f"camera.{camera}.{key}"
+
+
+@dataclass
+class CameraSettings:
+    """One camera's input settings (topics are relative unless they start with '/')."""
+
+    name: str
+    image_topic: str
+    camera_info_topic: str
+    frame_id: str
+    transport: str
+
+
+@dataclass
+class NodeSettings:
+    """All parameter values, read at configure time (dynamic ones refreshed on change)."""
+
+    values: dict[str, Any]
+    cameras: list[CameraSettings] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def mode(self) -> str:
+        """Windowing mode with 'auto' resolved."""
+        mode = self.values["mode"]
+        if mode == "auto":
+            return "multicam" if len(self.cameras) > 1 else "temporal"
+        return mode
+
+
+def declare_all(node) -> None:
+    """Declare every node-wide and per-camera parameter on ``node`` (params-file values apply)."""
+    for spec in SPECS:
+        node.declare_parameter(spec.name, spec.default, spec.descriptor())
+    for cam in node.get_parameter("cameras").value or []:
+        for spec in CAMERA_SPECS:
+            full = camera_param(cam, spec.name)
+            default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default
+            node.declare_parameter(full, default, _camera_descriptor(spec, full))
+
+
+def _camera_descriptor(spec: ParamSpec, full_name: str) -> ParameterDescriptor:
+    d = spec.descriptor()
+    d.name = full_name
+    return d
+
+
+def read_settings(node) -> NodeSettings:
+    """Snapshot of all declared parameters as a :class:`NodeSettings`."""
+    values = {s.name: _plain(node.get_parameter(s.name).value) for s in SPECS}
+    cams = []
+    for cam in values["cameras"]:
+        get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
+        cams.append(CameraSettings(cam, get("image_topic"), get("camera_info_topic"), get("frame_id"),
+                                   get("transport")))
+    return NodeSettings(values, cams)
+
+
+def _plain(value: Any) -> Any:
+    """Parameter arrays arrive as array.array / numpy; hand out plain lists."""
+    if value is not None and not isinstance(value, str | bool | int | float):
+        return list(value)
+    return value
+
+
+def check_values(values: dict[str, Any]) -> str | None:
+    """Why ``values`` (name -> value, merged over the current ones) are invalid, or None.
+
+    Checks what descriptors cannot: string choices, array element ranges and
+    relations between parameters. Types and scalar ranges are enforced by rclpy.
+    """
+    for name, value in values.items():
+        spec = SPEC_BY_NAME.get(name) or _camera_spec(name)
+        if spec is None:
+            continue
+        value = _plain(value)
+        if spec.choices and value not in spec.choices:
+            return f"{name}={value!r} is not one of {', '.join(spec.choices)}"
+        if spec.array_of is not None and spec.lo is not None:
+            bad = [v for v in value if not (spec.lo <= v <= spec.hi) or
+                   (isinstance(v, float) and math.isnan(v))]
+            if bad:
+                return f"{name}: elements {bad} outside [{spec.lo}, {spec.hi}]"
+    return _check_relations(values)
+
+
+def _camera_spec(name: str) -> ParamSpec | None:
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "camera":
+        return next((s for s in CAMERA_SPECS if s.name == parts[2]), None)
+    return None
+
+
+def _check_relations(v: dict[str, Any]) -> str | None:
+    if v.get("max_depth_m") and not v.get("min_depth_m", 0.0) < v["max_depth_m"]:
+        return f"min_depth_m ({v['min_depth_m']}) must be below max_depth_m ({v['max_depth_m']})"
+    rng = v.get("depth_colored_range")
+    if rng is not None and (len(rng) != 2 or (any(rng) and not rng[0] < rng[1])):
+        return f"depth_colored_range must be [near, far] with near < far, or [0, 0]; got {list(rng)}"
+    sr = v.get("truth.scale_range")
+    if sr is not None and (len(sr) != 2 or sr[0] > sr[1]):
+        return f"truth.scale_range must be [lo, hi] with lo <= hi; got {list(sr)}"
+    cams = v.get("cameras")
+    if cams is not None:
+        if not cams:
+            return "cameras must name at least one camera"
+        if len(set(cams)) != len(cams):
+            return f"cameras has duplicates: {list(cams)}"
+        bad = [c for c in cams if not c or not all(ch.isalnum() or ch == "_" for ch in c)
+               or c[0].isdigit()]
+        if bad:
+            return f"camera names must be valid topic tokens ([A-Za-z_][A-Za-z0-9_]*): {bad}"
+    if "dilations" in v and not v["dilations"]:
+        return "dilations must hold at least one value"
+    if v.get("mode") == "temporal" and cams is not None and len(cams) > 1:
+        return "mode temporal takes one camera; use multicam (or auto) for a rig"
+    return None
+
+
+def validation_callback(node):
+    """An ``add_on_set_parameters_callback`` callback that rejects invalid changes with a reason."""
+
+    def callback(params) -> SetParametersResult:
+        merged = {s.name: _plain(node.get_parameter(s.name).value) for s in SPECS
+                  if node.has_parameter(s.name)}
+        merged.update({p.name: _plain(p.value) for p in params})
+        reason = check_values(merged)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    return callback

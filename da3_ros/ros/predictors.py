@@ -1,0 +1,230 @@
+"""Build the node's predictor from its parameters (model, device, dtype, attention, ...).
+
+``model`` accepts:
+
+- ``default``: the bundled trained model ``data/models/da3-tiny-synth`` when it is
+  present (source tree or installed share), else ``da3-tiny`` with random weights;
+- a preset name (``da3-large``, ``da3-tiny``, ...): the network with RANDOM weights
+  (plumbing checks only; logged as a loud warning);
+- a local weights directory, or a Hugging Face hub id (``org/name``), loaded strictly;
+- ``truth``: TEST AID. A stand-in that returns ground truth read from topics
+  (``truth.depth_topic`` 32FC1 depth and ``truth.pose_topic`` PoseStamped
+  camera-to-world optical pose, both stamped like the image) through
+  :class:`da3_ros.core.standin.GroundTruthPredictor`. Never use it on a robot.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import Image
+
+from da3_ros.core.frames import Frame
+from da3_ros.ros import conversions as conv
+
+BUNDLED_MODEL = Path("data") / "models" / "da3-tiny-synth"
+FALLBACK_PRESET = "da3-tiny"
+
+
+@dataclass
+class PredictorInfo:
+    """What diagnostics report about the predictor."""
+
+    name: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    attention_backend: str = "n/a"
+    is_metric: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; other names pass through."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str, device: str):
+    """Torch dtype for a ``dtype`` parameter: ``auto`` is bfloat16/float16 on CUDA, float32 on CPU."""
+    import torch
+
+    if name == "auto":
+        if not device.startswith("cuda"):
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)
+
+
+def bundled_model_dir() -> Path | None:
+    """The bundled trained model directory (source checkout or installed share), or None."""
+    candidates = [Path(__file__).resolve().parents[2] / BUNDLED_MODEL]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("da3_ros")) / BUNDLED_MODEL)
+    except Exception:  # noqa: BLE001 - not installed as an ament package
+        pass
+    return next((c for c in candidates if (c / "config.json").is_file() or c.is_dir()), None)
+
+
+def resolve_model_source(model: str) -> tuple[str, str]:
+    """Classify the ``model`` parameter.
+
+    Returns:
+        ``(kind, value)`` with kind ``preset`` (random weights), ``path``, ``hub`` or ``truth``.
+
+    Raises:
+        ValueError: the value is neither a preset, an existing path nor a hub id.
+    """
+    from da3_ros.model.presets import PRESETS
+
+    if model == "truth":
+        return "truth", model
+    if model == "default":
+        found = bundled_model_dir()
+        return ("path", str(found)) if found else ("preset", FALLBACK_PRESET)
+    if model in PRESETS:
+        return "preset", model
+    if Path(model).expanduser().exists():
+        return "path", str(Path(model).expanduser())
+    if model.count("/") == 1 and not model.startswith((".", "/")):
+        return "hub", model
+    raise ValueError(f"model {model!r} is not a preset ({', '.join(sorted(PRESETS))}), "
+                     "an existing weights directory, a hub id (org/name), 'default' or 'truth'")
+
+
+def build_engine(settings, logger) -> tuple[object, PredictorInfo]:
+    """Load the network and wrap it in a :class:`DA3Engine` as the parameters say."""
+    import torch
+
+    from da3_ros.core.engine import DA3Engine
+    from da3_ros.model import build_model
+
+    kind, source = resolve_model_source(settings["model"])
+    device = resolve_device(settings["device"])
+    dtype = resolve_dtype(settings["dtype"], device)
+    backend = settings["attention_backend"]
+    info = PredictorInfo(name=source, device=device, dtype=str(dtype).removeprefix("torch."))
+    if kind == "preset":
+        msg = (f"model {source!r}: preset with RANDOM WEIGHTS, outputs are meaningless; "
+               "set the model parameter to a weights directory or hub id")
+        logger.warning("!" * 20 + " " + msg + " " + "!" * 20)
+        info.warnings.append("random weights")
+        net = build_model(source, attention_backend=backend)
+        info.name = f"{source} (random weights)"
+    else:
+        from da3_ros.model import load_pretrained
+
+        logger.info(f"loading model {source} on {device} ({info.dtype})")
+        net = load_pretrained(source, device=device, dtype=torch.float32)
+        net.set_attention_backend(backend)
+    net = net.to(device).eval()  # moving re-resolves the attention kernel for the device
+    info.attention_backend = str(getattr(net, "attention_desc", backend))
+    engine = DA3Engine(net, process_res=int(settings["process_res"]), device=device, dtype=dtype,
+                       condition_on_intrinsics=bool(settings["condition_on_intrinsics"]),
+                       condition_on_poses=bool(settings["condition_on_poses"]),
+                       ref_view_strategy=settings["ref_view_strategy"],
+                       attention="math" if backend == "manual" else "flash")
+    info.is_metric = bool(engine.is_metric)
+    return engine, info
+
+
+def warm_up(predictor, settings, n_views: int, logger) -> None:
+    """Run one dummy window of ``n_views`` grey 480x640 frames (allocations, kernel choice)."""
+    frames = [Frame(image=np.full((480, 640, 3), 128, np.uint8), stamp_ns=i + 1, camera="warmup",
+                    frame_id="warmup") for i in range(n_views)]
+    predictor.predict(frames)
+    logger.info(f"warm-up window of {n_views} views done")
+
+
+def release(predictor) -> None:
+    """Drop the predictor and return cached GPU memory to the driver."""
+    del predictor
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+class TruthTopics:
+    """TEST AID: caches ground-truth depth and poses from topics, keyed by (camera, stamp).
+
+    Subscribes, for each camera, ``truth.depth_topic`` (32FC1 z-depth, metres) and
+    ``truth.pose_topic`` (PoseStamped, camera optical frame to world); ``{camera}``
+    in the names is replaced by the camera name. The test publishes truth before
+    (or with) each image; :meth:`lookup` waits up to ``wait_s`` for late truth.
+    """
+
+    def __init__(self, node, cameras: list[str], depth_topic: str, pose_topic: str, qos,
+                 wait_s: float = 1.0, capacity: int = 512) -> None:
+        self._node = node
+        self.wait_s = wait_s
+        self._capacity = capacity
+        self._depth: OrderedDict = OrderedDict()
+        self._pose: OrderedDict = OrderedDict()
+        self._cond = threading.Condition()
+        self._subs = []
+        for cam in cameras:
+            self._subs.append(node.create_subscription(
+                Image, depth_topic.format(camera=cam),
+                lambda m, c=cam: self._store(self._depth, c, m, conv.image_to_numpy(m)[0].copy()), qos))
+            self._subs.append(node.create_subscription(
+                PoseStamped, pose_topic.format(camera=cam),
+                lambda m, c=cam: self._store(self._pose, c, m, conv.pose_to_matrix(m.pose)), qos))
+
+    def _store(self, table: OrderedDict, camera: str, msg, value) -> None:
+        with self._cond:
+            table[(camera, conv.stamp_to_ns(msg.header.stamp))] = value
+            while len(table) > self._capacity:
+                table.popitem(last=False)
+            self._cond.notify_all()
+
+    def lookup(self, frame: Frame):
+        """``(depth (H, W) float32 metres, world_from_cam (4, 4), CameraIntrinsics)`` of a frame.
+
+        Raises:
+            LookupError: no truth (or no CameraInfo) for this frame within ``wait_s``.
+        """
+        key = (frame.camera, frame.stamp_ns)
+        with self._cond:
+            ok = self._cond.wait_for(lambda: key in self._depth and key in self._pose, self.wait_s)
+            if not ok:
+                raise LookupError(f"no ground truth for {key} within {self.wait_s} s")
+            depth, pose = self._depth[key], self._pose[key]
+        if frame.intrinsics is None:
+            raise LookupError(f"truth stand-in needs CameraInfo for camera {frame.camera!r}")
+        return depth, pose, frame.intrinsics
+
+    def destroy(self) -> None:
+        """Remove the truth subscriptions."""
+        for sub in self._subs:
+            self._node.destroy_subscription(sub)
+        self._subs.clear()
+
+
+def build_truth(node, settings, qos) -> tuple[object, PredictorInfo, TruthTopics]:
+    """TEST AID: the ground-truth stand-in predictor fed by :class:`TruthTopics`."""
+    from da3_ros.core.standin import GroundTruthPredictor
+
+    topics = TruthTopics(node, [c.name for c in settings.cameras], settings["truth.depth_topic"],
+                         settings["truth.pose_topic"], qos, wait_s=float(settings["truth.wait_s"]))
+    predictor = GroundTruthPredictor(
+        topics.lookup, scale_range=tuple(settings["truth.scale_range"]),
+        depth_noise=float(settings["truth.depth_noise"]), pose_noise=float(settings["truth.pose_noise"]),
+        seed=int(settings["truth.seed"]), metric=bool(settings["truth.metric"]))
+    info = PredictorInfo(name="truth (TEST AID: ground-truth stand-in)",
+                         is_metric=bool(settings["truth.metric"]))
+    return predictor, info, topics

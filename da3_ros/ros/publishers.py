@@ -1,0 +1,271 @@
+"""Output publishers and message building from a :class:`WindowResult`.
+
+Topics (relative to the node, so ``~/``; all remappable):
+
+- ``~/<camera>/depth``          sensor_msgs/Image 32FC1, REP-118: metres for a metric model,
+  model units for a relative one (see /diagnostics ``depth_units``); NaN where no estimate.
+- ``~/<camera>/confidence``     sensor_msgs/Image 32FC1, larger is more confident.
+- ``~/<camera>/camera_info``    sensor_msgs/CameraInfo (given or estimated) at source resolution.
+- ``~/<camera>/depth_colored``  sensor_msgs/Image rgb8, turbo colormap of depth, for viewing.
+- ``~/<camera>/pose``           geometry_msgs/PoseStamped: the camera optical frame in the fixed frame.
+- ``~/points``                  sensor_msgs/PointCloud2 (x, y, z, rgb, confidence) in the fixed frame.
+- ``~/odometry``                nav_msgs/Odometry of the reference camera (the first camera).
+- ``~/path``                    nav_msgs/Path of the reference camera.
+- TF ``fixed_frame -> <optical frame>`` when ``tf2_ros`` imports.
+
+Every per-view message carries the source image's stamp; ``~/points`` carries
+the stamp of the window's newest view. Frames: per-view images use the view's
+optical frame id; poses, path, odometry and points use ``fixed_frame``.
+
+The fixed frame follows REP-103 (x forward, y left, z up), anchored at the
+first published reference camera pose; see :func:`fixed_from_model_world`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import PoseStamped, TransformStamped
+from nav_msgs.msg import Odometry, Path
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+
+from da3_ros.core.geometry import ros_world_from_optical_world
+from da3_ros.ros import conversions as conv
+
+try:  # tf2_ros is not on PyPI; a real ROS install has it.
+    from tf2_ros import TransformBroadcaster  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the install
+    TransformBroadcaster = None
+
+_FIXED_FROM_WORLD = ros_world_from_optical_world()
+
+
+def fixed_from_model_world(world_from_cam: np.ndarray) -> np.ndarray:
+    """Camera optical-frame poses in the REP-103 fixed frame from poses in the pipeline's world frame.
+
+    The pipeline's world frame has OpenCV optical axes (it is the first window's
+    reference camera frame). The fixed frame has the same origin with REP-103
+    axes (x forward, y left, z up); the camera side stays the optical frame,
+    since the pose is that of ``<camera>_optical_frame``.
+
+    Args:
+        world_from_cam: (..., 4, 4) camera-to-world, OpenCV optical axes on both sides.
+
+    Returns:
+        (..., 4, 4) ``fixed_from_optical``.
+    """
+    return _FIXED_FROM_WORLD @ np.asarray(world_from_cam, dtype=np.float64)
+
+
+def points_to_fixed(points_world: np.ndarray) -> np.ndarray:
+    """(N, 3) points in the pipeline's world frame -> (N, 3) float32 in the fixed frame."""
+    return (np.asarray(points_world, dtype=np.float32) @ _FIXED_FROM_WORLD[:3, :3].T.astype(np.float32))
+
+
+def colorize_depth(depth: np.ndarray, near: float = 0.0, far: float = 0.0) -> np.ndarray:
+    """Turbo colormap of a depth image, for viewing.
+
+    Args:
+        depth: (H, W) float depth, NaN/inf/<=0 where unknown.
+        near: depth drawn red; with ``far`` both 0, the 2nd percentile of valid depth.
+        far: depth drawn blue; with ``near`` both 0, the 98th percentile.
+
+    Returns:
+        (H, W, 3) uint8 RGB, black where depth is unknown; near is red, far is blue.
+    """
+    depth = np.asarray(depth, dtype=np.float32)
+    valid = np.isfinite(depth) & (depth > 0)
+    out = np.zeros((*depth.shape, 3), dtype=np.uint8)
+    if depth.size == 0 or not valid.any():
+        return out
+    if not (near or far):
+        near, far = np.percentile(depth[valid], [2.0, 98.0])
+    span = max(float(far - near), 1e-6)
+    inv = 1.0 - np.clip((np.where(valid, depth, far) - near) / span, 0.0, 1.0)
+    bgr = cv2.applyColorMap((inv * 255.0).astype(np.uint8), cv2.COLORMAP_TURBO)
+    out[valid] = bgr[valid][:, ::-1]
+    return out
+
+
+def _header(stamp_ns: int, frame_id: str) -> Header:
+    return Header(stamp=conv.ns_to_stamp(int(stamp_ns)), frame_id=frame_id)
+
+
+def pose_stamped(fixed_from_cam: np.ndarray, stamp_ns: int, fixed_frame: str) -> PoseStamped:
+    """PoseStamped of a camera optical frame (``fixed_from_cam`` (4, 4)) in ``fixed_frame``."""
+    return PoseStamped(header=_header(stamp_ns, fixed_frame), pose=conv.matrix_to_pose(fixed_from_cam))
+
+
+@dataclass
+class PublishToggles:
+    """Which outputs are published (dynamic parameters ``publish.*``)."""
+
+    depth: bool = True
+    confidence: bool = True
+    camera_info: bool = True
+    depth_colored: bool = True
+    pose: bool = True
+    points: bool = True
+    odometry: bool = True
+    path: bool = True
+    tf: bool = True
+
+
+def reliable_qos(depth: int = 10) -> QoSProfile:
+    """Reliable, keep-last QoS used for outputs."""
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+def best_effort_qos(depth: int = 5) -> QoSProfile:
+    """Best-effort, keep-last QoS (optional for the heavy viewing outputs)."""
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      history=HistoryPolicy.KEEP_LAST)
+
+
+class OutputPublishers:
+    """Creates the node's output publishers and publishes each :class:`WindowResult`.
+
+    Args:
+        node: the (lifecycle) node; publishers are created with
+            ``create_lifecycle_publisher`` when available, so they only publish while active.
+        cameras: camera names (topic tokens); the first is the reference camera.
+        fixed_frame: frame id of poses, path, odometry and points.
+        heavy_best_effort: best-effort QoS for ~/points and depth_colored.
+        on_published: called with each published view's stamp (ns), for latency statistics.
+    """
+
+    def __init__(self, node, cameras: list[str], fixed_frame: str, heavy_best_effort: bool = False,
+                 on_published: Callable[[int], None] | None = None) -> None:
+        self._node = node
+        self.cameras = list(cameras)
+        self.fixed_frame = fixed_frame
+        self.toggles = PublishToggles()
+        self.publish_all_views = False
+        self.colored_range = (0.0, 0.0)
+        self._on_published = on_published or (lambda _ns: None)
+        create = getattr(node, "create_lifecycle_publisher", node.create_publisher)
+        rel = reliable_qos()
+        heavy = best_effort_qos() if heavy_best_effort else reliable_qos(5)
+        self._pubs: list = []
+
+        def make(msg_type, topic, qos):
+            pub = create(msg_type, topic, qos)
+            self._pubs.append(pub)
+            return pub
+
+        self.per_camera = {
+            cam: {
+                "depth": make(Image, f"~/{cam}/depth", rel),
+                "confidence": make(Image, f"~/{cam}/confidence", rel),
+                "camera_info": make(CameraInfo, f"~/{cam}/camera_info", rel),
+                "depth_colored": make(Image, f"~/{cam}/depth_colored", heavy),
+                "pose": make(PoseStamped, f"~/{cam}/pose", rel),
+            }
+            for cam in self.cameras
+        }
+        self.points = make(PointCloud2, "~/points", heavy)
+        self.odometry = make(Odometry, "~/odometry", rel)
+        self.path = make(Path, "~/path", rel)
+        self._path_poses: deque[PoseStamped] = deque(maxlen=10000)
+        self._last_odom: tuple[int, np.ndarray] | None = None
+        self._tf = TransformBroadcaster(node) if TransformBroadcaster is not None else None
+
+    def set_path_max_length(self, n: int) -> None:
+        """Keep at most ``n`` poses in ~/path (oldest dropped)."""
+        self._path_poses = deque(self._path_poses, maxlen=int(n))
+
+    def reset(self) -> None:
+        """Forget the path and odometry history (pipeline reset, e.g. a bag loop)."""
+        self._path_poses.clear()
+        self._last_odom = None
+
+    def destroy(self) -> None:
+        """Destroy every publisher this object created."""
+        destroy = getattr(self._node, "destroy_lifecycle_publisher", self._node.destroy_publisher)
+        for pub in self._pubs:
+            destroy(pub)
+        self._pubs.clear()
+
+    def publish_result(self, result) -> int:
+        """Publish one window's outputs; returns the number of views published.
+
+        Args:
+            result: a ``WindowResult`` (poses aligned in the pipeline's world frame).
+        """
+        pred = result.prediction
+        fixed_from_cam = fixed_from_model_world(result.world_from_cam)
+        is_new = np.asarray(result.is_new, dtype=bool)
+        published = 0
+        newest_ns = max(f.stamp_ns for f in pred.frames)
+        for i, frame in enumerate(pred.frames):
+            if not (is_new[i] or self.publish_all_views) or frame.camera not in self.per_camera:
+                continue
+            self._publish_view(frame, pred.depth[i], pred.confidence[i], pred.intrinsics[i],
+                               fixed_from_cam[i])
+            if frame.camera == self.cameras[0]:
+                self._publish_reference(frame, fixed_from_cam[i])
+            self._on_published(frame.stamp_ns)
+            published += 1
+        if published and self.toggles.points:
+            self._publish_points(result, newest_ns)
+        return published
+
+    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam) -> None:
+        pubs, t = self.per_camera[frame.camera], self.toggles
+        header = _header(frame.stamp_ns, frame.frame_id)
+        depth = np.ascontiguousarray(depth, dtype=np.float32)
+        if t.depth:
+            pubs["depth"].publish(conv.numpy_to_image(depth, "32FC1", header))
+        if t.confidence:
+            pubs["confidence"].publish(conv.numpy_to_image(np.asarray(conf, np.float32), "32FC1", header))
+        if t.camera_info and intr is not None:
+            pubs["camera_info"].publish(conv.intrinsics_to_camera_info(intr, header))
+        if t.depth_colored:
+            rgb = colorize_depth(depth, *self.colored_range)
+            pubs["depth_colored"].publish(conv.numpy_to_image(rgb, "rgb8", header))
+        if t.pose:
+            pubs["pose"].publish(pose_stamped(fixed_from_cam, frame.stamp_ns, self.fixed_frame))
+        if t.tf and self._tf is not None:
+            tf = TransformStamped(header=_header(frame.stamp_ns, self.fixed_frame),
+                                  child_frame_id=frame.frame_id)
+            tf.transform = conv.matrix_to_transform(fixed_from_cam)
+            self._tf.sendTransform(tf)
+
+    def _publish_reference(self, frame, fixed_from_cam: np.ndarray) -> None:
+        pose = pose_stamped(fixed_from_cam, frame.stamp_ns, self.fixed_frame)
+        if self.toggles.odometry:
+            odom = Odometry(header=pose.header, child_frame_id=frame.frame_id)
+            odom.pose.pose = pose.pose
+            self._fill_twist(odom, frame.stamp_ns, fixed_from_cam)
+            self.odometry.publish(odom)
+        self._last_odom = (frame.stamp_ns, fixed_from_cam)
+        self._path_poses.append(pose)
+        if self.toggles.path:
+            self.path.publish(Path(header=pose.header, poses=list(self._path_poses)))
+
+    def _fill_twist(self, odom: Odometry, stamp_ns: int, fixed_from_cam: np.ndarray) -> None:
+        """Finite-difference twist in the child (optical) frame; unknown (-1 covariance) at start."""
+        if self._last_odom is None or stamp_ns <= self._last_odom[0]:
+            odom.twist.covariance[0] = -1.0
+            return
+        dt = (stamp_ns - self._last_odom[0]) * 1e-9
+        prev = self._last_odom[1]
+        delta = np.linalg.inv(prev) @ fixed_from_cam  # motion expressed in the previous camera frame
+        v = delta[:3, 3] / dt
+        rvec, _ = cv2.Rodrigues(delta[:3, :3])
+        w = rvec.ravel() / dt
+        odom.twist.twist.linear.x, odom.twist.twist.linear.y, odom.twist.twist.linear.z = map(float, v)
+        odom.twist.twist.angular.x, odom.twist.twist.angular.y, odom.twist.twist.angular.z = map(float, w)
+
+    def _publish_points(self, result, stamp_ns: int) -> None:
+        header = _header(stamp_ns, self.fixed_frame)
+        pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
+        msg = conv.points_to_cloud(pts, header, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
+                                   confidence=np.asarray(result.points_conf, np.float32).reshape(-1))
+        self.points.publish(msg)

@@ -1,0 +1,71 @@
+"""One camera: da3_node with a params file.
+
+    ros2 launch da3_ros da3.launch.py
+    ros2 launch da3_ros da3.launch.py config:=/path/my.yaml namespace:=robot1 \
+        image_topic:=/my_cam/image_raw camera_info_topic:=/my_cam/camera_info
+    ros2 launch da3_ros da3.launch.py remaps:="/da3_node/points:=/cloud ~/path:=/da3/path"
+
+The node configures and activates itself (parameter ``autostart``); pass
+``autostart:=false`` to drive its lifecycle from a manager instead.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+PACKAGE = "da3_ros"
+EXECUTABLE = "da3_node"
+DEFAULT_CONFIG = "da3.yaml"
+
+
+def _split_remaps(text):
+    """'a:=b c:=d' -> [('a', 'b'), ('c', 'd')] (no eval of launch arguments)."""
+    pairs = []
+    for item in text.replace(";", " ").split():
+        src, sep, dst = item.partition(":=")
+        if not sep or not src or not dst:
+            raise ValueError(f"remaps: expected from:=to, got {item!r}")
+        pairs.append((src, dst))
+    return pairs
+
+
+def _node(context):
+    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    remaps = [("/camera/image_raw", value("image_topic")),
+              ("/camera/camera_info", value("camera_info_topic"))]
+    remaps += _split_remaps(value("remaps"))
+    return [Node(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=value("node_name"),
+        namespace=value("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[value("config"),
+                    {"use_sim_time": value("use_sim_time").lower() == "true",
+                     "autostart": value("autostart").lower() == "true"}],
+        remappings=remaps,
+        arguments=["--ros-args", "--log-level", value("log_level")],
+    )]
+
+
+def generate_launch_description():
+    default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", DEFAULT_CONFIG])
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=default_config, description="Parameters file"),
+        DeclareLaunchArgument("namespace", default_value="", description="Node namespace"),
+        DeclareLaunchArgument("node_name", default_value="da3_node", description="Node name"),
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
+                              description="Remap the config's /camera/image_raw to this topic"),
+        DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
+                              description="Remap the config's /camera/camera_info to this topic"),
+        DeclareLaunchArgument("remaps", default_value="", description="More remaps: 'from:=to from2:=to2'"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="Configure and activate without a lifecycle manager"),
+        DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
+        OpaqueFunction(function=_node),
+    ])

@@ -1,0 +1,65 @@
+"""A synchronised camera rig described in YAML (cameras, topics, transports, sync slop).
+
+    ros2 launch da3_ros da3_multicam.launch.py
+    ros2 launch da3_ros da3_multicam.launch.py config:=/path/rig.yaml namespace:=robot1 \
+        remaps:="/front/image_raw:=/cams/front/image"
+
+The rig is the ``cameras`` list of the params file with one ``camera.<name>``
+block per camera (image_topic, camera_info_topic, frame_id, transport); see
+config/da3_multicam.yaml. All views of ``num_view`` synchronised sets share one
+window (global attention across cameras and time).
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+PACKAGE = "da3_ros"
+EXECUTABLE = "da3_node"
+DEFAULT_CONFIG = "da3_multicam.yaml"
+
+
+def _split_remaps(text):
+    """'a:=b c:=d' -> [('a', 'b'), ('c', 'd')] (no eval of launch arguments)."""
+    pairs = []
+    for item in text.replace(";", " ").split():
+        src, sep, dst = item.partition(":=")
+        if not sep or not src or not dst:
+            raise ValueError(f"remaps: expected from:=to, got {item!r}")
+        pairs.append((src, dst))
+    return pairs
+
+
+def _node(context):
+    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    return [Node(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=value("node_name"),
+        namespace=value("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[value("config"),
+                    {"use_sim_time": value("use_sim_time").lower() == "true",
+                     "autostart": value("autostart").lower() == "true"}],
+        remappings=_split_remaps(value("remaps")),
+        arguments=["--ros-args", "--log-level", value("log_level")],
+    )]
+
+
+def generate_launch_description():
+    default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", DEFAULT_CONFIG])
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=default_config, description="Rig parameters file"),
+        DeclareLaunchArgument("namespace", default_value="", description="Node namespace"),
+        DeclareLaunchArgument("node_name", default_value="da3_node", description="Node name"),
+        DeclareLaunchArgument("remaps", default_value="", description="Remaps: 'from:=to from2:=to2'"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="Configure and activate without a lifecycle manager"),
+        DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
+        OpaqueFunction(function=_node),
+    ])
