@@ -79,6 +79,8 @@ def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_b
         head = chunk * (4 * 64 * h * w * f + 2 * height * width * (f // 2 + 34)) * 4
         io = num_views * height * width * (3 + 4) * 4
         peak = max(peak, backbone + head + io)
+    # Nested: the any-view branch's outputs stay alive while the metric branch runs.
+    peak += (len(members) - 1) * num_views * height * width * 4 * 4
     return int(param_bytes + safety * peak)
 
 

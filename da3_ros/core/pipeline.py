@@ -12,9 +12,9 @@ Data flow::
           ──► WindowResult (global poses, depth in global units, is_new per view, fused cloud)
 
 Accounting: every received frame ends as exactly one of ``processed`` (ran in at least one
-successful window) or ``dropped[reason]``; until then it is ``pending`` (in the windower's
-history) or queued (``queue_len``). So ``received == processed + sum(dropped) + pending +
-queue_len`` at every moment, and after ``flush()`` / ``close()`` pending and queue_len are 0.
+successful window) or ``dropped[reason]``; until then it is ``pending`` (queued, of which there
+are ``queue_len``, or in the windower's history). So ``received == processed + sum(dropped) +
+pending`` at every moment, and after ``flush()`` / ``close()`` pending and queue_len are 0.
 Reasons: see ``windowing`` plus ``queue_full``, ``closed``, ``not_in_window`` (no window covered
 it: stride > num_view or dilation gaps), ``memory`` (left out of a shrunk window and never
 covered again), ``window_failed`` (the predictor raised), ``error`` (an unexpected bug).
@@ -94,7 +94,11 @@ class PipelineConfig:
 
 @dataclass
 class PipelineStats:
-    """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result)."""
+    """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result).
+
+    ``received == processed + dropped_total + pending`` always holds; ``queue_len`` (frames
+    waiting for the worker) is part of ``pending``.
+    """
 
     received: int = 0
     processed: int = 0
