@@ -16,6 +16,11 @@ pixel-centre rule of ``CameraIntrinsics.scaled``, poses converted from the model
 (3, 4) extrinsics to camera-to-world (4, 4) in OpenCV optical axes, in the window's own frame
 (the model's reference view).
 
+Per-view models (``da3metric-large``, ``da3mono-large``) predict no cameras: every view gets an
+identity pose (chain them with known poses), and the intrinsics are the known ones or, failing
+that, a 60-degree guess (``default_K``). The metric variant always runs with metric scaling
+(depth x focal / 300), so its depth is in metres.
+
 Conditioning:
 - ``condition_on_intrinsics``: views with known intrinsics report them (rescaled to their source
   size) instead of the predicted ones, and the network gets them (metric scaling, pose
@@ -101,6 +106,12 @@ def resize_map(x: np.ndarray, width: int, height: int) -> np.ndarray:
                       interpolation=cv2.INTER_LINEAR if enlarge else cv2.INTER_AREA)
 
 
+def default_K(width: int, height: int, hfov_deg: float = 60.0) -> np.ndarray:
+    """(3, 3) guess used when a per-view model needs a focal and none is known (60 deg FOV)."""
+    f = 0.5 * width / np.tan(np.radians(hfov_deg / 2))
+    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+
+
 def normalise_extrinsics(cam_from_world: np.ndarray) -> tuple[np.ndarray, float]:
     """Upstream pose normalisation for conditioning: relative to view 0, unit median distance.
 
@@ -144,8 +155,10 @@ class DA3Engine:
         self.ref_view_strategy = ref_view_strategy
         self.memory_fraction = memory_fraction
         self.attention = attention
-        self.is_metric = bool(getattr(model, "is_metric", False))
         preset = getattr(model, "preset", None)
+        # The metric variant is metric once scaled by focal / 300: always ask the network for it.
+        self._metric_variant = getattr(preset, "kind", "") == "metric"
+        self.is_metric = bool(getattr(model, "is_metric", False)) or self._metric_variant
         self.name = getattr(preset, "name", type(model).__name__)
         self._param_bytes = memory.param_bytes(model) if isinstance(model, torch.nn.Module) else 0
 
@@ -177,6 +190,8 @@ class DA3Engine:
         Ks = [self._known_K(f, w, h) for f in frames]
         have_K = all(k is not None for k in Ks)
         K_in = np.stack(Ks) if have_K and (self.condition_on_intrinsics or self.condition_on_poses) else None
+        if self._metric_variant and K_in is None:  # metric scaling needs a focal length
+            K_in = np.stack([k if k is not None else default_K(w, h) for k in Ks])
         ex, med = None, 1.0
         if (self.condition_on_poses and have_K and all(f.world_from_cam is not None for f in frames)
                 and getattr(self.model.preset, "has_camera", True)):
@@ -188,6 +203,8 @@ class DA3Engine:
         def t(a):
             return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
         kwargs = {"extrinsics": t(ex), "intrinsics": t(K), "ref_view_strategy": self.ref_view_strategy}
+        if self._metric_variant:
+            kwargs["metric_scaling"] = True
         use_amp = self.dtype != torch.float32
         with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=use_amp):
             return self.model(t(imgs), **kwargs)
@@ -227,9 +244,8 @@ class DA3Engine:
             K_proc = out.intrinsics[0].float().cpu().numpy().astype(np.float64)
         elif K_in is not None:
             K_proc = K_in
-        else:  # no camera prediction and none known: a 60-degree horizontal FOV guess
-            f = 0.5 * w / np.tan(np.radians(30.0))
-            K_proc = np.tile(np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]]), (S, 1, 1))
+        else:  # no camera prediction and none known
+            K_proc = np.tile(default_K(w, h), (S, 1, 1))
         scale = 1.0
         if ex is not None:
             known = np.stack([np.asarray(f.world_from_cam, dtype=np.float64) for f in frames])
