@@ -28,168 +28,25 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
 from da3_ros.core import memory
-from da3_ros.core.alignment import Alignment, WindowChainer, frame_key
+from da3_ros.core.alignment import WindowChainer, frame_key
 from da3_ros.core.frames import Frame, WindowPrediction
-from da3_ros.core.geometry import colored_points, voxel_downsample
+from da3_ros.core.pipeline_types import (
+    PipelineConfig,
+    PipelineStats,
+    WindowResult,
+    check_prediction,
+    window_cloud,
+)
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
+__all__ = ["AsyncPipeline", "Pipeline", "PipelineConfig", "PipelineStats", "WindowResult", "window_cloud"]
+
 LOG = logging.getLogger("da3_ros.core.pipeline")
-
-
-@dataclass
-class PipelineConfig:
-    """Pipeline parameters (units in names; depth limits are in global units for relative models).
-
-    Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
-    retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
-    ``cloud_pixel_step`` (use every k-th pixel for clouds), ``keep_frames`` (published frames
-    remembered for chaining).
-    """
-
-    mode: str = "temporal"
-    cameras: list[str] = field(default_factory=list)
-    num_view: int = 8
-    stride: int = 4
-    dilations: tuple[int, ...] = (1,)
-    slop_s: float = 0.02
-    keyframe_min_dt_s: float = 0.0
-    keyframe_min_change: float = 0.0
-    queue_size: int = 8
-    queue_policy: str = "drop_oldest"
-    conf_threshold: float = 0.0
-    min_depth_m: float = 0.0
-    max_depth_m: float = math.inf
-    voxel_size_m: float = 0.0
-    max_points: int = 200_000
-    align: str = "auto"
-    publish_all_views: bool = False
-    min_views: int = 2
-    memory_planning: bool = True
-    cloud_pixel_step: int = 1
-    keep_frames: int = 512
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
-        checks = [
-            (self.mode in ("temporal", "multicam"), "mode must be 'temporal' or 'multicam'"),
-            (self.mode != "multicam" or len(self.cameras) >= 1, "multicam mode needs cameras"),
-            (self.num_view >= 1 and self.stride >= 1, "num_view and stride must be >= 1"),
-            (len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations must be >= 1"),
-            (self.queue_size >= 1, "queue_size must be >= 1"),
-            (self.queue_policy in ("drop_oldest", "keep_latest"), "queue_policy: drop_oldest|keep_latest"),
-            (self.align in ("auto", "sim3", "se3", "none"), "align must be auto|sim3|se3|none"),
-            (self.slop_s >= 0 and self.min_depth_m >= 0 and self.max_depth_m > self.min_depth_m,
-             "slop_s >= 0 and 0 <= min_depth_m < max_depth_m"),
-            (self.cloud_pixel_step >= 1 and self.max_points >= 0, "cloud_pixel_step >= 1, max_points >= 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"PipelineConfig: {msg}")
-
-
-@dataclass
-class PipelineStats:
-    """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result).
-
-    ``received == processed + dropped_total + pending`` always holds; ``queue_len`` (frames
-    waiting for the worker) is part of ``pending``.
-    """
-
-    received: int = 0
-    processed: int = 0
-    windows: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    pending: int = 0
-    queue_len: int = 0
-    errors: int = 0
-    events: dict[str, int] = field(default_factory=dict)
-    latency_last_s: float = 0.0
-    latency_mean_s: float = 0.0
-    latency_max_s: float = 0.0
-    window_time_mean_s: float = 0.0
-    last_error: str = ""
-
-    @property
-    def dropped_total(self) -> int:
-        """Sum of all drop reasons."""
-        return int(sum(self.dropped.values()))
-
-    def as_dict(self) -> dict:
-        """Plain dict (copies), e.g. for diagnostics."""
-        d = dict(self.__dict__)
-        d["dropped"], d["events"] = dict(self.dropped), dict(self.events)
-        d["dropped_total"] = self.dropped_total
-        return d
-
-
-@dataclass
-class WindowResult:
-    """One processed window, in the global frame.
-
-    Attributes:
-        prediction: the predictor's output with ``world_from_cam`` (S, 4, 4) global and depth
-            scaled into global units.
-        world_from_cam: (S, 4, 4) global camera-to-world poses (OpenCV optical axes).
-        scale: global units per window unit; residual: RMS centre error on matched frames;
-        drift: accumulated chaining error (see ``alignment``).
-        is_new: (S,) bool, True for views published for the first time.
-        points_world: (N, 3) float32, colors (N, 3) uint8, points_conf (N,) float32: the cloud of
-            the new views (all views with ``publish_all_views``), filtered and downsampled.
-        window_index: running count of results; timings_s: stage timings.
-        alignment: the full Alignment; shrunk_from: S requested when the window was shrunk.
-    """
-
-    prediction: WindowPrediction
-    world_from_cam: np.ndarray
-    scale: float
-    residual: float
-    drift: float
-    is_new: np.ndarray
-    points_world: np.ndarray
-    colors: np.ndarray
-    points_conf: np.ndarray
-    window_index: int
-    timings_s: dict[str, float]
-    alignment: Alignment | None = None
-    shrunk_from: int = 0
-
-
-def window_cloud(pred: WindowPrediction, views: list[int], cfg: PipelineConfig,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fused coloured cloud of ``views`` of an aligned prediction (global frame)."""
-    k = cfg.cloud_pixel_step
-    parts = []
-    for i in views:
-        f, K = pred.frames[i], pred.intrinsics[i].K.copy()
-        K[:2] /= k  # exact for pixels u = k * u'
-        parts.append(colored_points(pred.depth[i][::k, ::k], K, pred.world_from_cam[i], f.image[::k, ::k],
-                                    pred.confidence[i][::k, ::k], cfg.conf_threshold, cfg.min_depth_m,
-                                    cfg.max_depth_m))
-    if not parts:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
-    pts, cols, conf = (np.concatenate(x) for x in zip(*parts))
-    pts, cols, conf = voxel_downsample(pts, cols, conf, cfg.voxel_size_m)
-    if cfg.max_points and len(pts) > cfg.max_points:
-        keep = np.sort(rng.choice(len(pts), cfg.max_points, replace=False))
-        pts, cols, conf = pts[keep], cols[keep], conf[keep]
-    return pts, cols, conf
-
-
-def _check_prediction(pred: WindowPrediction, frames: list[Frame]) -> None:
-    S = len(frames)
-    if len(pred.depth) != S or pred.world_from_cam.shape != (S, 4, 4) or len(pred.intrinsics) != S:
-        raise ValueError(f"predictor returned {len(pred.depth)} depths / {pred.world_from_cam.shape} poses "
-                         f"for {S} frames")
-    for f, d in zip(frames, pred.depth):
-        if d.shape != (f.height, f.width):
-            raise ValueError(f"depth {d.shape} does not match frame {(f.height, f.width)}")
-    if not np.all(np.isfinite(pred.world_from_cam)):
-        raise ValueError("predictor returned non-finite poses")
 
 
 class Pipeline:
@@ -331,7 +188,7 @@ class Pipeline:
         pred, kept = memory.run_with_oom_retry(self.predictor.predict, frames, shared, self.group,
                                                self.config.min_views, on_retry=on_retry)
         used = [frames[i] for i in kept]
-        _check_prediction(pred, used)
+        check_prediction(pred, used)
         return pred, used
 
     def _run_window(self, window: Window) -> WindowResult | None:
