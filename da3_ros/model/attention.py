@@ -13,10 +13,13 @@ Backends:
     ``flash_attn``  the flash-attn package: flash-attn-4's CuTe kernels
                     (``flash_attn.cute``) on Hopper/Blackwell where importable, else
                     ``flash_attn.flash_attn_func`` (CUDA, fp16/bf16 only).
-    ``auto``        the fastest that works on the device: CPU -> ``sdpa``; CUDA ->
-                    ``flash_attn`` if installed, else ``sdpa_cudnn`` where cuDNN attention
-                    is available, else ``sdpa``; fp32 activations on CUDA always use
-                    ``sdpa`` (the fused kernels need fp16/bf16).
+    ``auto``        the fastest that works on the device: CPU -> ``sdpa``; CUDA -> the
+                    first of flash-attn-4 (``flash_attn.cute``), cuDNN SDPA (Hopper+),
+                    flash-attn 2 that passes a bf16 smoke call, else ``sdpa``. fp32
+                    activations or head_dim % 8 != 0 fall back to ``sdpa`` per call (a
+                    static dtype/shape branch).
+
+The camera encoder (S tokens, fp32) always uses ``sdpa`` (``manual`` when requested).
 
 The backend is chosen by argument, else by the environment variable
 ``DA3_ATTENTION_BACKEND``, else ``auto``. A backend requested explicitly that cannot run on
@@ -127,7 +130,8 @@ def _cudnn_sdpa_usable() -> bool:
 
 def _auto_cuda(fast: AttentionFn) -> AttentionFn:
     def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if q.dtype in _HALF:  # a static (dtype) branch: fine for torch.compile
+        # static dtype/shape branches: fine for torch.compile
+        if q.dtype in _HALF and q.shape[-1] % 8 == 0:
             return fast(q, k, v)
         return sdpa_attention(q, k, v)
 
@@ -157,15 +161,39 @@ def _build(backend: str, device_type: str) -> tuple[str, AttentionFn]:
             raise AttentionBackendError("attention backend flash_attn requested but the flash-attn "
                                         "package is not importable (pip install flash-attn)")
         return impl[0], _flash_attn_fn(impl[1])
-    # auto
+    return _build_auto(cuda)
+
+
+def _build_auto(cuda: bool) -> tuple[str, AttentionFn]:
+    """Fastest first: flash-attn-4, cuDNN SDPA (Hopper+), flash-attn 2, then plain SDPA.
+
+    Each candidate must pass a small bf16 smoke call on the current CUDA device.
+    """
     if not cuda:
         return "sdpa", sdpa_attention
+    from torch.nn.attention import SDPBackend
+
     impl = _flash_attn_impl()
-    if impl is not None:
-        return f"{impl[0]} (sdpa for fp32)", _auto_cuda(_flash_attn_fn(impl[1]))
+    candidates = []
+    if impl is not None and impl[0] == "flash_attn.cute":
+        candidates.append((impl[0], _flash_attn_fn(impl[1])))
     if _cudnn_sdpa_usable():
-        return "sdpa_cudnn (sdpa for fp32)", _auto_cuda(_sdpa_with(SDPBackend.CUDNN_ATTENTION))
+        candidates.append(("sdpa_cudnn", _sdpa_with(SDPBackend.CUDNN_ATTENTION)))
+    if impl is not None and impl[0] == "flash_attn":
+        candidates.append((impl[0], _flash_attn_fn(impl[1])))
+    for desc, fast in candidates:
+        if _smoke_ok(fast):
+            return f"{desc} (sdpa for fp32 or head_dim % 8 != 0)", _auto_cuda(fast)
     return "sdpa", sdpa_attention
+
+
+def _smoke_ok(fn: AttentionFn) -> bool:
+    try:
+        q = torch.randn(1, 32, 2, 64, device="cuda", dtype=torch.bfloat16)
+        ref = sdpa_attention(q, q, q)
+        return bool(torch.allclose(fn(q, q, q).float(), ref.float(), atol=2e-2, rtol=2e-2))
+    except Exception:  # noqa: BLE001 - a kernel that fails here is simply not chosen
+        return False
 
 
 def get_attention_fn(backend: str | None, device: torch.device | str) -> tuple[str, AttentionFn]:

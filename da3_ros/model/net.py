@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 
-from da3_ros.model.attention import get_attention_fn, requested_backend
+from da3_ros.model.attention import get_attention_fn, manual_attention, requested_backend, sdpa_attention
 from da3_ros.model.camera import CameraDec, CameraEnc, affine_inverse, decode_pose
 from da3_ros.model.dpt import DPT, DualDPT, GSHeadParams, run_head
 from da3_ros.model.postprocess import align_to_metric, fill_sky_with_far_depth, focal_metric_scale
@@ -69,6 +69,8 @@ class _AttentionMixin:
         param = next(self.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         self.attention_desc, self._attn_fn = get_attention_fn(self.attention_backend, device)
+        # The camera encoder attends over S tokens in fp32: plain SDPA (or the reference).
+        self._cam_attn_fn = manual_attention if self.attention_backend == "manual" else sdpa_attention
 
     def _apply(self, fn, recurse=True):  # called by .to(), .cuda(), .float() ...
         out = super()._apply(fn, recurse)
@@ -150,7 +152,7 @@ class DA3Net(_AttentionMixin, nn.Module):
         if extrinsics is not None and cfg.has_camera:
             if intrinsics is None:
                 raise ValueError("pose conditioning needs intrinsics together with extrinsics")
-            cam_token = self.cam_enc(extrinsics, intrinsics, (h, w), self._attn_fn)
+            cam_token = self.cam_enc(extrinsics, intrinsics, (h, w), self._cam_attn_fn)
         x = images.to(self.backbone.pretrained.patch_embed.proj.weight.dtype)
         feats = self.backbone.pretrained(x, self._attn_fn, cam_token, ref_view_strategy, frame_chunk)
         out = run_head(self.head, [f[0] for f in feats], (h, w), cfg.patch_size, return_rays,
