@@ -64,6 +64,17 @@ def test_bare_state_dict_with_and_without_prefix(tiny, tmp_path):
     _same_outputs(tiny, load_pretrained(bare, preset="da3-tiny"))
 
 
+def test_config_with_nested_config_block(tiny, saved, tmp_path):
+    d = tmp_path / "hubstyle"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes((saved / "model.safetensors").read_bytes())
+    (d / "config.json").write_text('{"config": {"model_name": "da3-tiny", "other": 1}}')
+    assert load_pretrained(d).preset.name == "da3-tiny"
+    (d / "config.json").write_text('{"model_name": "da3-huge"}')
+    with pytest.raises(CheckpointError, match="not a known preset"):
+        load_pretrained(d)
+
+
 def test_checkpoint_filter_fn_formats():
     t = torch.zeros(1)
     assert checkpoint_filter_fn({"model.head.x": t, "model.cam_dec.y": t}).keys() == {"head.x", "cam_dec.y"}

@@ -133,7 +133,8 @@ def _download(hub_id: str) -> Path:
         return Path(snapshot_download(hub_id, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
     except Exception as exc:  # noqa: BLE001 - offline, missing repo, network: all the same to the user
         raise CheckpointError(
-            f"could not fetch {hub_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
+            f"no local path {hub_id!r} exists and fetching it from the Hugging Face hub failed "
+            f"({type(exc).__name__}: {exc}). "
             "Offline? Download the repository elsewhere (config.json + model.safetensors) and "
             "pass its local directory, or a .safetensors file, as the path.") from exc
 
