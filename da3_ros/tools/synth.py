@@ -114,13 +114,13 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
     names = camera_names(cameras)
     info = {"scene": scene, "seed": seed, "frames": frames, "cameras": names, "width": width,
             "height": height, "rate_hz": rate_hz, "hfov_deg": hfov_deg, "depth_quantum_m": depth_quantum_m}
-    steps = range(frames)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc="synth", unit="frame")
     with BagWriter(out, fmt=fmt, compress=compress, overwrite=overwrite) as bag:
         bag.set_metadata("da3_ros.synth", json.dumps(info, sort_keys=True))
+        steps = range(frames)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc="da3-synth", unit="frame")
         for i in steps:
             for k, cam in enumerate(names):
                 stamp = int(stamps[i, k])

@@ -1,0 +1,205 @@
+"""``da3-eval``: run the core pipeline over a bag's images offline and score it against ground truth.
+
+The bag's camera images go, in bag order, through the same :class:`~da3_ros.core.pipeline.Pipeline`
+the node runs (windowing, prediction, cross-window alignment) and the node's own message
+building (:class:`~da3_ros.ros.publishers.OutputPublishers`), as fast as the predictor allows.
+
+``--model`` takes what the node's ``model`` parameter takes (a preset name = RANDOM weights, a
+weights directory, a hub id, ``default``) or ``truth``: the ground-truth stand-in fed from the
+bag's ``depth_gt`` / ``pose_gt`` (``--scale-range``, ``--depth-noise``, ``--pose-noise``,
+``--truth-metric`` inject the errors a real model would make).
+
+With ground truth in the bag (``/<cam>/depth_gt``, ``/<cam>/pose_gt`` as ``da3-synth`` writes),
+each view is scored once, in the window that publishes it first. Depth: abs_rel, rmse, delta1 after
+per-window median scaling (relative models) or as is (metric). Trajectory: ATE after Sim(3)
+(relative) or SE(3) (metric) alignment, RPE; see :mod:`da3_ros.core.metrics`.
+
+Writes into ``--out``: metrics.json, summary.md, per_frame.csv, samples.png, trajectory.png,
+per_frame.png, predictions/ (rosbag2 with the node's topics ``/da3_node/...``),
+trajectory_<camera>.tum (estimate, fixed frame) and truth_<camera>.tum, points.ply (fused cloud).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from da3_ros.tools.bagio import BagError, BagReader, BagWriter, find_cameras
+from da3_ros.tools.cli import run_main
+
+LOG = logging.getLogger("da3_ros.tools.eval")
+
+
+@dataclass
+class EvalOptions:
+    """What ``da3-eval`` runs (see ``--help`` for each)."""
+
+    model: str = "truth"
+    image_topics: list[str] = field(default_factory=list)
+    num_view: int = 4
+    stride: int = 2
+    dilations: tuple[int, ...] = (1,)
+    slop_s: float = 0.02
+    process_res: int = 504
+    device: str = "auto"
+    dtype: str = "auto"
+    attention_backend: str = "auto"
+    max_frames: int = 0
+    min_depth_m: float = 1e-3
+    max_depth_m: float = math.inf
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    depth_noise: float = 0.0
+    pose_noise: float = 0.0
+    truth_metric: bool = False
+    seed: int = 0
+    write_bag: bool = True
+    plots: bool = True
+    samples: int = 4
+    max_cloud_points: int = 500_000
+    voxel_size_m: float = 0.0
+    progress: bool = True
+
+
+def make_predictor(opts: EvalOptions, truth_fn):
+    """The predictor ``opts.model`` names: the truth stand-in or a DA3Engine (as the node builds it)."""
+    if opts.model == "truth":
+        from da3_ros.core.standin import GroundTruthPredictor
+
+        return GroundTruthPredictor(truth_fn, scale_range=opts.scale_range, depth_noise=opts.depth_noise,
+                                    pose_noise=opts.pose_noise, seed=opts.seed, metric=opts.truth_metric)
+    from da3_ros.ros.parameters import SPECS
+    from da3_ros.ros.predictors import build_engine
+
+    settings = {s.name: s.default for s in SPECS}
+    settings.update(model=opts.model, device=opts.device, dtype=opts.dtype, process_res=opts.process_res,
+                    attention_backend=opts.attention_backend)
+    engine, info = build_engine(settings, LOG)
+    engine.name = info.name
+    return engine
+
+
+def pipeline_config(opts: EvalOptions, cameras: list[str]):
+    """PipelineConfig for these options (node defaults otherwise)."""
+    from da3_ros.core.pipeline import PipelineConfig
+
+    return PipelineConfig(mode="multicam" if len(cameras) > 1 else "temporal", cameras=cameras,
+                          num_view=opts.num_view, stride=opts.stride, dilations=opts.dilations,
+                          slop_s=opts.slop_s, voxel_size_m=opts.voxel_size_m)
+
+
+def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_factory=None) -> dict:
+    """Run the evaluation; returns the metrics dict also written to ``out_dir/metrics.json``.
+
+    ``predictor_factory(truth_fn) -> predictor`` replaces :func:`make_predictor` (tests inject
+    predictors this way); ``truth_fn(frame)`` gives the bag's truth of a frame.
+
+    Raises:
+        BagError: unreadable bag, missing topics, or ``truth`` without ground truth in the bag.
+    """
+    from da3_ros.tools.bagframes import BagFrameStream, TruthCache
+    from da3_ros.tools.eval_run import EvalRun
+
+    out = Path(out_dir)
+    with BagReader(bag) as reader:
+        cams = find_cameras(reader, opts.image_topics)
+        if opts.model == "truth":
+            missing = [c.name for c in cams if not (c.depth_gt and c.pose_gt and c.camera_info)]
+            if missing:
+                raise BagError(f"--model truth needs <ns>/depth_gt, <ns>/pose_gt and <ns>/camera_info "
+                               f"in the bag; missing for camera(s) {', '.join(missing)}")
+        names = [c.name for c in cams]
+        span = opts.num_view * max(opts.dilations) + opts.stride + 16
+        truth = TruthCache(capacity=max(64, 2 * span * len(cams)))
+        stream = BagFrameStream(reader, cams, truth, max_frames=opts.max_frames)
+        predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
+        out.mkdir(parents=True, exist_ok=True)
+        writer = None
+        if opts.write_bag:
+            writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True)
+        run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, writer,
+                      have_truth=all(c.depth_gt and c.pose_gt for c in cams),
+                      total=stream.total_frames())
+        t0 = time.perf_counter()
+        try:
+            for frame in run.progress(stream):
+                run.push(frame)
+            run.finish()
+        finally:
+            run.close_progress()
+            if writer is not None:
+                writer.close()
+        elapsed = time.perf_counter() - t0
+    return run.report(out, bag=str(bag), elapsed_s=elapsed, frames_read=sum(stream.read_counts.values()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line arguments of ``da3-eval``."""
+    p = argparse.ArgumentParser(prog="da3-eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bag", help="rosbag2 directory or .mcap / .db3 file")
+    p.add_argument("--model", required=True,
+                   help="preset (random weights), weights directory, hub id, 'default' or 'truth'")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--image-topics", default="", help="comma-separated image topics (default: all cameras)")
+    p.add_argument("--num-view", type=int, default=4)
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--dilations", default="1", help="comma-separated frame gaps in a window")
+    p.add_argument("--slop", type=float, default=0.02, help="multi-camera sync tolerance, s")
+    p.add_argument("--process-res", type=int, default=504)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
+    p.add_argument("--attention-backend", default="auto")
+    p.add_argument("--max-frames", type=int, default=0, help="frames per camera (0: all)")
+    p.add_argument("--max-depth", type=float, default=math.inf, help="largest truth depth scored, m")
+    p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LO", "HI"),
+                   help="truth stand-in: per-window scale drawn from this range")
+    p.add_argument("--depth-noise", type=float, default=0.0, help="truth stand-in: relative depth noise")
+    p.add_argument("--pose-noise", type=float, default=0.0, help="truth stand-in: pose noise (m, rad)")
+    p.add_argument("--truth-metric", action="store_true", help="truth stand-in acts as a metric model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voxel-size", type=float, default=0.0, help="voxel size of the fused cloud")
+    p.add_argument("--no-bag", action="store_true", help="skip the output bag")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> EvalOptions:
+    """EvalOptions from parsed arguments (ValueError on a bad value)."""
+    try:
+        dil = tuple(int(x) for x in args.dilations.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--dilations must be comma-separated integers, got {args.dilations!r}") from None
+    return EvalOptions(model=args.model, image_topics=[t for t in args.image_topics.split(",") if t],
+                       num_view=args.num_view, stride=args.stride, dilations=dil or (1,), slop_s=args.slop,
+                       process_res=args.process_res, device=args.device, dtype=args.dtype,
+                       attention_backend=args.attention_backend, max_frames=args.max_frames,
+                       max_depth_m=args.max_depth, scale_range=tuple(args.scale_range),
+                       depth_noise=args.depth_noise, pose_noise=args.pose_noise,
+                       truth_metric=args.truth_metric, seed=args.seed, voxel_size_m=args.voxel_size,
+                       write_bag=not args.no_bag, plots=not args.no_plots, progress=not args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``da3-eval``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="da3-eval: %(message)s")
+
+    def work() -> int:
+        m = evaluate(args.bag, args.out, options_from_args(args))
+        print(f"{m['model']}: abs_rel {m['abs_rel']:.4g} rmse {m['rmse']:.4g} delta1 {m['delta1']:.4g} "
+              f"ate {m['ate']:.4g} rpe {m['rpe']:.4g} ({m['frames_processed']}/{m['frames_read']} frames "
+              f"processed, {m['frames_dropped']} dropped) -> {args.out}")
+        return 0
+
+    return run_main(work, "da3-eval", args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Outputs of ``da3-eval``: the prediction bag, PLY, TUM files, summary and plots.
+
+:class:`BagNode` stands in for an rclpy node so the node's own
+:class:`~da3_ros.ros.publishers.OutputPublishers` builds every output message; each
+``publish`` is serialised with ``rclpy.serialization`` into the output bag under the node's
+topic names (``/da3_node/...``), stamped with the message's header stamp.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from da3_ros.tools.bagio import BagWriter
+
+NODE_NAME = "da3_node"
+
+
+def _type_name(msg_type) -> str:
+    """``sensor_msgs/msg/Image`` for an rclpy message class."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+
+
+class _BagPublisher:
+    def __init__(self, writer: BagWriter, topic: str, msgtype: str):
+        self.writer, self.topic, self.msgtype = writer, topic, msgtype
+        writer.add_topic(topic, msgtype)
+
+    def publish(self, msg) -> None:
+        from rclpy.serialization import serialize_message
+
+        from da3_ros.ros.conversions import stamp_to_ns
+
+        self.writer.write(self.topic, stamp_to_ns(msg.header.stamp), serialize_message(msg), self.msgtype)
+
+
+class BagNode:
+    """The part of an rclpy node that ``OutputPublishers`` uses, writing to a bag.
+
+    ``~/x`` topics resolve to ``/da3_node/x``, as on the live node.
+    """
+
+    def __init__(self, writer: BagWriter, name: str = NODE_NAME):
+        self.writer, self.name = writer, name
+
+    def create_publisher(self, msg_type, topic: str, qos) -> _BagPublisher:  # noqa: ARG002 - rclpy API
+        """A publisher writing ``msg_type`` messages on the resolved ``topic``."""
+        resolved = f"/{self.name}/{topic[2:]}" if topic.startswith("~/") else topic
+        return _BagPublisher(self.writer, resolved, _type_name(msg_type))
+
+    def destroy_publisher(self, pub) -> None:
+        """Nothing to release."""
+
+
+def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> None:
+    """Binary little-endian PLY with x y z (float32), red green blue (uint8), confidence (float32)."""
+    n = len(points)
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                      ("blue", "u1"), ("confidence", "<f4")])
+    rec = np.empty(n, dtype=dtype)
+    for i, k in enumerate("xyz"):
+        rec[k] = points[:, i]
+    for i, k in enumerate(("red", "green", "blue")):
+        rec[k] = colors[:, i]
+    rec["confidence"] = conf
+    header = ("ply\nformat binary_little_endian 1.0\n"
+              f"element vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+              "property float confidence\nend_header\n")
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(rec.tobytes())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def write_summary(path: Path, m: dict) -> None:
+    """Markdown summary of a metrics dict (see ``da3-eval``)."""
+    lines = [f"# da3-eval: {m['model']} on `{m['bag']}`", "",
+             f"Cameras: {', '.join(m['cameras'])}; model is {'metric' if m['is_metric'] else 'relative'}; "
+             f"depth alignment: {m['depth_alignment']}; "
+             f"trajectory alignment: {m['trajectory_alignment']}.", "",
+             "| metric | value |", "|---|---|"]
+    for key in ("abs_rel", "rmse", "delta1", "ate", "rpe", "rpe_rot_deg", "trajectory_scale"):
+        lines.append(f"| {key} | {_fmt(m.get(key, math.nan))} |")
+    lines += ["", "| count | value |", "|---|---|"]
+    for key in ("frames_read", "frames_processed", "frames_dropped", "frames_evaluated", "poses_evaluated",
+                "windows", "points"):
+        lines.append(f"| {key} | {m.get(key)} |")
+    if m.get("dropped_by_reason"):
+        lines.append(f"\nDropped by reason: {m['dropped_by_reason']}")
+    lines.append(f"\n{m['frames_read']} frames in {m['elapsed_s']:.1f} s ({_fmt(m['fps'])} frames/s).")
+    if m.get("notes"):
+        lines += ["", *[f"- {n}" for n in m["notes"]]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_samples(path: Path, samples: list[dict]) -> None:
+    """Grid: image | prediction (scaled to metres) | truth | abs. relative error, one row per sample."""
+    if not samples:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(len(samples), 4, figsize=(13, 2.8 * len(samples)), squeeze=False)
+    for row, s in zip(axes, samples):
+        gt, pred = s["gt"], s["pred"]
+        finite = gt[np.isfinite(gt)]
+        lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.abs(pred - gt) / gt
+        for ax, img, title, kw in (
+                (row[0], s["image"], f"{s['camera']} {s['stamp_ns']}", {}),
+                (row[1], pred, "prediction (m)", {"cmap": "turbo_r", "vmin": lo, "vmax": hi}),
+                (row[2], gt, "truth (m)", {"cmap": "turbo_r", "vmin": lo, "vmax": hi}),
+                (row[3], err, f"abs rel error (mean {s['abs_rel']:.3f})", {"cmap": "magma", "vmin": 0,
+                                                                           "vmax": 0.25})):
+            im = ax.imshow(img, **kw)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+            if kw:
+                fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_trajectory(path: Path, est_xyz: np.ndarray, ref_xyz: np.ndarray, title: str) -> None:
+    """Top (x-y) and side (x-z) views of the aligned estimate against the truth (metres)."""
+    if len(est_xyz) == 0:
+        return
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, (i, j, name) in zip(axes, ((0, 1, "x-y (top)"), (0, 2, "x-z (side)"))):
+        ax.plot(ref_xyz[:, i], ref_xyz[:, j], "k.-", ms=3, lw=1, label="truth")
+        ax.plot(est_xyz[:, i], est_xyz[:, j], "r.-", ms=3, lw=1, label="estimate (aligned)")
+        ax.set_title(name)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_per_frame(path: Path, rows: list[dict], ate_per_pose: list[float]) -> None:
+    """abs_rel, delta1 and ATE per evaluated frame over time."""
+    if not rows:
+        return
+    plt = _plt()
+    t0 = min(r["stamp_ns"] for r in rows)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    for cam in sorted({r["camera"] for r in rows}):
+        rs = [r for r in rows if r["camera"] == cam]
+        t = [(r["stamp_ns"] - t0) * 1e-9 for r in rs]
+        axes[0].plot(t, [r["abs_rel"] for r in rs], ".-", label=cam)
+        axes[1].plot(t, [r["delta1"] for r in rs], ".-", label=cam)
+        axes[2].plot(t, [r.get("ate", math.nan) for r in rs], ".-", label=cam)
+    for ax, name in zip(axes, ("abs_rel", "delta1", "position error after alignment (m)")):
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    axes[2].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,216 @@
+"""The per-window bookkeeping of ``da3-eval``: pipeline results -> scores, outputs and a report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from da3_ros.core import metrics as M
+from da3_ros.core.pipeline import Pipeline, WindowResult
+from da3_ros.tools import eval_report as R
+
+
+def _json_safe(v):
+    """NaN / inf -> None, numpy scalars -> Python (strict JSON)."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class EvalRun:
+    """Feeds frames to a :class:`Pipeline` and scores every view the first time it is published.
+
+    Args:
+        opts: ``EvalOptions``.
+        cameras: camera names (first = reference camera of odometry / path).
+        predictor: the predictor under test.
+        config: PipelineConfig.
+        truth: ``TruthCache`` with the bag's ground truth.
+        writer: output ``BagWriter`` or None.
+        have_truth: every camera has depth and pose ground truth.
+        total: frames expected (progress bar, sample spacing).
+    """
+
+    def __init__(self, opts, cameras: list[str], predictor, config, truth, writer, have_truth: bool,
+                 total: int):
+        self.opts, self.cameras, self.predictor, self.truth = opts, cameras, predictor, truth
+        self.pipeline = Pipeline(config, predictor)
+        self.have_truth = have_truth
+        self.total = total
+        self.is_metric = bool(getattr(predictor, "is_metric", False))
+        self.publishers = None
+        if writer is not None:
+            from da3_ros.ros.publishers import OutputPublishers
+
+            self.publishers = OutputPublishers(R.BagNode(writer), cameras, "da3_odom")
+        self.rows: list[dict] = []
+        self.est = {c: ([], []) for c in cameras}  # stamps, poses of every published view
+        self.ref: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in cameras}  # stamps, est, ref
+        self.cloud: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.cloud_n = 0
+        self.samples: list[dict] = []
+        self._sample_every = max(1, total // max(1, opts.samples))
+        self._published = 0
+        self._rng = np.random.default_rng(opts.seed)
+        self._bar = None
+
+    # -- driving ---------------------------------------------------------------------------
+    def progress(self, iterable):
+        """``iterable`` wrapped in a tqdm bar on stderr (unless quiet)."""
+        from tqdm import tqdm
+
+        self._bar = tqdm(iterable, total=self.total or None, unit="frame", desc="da3-eval", file=sys.stderr,
+                         disable=not self.opts.progress, dynamic_ncols=True)
+        return self._bar
+
+    def close_progress(self) -> None:
+        """Close the progress bar (if any)."""
+        if self._bar is not None:
+            self._bar.close()
+
+    def push(self, frame) -> None:
+        """Feed one frame; handle whatever windows it completes."""
+        for result in self.pipeline.push(frame):
+            self._on_result(result)
+
+    def finish(self) -> None:
+        """End of the bag: flush the pipeline."""
+        for result in self.pipeline.flush():
+            self._on_result(result)
+
+    # -- per window ------------------------------------------------------------------------
+    def _window_scale(self, result: WindowResult, gts: list) -> float:
+        if self.is_metric:
+            return 1.0
+        pairs = [(d, t.depth) for d, t in zip(result.prediction.depth, gts)
+                 if t is not None and t.depth is not None]
+        if not pairs:
+            return math.nan
+        return M.median_scale([p for p, _ in pairs], [g for _, g in pairs], self.opts.min_depth_m,
+                              self.opts.max_depth_m)
+
+    def _on_result(self, result: WindowResult) -> None:
+        if self.publishers is not None:
+            self.publishers.publish_result(result)
+        pred = result.prediction
+        gts = [self.truth.get(f.camera, f.stamp_ns) for f in pred.frames]
+        scale = self._window_scale(result, gts)
+        for i in np.flatnonzero(np.asarray(result.is_new, dtype=bool)):
+            self._on_view(result, int(i), gts[i], scale)
+        if len(result.points_world):
+            self.cloud.append((np.asarray(result.points_world, np.float32),
+                               np.asarray(result.colors, np.uint8),
+                               np.asarray(result.points_conf, np.float32)))
+            self.cloud_n += len(result.points_world)
+            if self.cloud_n > 4 * self.opts.max_cloud_points:
+                self._thin_cloud()
+
+    def _on_view(self, result: WindowResult, i: int, gt, scale: float) -> None:
+        f = result.prediction.frames[i]
+        pose = np.asarray(result.world_from_cam[i], dtype=np.float64)
+        self.est[f.camera][0].append(f.stamp_ns)
+        self.est[f.camera][1].append(pose)
+        if gt is not None and gt.world_from_cam is not None:
+            for lst, v in zip(self.ref[f.camera], (f.stamp_ns, pose, gt.world_from_cam)):
+                lst.append(v)
+        if gt is None or gt.depth is None or not math.isfinite(scale):
+            return
+        e = M.depth_errors(result.prediction.depth[i], gt.depth, scale, self.opts.min_depth_m,
+                           self.opts.max_depth_m)
+        self.rows.append({"camera": f.camera, "stamp_ns": int(f.stamp_ns), "window": result.window_index,
+                          "scale": scale, "abs_rel": e.abs_rel, "rmse": e.rmse, "delta1": e.delta1,
+                          "n_valid": e.n_valid})
+        if self._published % self._sample_every == 0 and len(self.samples) < self.opts.samples:
+            self.samples.append({"camera": f.camera, "stamp_ns": f.stamp_ns, "image": f.image,
+                                 "pred": np.asarray(result.prediction.depth[i], np.float32) * scale,
+                                 "gt": gt.depth, "abs_rel": e.abs_rel})
+        self._published += 1
+
+    def _thin_cloud(self) -> None:
+        pts, cols, conf = (np.concatenate(x) for x in zip(*self.cloud))
+        keep = self._rng.choice(len(pts), self.opts.max_cloud_points, replace=False)
+        keep.sort()
+        self.cloud = [(pts[keep], cols[keep], conf[keep])]
+        self.cloud_n = len(keep)
+
+    # -- report ----------------------------------------------------------------------------
+    def _trajectory(self) -> M.TrajectoryErrors:
+        est = {c: (np.array(s, np.int64), np.array(e).reshape(-1, 4, 4)) for c, (s, e, _) in self.ref.items()}
+        ref = {c: (np.array(s, np.int64), np.array(r).reshape(-1, 4, 4)) for c, (s, _, r) in self.ref.items()}
+        return M.trajectory_errors(est, ref, correct_scale=not self.is_metric)
+
+    def report(self, out: Path, bag: str, elapsed_s: float, frames_read: int) -> dict:
+        """Write every output file into ``out``; returns the metrics dict."""
+        from da3_ros.ros.publishers import fixed_from_model_world, points_to_fixed
+
+        traj = self._trajectory()
+        ate_of = {}
+        k = 0
+        for c, (stamps, _, _) in self.ref.items():
+            for s in stamps:
+                if k < len(traj.ate_per_pose):
+                    ate_of[(c, s)] = traj.ate_per_pose[k]
+                k += 1
+        for row in self.rows:
+            row["ate"] = ate_of.get((row["camera"], row["stamp_ns"]), math.nan)
+        depth = M.mean_depth_errors([M.DepthErrors(r["abs_rel"], r["rmse"], r["delta1"], r["n_valid"])
+                                     for r in self.rows])
+        stats = self.pipeline.stats
+        name = getattr(self.predictor, "name", self.opts.model)
+        m = {**{k: depth[k] for k in ("abs_rel", "rmse", "delta1")}, "ate": traj.ate, "rpe": traj.rpe,
+             "rpe_rot_deg": traj.rpe_rot_deg, "trajectory_scale": traj.scale,
+             "model": name, "is_metric": self.is_metric, "bag": bag, "cameras": self.cameras,
+             "depth_alignment": "none" if self.is_metric else "median per window",
+             "trajectory_alignment": traj.alignment, "frames_read": frames_read,
+             "frames_processed": stats.processed, "frames_dropped": stats.dropped_total,
+             "dropped_by_reason": dict(stats.dropped), "frames_evaluated": depth["depth_frames"],
+             "depth_pixels": depth["depth_pixels"], "poses_evaluated": traj.n_poses, "windows": stats.windows,
+             "elapsed_s": elapsed_s, "fps": frames_read / elapsed_s if elapsed_s > 0 else math.nan,
+             "points": 0, "notes": []}
+        if not self.have_truth:
+            m["notes"].append("the bag lacks depth_gt / pose_gt for some camera: metrics are partial or n/a")
+        if "random weights" in str(name):
+            m["notes"].append("RANDOM WEIGHTS: the scores say nothing about the model")
+        out.mkdir(parents=True, exist_ok=True)
+        for c, (stamps, poses) in self.est.items():
+            if stamps:
+                fixed = fixed_from_model_world(np.array(poses))
+                lines = M.tum_lines(np.array(stamps), fixed)
+                (out / f"trajectory_{c}.tum").write_text("\n".join(lines) + "\n")
+            s, _, r = self.ref[c]
+            if s:
+                (out / f"truth_{c}.tum").write_text("\n".join(M.tum_lines(np.array(s), np.array(r))) + "\n")
+        if self.cloud:
+            pts, cols, conf = (np.concatenate(x) for x in zip(*self.cloud))
+            if len(pts) > self.opts.max_cloud_points:
+                keep = np.sort(self._rng.choice(len(pts), self.opts.max_cloud_points, replace=False))
+                pts, cols, conf = pts[keep], cols[keep], conf[keep]
+            R.write_ply(out / "points.ply", points_to_fixed(pts), cols, conf)
+            m["points"] = int(len(pts))
+        self._write_tables(out, m)
+        if self.opts.plots:
+            R.plot_samples(out / "samples.png", self.samples)
+            R.plot_trajectory(out / "trajectory.png", traj.est_xyz, traj.ref_xyz,
+                              f"{name}: ATE {traj.ate:.4g} m ({traj.alignment})")
+            R.plot_per_frame(out / "per_frame.png", self.rows, traj.ate_per_pose)
+        return m
+
+    def _write_tables(self, out: Path, m: dict) -> None:
+        (out / "metrics.json").write_text(json.dumps(_json_safe(m), indent=2, sort_keys=True) + "\n")
+        R.write_summary(out / "summary.md", m)
+        with open(out / "per_frame.csv", "w", newline="") as f:
+            cols = ["camera", "stamp_ns", "window", "scale", "abs_rel", "rmse", "delta1", "n_valid", "ate"]
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(self.rows)
