@@ -6,7 +6,11 @@ Vocabulary:
 - A *window* is ``num_view`` items ending at the newest item ``n`` with a dilation ``d``: items
   ``n - (num_view - 1) * d, ..., n - d, n`` (RollingDepth-style gaps). It is emitted every
   ``stride`` items; with several dilations, one window per dilation is emitted at each such
-  point (the smallest dilation first). In multi-camera mode a window holds ``num_view`` sets, so
+  point (the smallest dilation first). Frames of a larger-dilation window were usually already
+  published by the smaller one, so its views come back with ``is_new`` False: it widens the
+  baseline (and is aligned onto the published frames) rather than adding new frames; a dilation
+  used alone leaves gaps, which are counted as ``not_in_window`` drops downstream.
+  In multi-camera mode a window holds ``num_view`` sets, so
   S = K * num_view views, ordered set-major (set 0: cam 0..K-1, set 1: ...).
 
 Nothing here raises on bad input: frames that cannot be used come back as ``(frame, reason)``
