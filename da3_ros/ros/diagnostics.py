@@ -10,7 +10,9 @@ period, with key/values (all strings, as the message requires):
 - ``latency_mean_s``, ``latency_max_s``: image stamp to publish, on the node's clock
   (sim time under ``use_sim_time``), over the last period (``nan`` when nothing was
   published in it); ``latency_last_s``: the latest view's;
-- ``queue_len``, ``drops_total`` and ``drops.<reason>`` (pipeline and input drops together);
+- ``queue_len``, ``drops_total`` and ``drops.<reason>`` (pipeline and input drops together;
+  input drops are ``input_<reason>``, see :mod:`da3_ros.ros.inputs`);
+- ``window_errors``, ``last_error``: windows the predictor failed on;
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
 Level: ERROR when not active or the model failed, WARN when a camera is stale
@@ -117,6 +119,8 @@ class NodeDiagnostics:
             kv["frames_processed"] = str(pipeline_stats.get("processed", 0))
             kv["queue_len"] = str(pipeline_stats.get("queue_len", 0))
             kv["windows_per_s"] = f"{self._window_rate(now, windows):.3f}"
+            kv["window_errors"] = str(pipeline_stats.get("errors", 0))
+            kv["last_error"] = str(pipeline_stats.get("last_error", ""))
         total = sum(drops.values())
         kv["drops_total"] = str(total)
         kv.update({f"drops.{k}": str(v) for k, v in sorted(drops.items())})

@@ -214,8 +214,7 @@ class Da3Node(LifecycleNode):
             self._generation += 1
             gen = self._generation
             self.pipeline = AsyncPipeline(pipeline_config(self.settings), self.predictor,
-                                          on_result=lambda r: self._on_result(gen, r),
-                                          on_error=self._on_pipeline_error)
+                                          on_result=lambda r: self._on_result(gen, r))
 
     def _stop(self) -> None:
         if self.inputs is not None:
@@ -264,9 +263,6 @@ class Da3Node(LifecycleNode):
             self.outputs.publish_result(result)
         except Exception as exc:  # noqa: BLE001 - one bad window must not stop the worker
             self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
-
-    def _on_pipeline_error(self, exc: BaseException) -> None:
-        self._log_throttled("pipeline_error", f"window failed: {type(exc).__name__}: {exc}")
 
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:

@@ -224,10 +224,18 @@ class NodeSettings:
 
 
 def declare_all(node) -> None:
-    """Declare every node-wide and per-camera parameter on ``node`` (params-file values apply)."""
+    """Declare every node-wide and per-camera parameter on ``node`` (params-file values apply).
+
+    Raises:
+        ValueError: the ``cameras`` list is invalid (per-camera names could not be declared).
+    """
     for spec in SPECS:
         node.declare_parameter(spec.name, spec.default, spec.descriptor())
-    for cam in node.get_parameter("cameras").value or []:
+    cameras = _plain(node.get_parameter("cameras").value) or []
+    reason = check_values({"cameras": cameras})
+    if reason:
+        raise ValueError(f"invalid parameters: {reason}")
+    for cam in cameras:
         for spec in CAMERA_SPECS:
             full = camera_param(cam, spec.name)
             default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default

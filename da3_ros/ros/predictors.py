@@ -125,8 +125,7 @@ def build_engine(settings, logger) -> tuple[object, PredictorInfo]:
         from da3_ros.model import load_pretrained
 
         logger.info(f"loading model {source} on {device} ({info.dtype})")
-        net = load_pretrained(source, device=device, dtype=torch.float32)
-        net.set_attention_backend(backend)
+        net = load_pretrained(source, device=device, dtype=torch.float32, attention_backend=backend)
     net = net.to(device).eval()  # moving re-resolves the attention kernel for the device
     info.attention_backend = str(getattr(net, "attention_desc", backend))
     engine = DA3Engine(net, process_res=int(settings["process_res"]), device=device, dtype=dtype,

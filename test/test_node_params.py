@@ -1,0 +1,151 @@
+"""da3_node parameters and lifecycle, in process (fast), plus bad params files in a subprocess."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import rclpy
+from _node_harness import NodeProcess, unique_domain_id, wait_until
+from rcl_interfaces.msg import ParameterType
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+
+from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL
+from da3_ros.ros.node import Da3Node
+from da3_ros.ros.parameters import ATTENTION_BACKENDS, SPECS
+from da3_ros.ros.publishers import colorize_depth, fixed_from_model_world, points_to_fixed
+
+pytestmark = pytest.mark.timeout(120)
+OK = TransitionCallbackReturn.SUCCESS
+
+
+@pytest.fixture
+def make_node():
+    contexts, nodes = [], []
+
+    def make(**params):
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=unique_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        node = Da3Node(context=ctx, parameter_overrides=overrides)
+        contexts.append(ctx)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node._stop()
+        node.destroy_node()
+    for ctx in contexts:
+        rclpy.shutdown(context=ctx)
+
+
+def _set(node, name, value):
+    return node.set_parameters([Parameter(name, value=value)])[0]
+
+
+def test_descriptors_types_ranges_and_read_only(make_node):
+    node = make_node()
+    assert {s.name for s in SPECS} <= set(node._parameters)
+    model = node.describe_parameter("model")
+    assert model.read_only and model.type == ParameterType.PARAMETER_STRING and model.description
+    conf = node.describe_parameter("conf_threshold")
+    assert not conf.read_only and conf.floating_point_range[0].from_value == 0.0
+    res = node.describe_parameter("process_res")
+    assert res.read_only and res.integer_range[0].from_value == 28
+    assert "drop_oldest" in node.describe_parameter("queue_policy").additional_constraints
+    cam = node.describe_parameter("camera.camera.image_topic")
+    assert cam.read_only and node.get_parameter("camera.camera.image_topic").value == "camera/image_raw"
+
+
+def test_invalid_values_are_rejected_with_a_reason(make_node):
+    node = make_node()
+    bad = _set(node, "queue_policy", "newest_please")
+    assert not bad.successful and "queue_policy" in bad.reason
+    assert node.get_parameter("queue_policy").value == "drop_oldest"
+    assert _set(node, "max_depth_m", 10.0).successful
+    bad = _set(node, "min_depth_m", 20.0)
+    assert not bad.successful and "min_depth_m" in bad.reason
+    assert not _set(node, "conf_threshold", -1.0).successful  # descriptor range
+    assert not _set(node, "conf_threshold", "high").successful  # type
+    assert not _set(node, "model", "da3-large").successful  # read-only: restart needed
+    bad = _set(node, "depth_colored_range", [5.0, 1.0])
+    assert not bad.successful and "depth_colored_range" in bad.reason
+
+
+def test_lifecycle_phases_and_dynamic_parameters(make_node):
+    node = make_node(model="truth", cameras=["front", "back"], **{"camera.back.transport": "compressed"})
+    assert node.trigger_configure() == OK
+    assert node.settings.mode == "multicam" and node.outputs is not None and node.pipeline is None
+    assert set(node.outputs.per_camera) == {"front", "back"}
+    assert node.trigger_activate() == OK
+    assert node.pipeline is not None and node.predictor is not None
+    assert wait_until(lambda: node.count_publishers("/back/image_raw/compressed") == 0
+                      and node.count_subscribers("/back/image_raw") >= 1, 5)
+    cfg = node.pipeline.config
+    assert cfg.mode == "multicam" and cfg.cameras == ["front", "back"]
+
+    assert _set(node, "conf_threshold", 2.5).successful and cfg.conf_threshold == 2.5
+    assert _set(node, "queue_policy", "keep_latest").successful and cfg.queue_policy == "keep_latest"
+    assert _set(node, "max_depth_m", 0.0).successful and math.isinf(cfg.max_depth_m)
+    assert _set(node, "voxel_size_m", 0.05).successful and cfg.voxel_size_m == 0.05
+    assert _set(node, "publish.points", False).successful and node.outputs.toggles.points is False
+    assert _set(node, "path_max_length", 3).successful and node.outputs._path_poses.maxlen == 3
+
+    assert node.trigger_deactivate() == OK
+    assert node.pipeline is None and node.predictor is None and node.inputs is None
+    assert wait_until(lambda: node.count_subscribers("/front/image_raw") == 0, 5)
+    assert node.trigger_activate() == OK and node.pipeline is not None  # reactivation works
+    assert node.pipeline.config.conf_threshold == 2.5  # dynamic values survive a restart
+    assert node.trigger_deactivate() == OK
+    assert node.trigger_cleanup() == OK and node.outputs is None
+    assert node.trigger_shutdown() == OK
+
+
+def test_activation_fails_cleanly_on_an_unknown_model(make_node):
+    node = make_node(model="no_such_model_dir")
+    assert node.trigger_configure() == OK
+    assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+    assert node.pipeline is None and "no_such_model_dir" in node.diag.error
+    assert node._state_machine.current_state[1] == "inactive"
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"process_res": 5}, "process_res"),
+    ({"queue_policy": "bogus"}, "queue_policy"),
+    ({"cameras": ["a", "a"]}, "duplicates"),
+], ids=["out_of_range", "bad_choice", "duplicate_cameras"])
+def test_invalid_params_file_exits_with_a_message(tmp_path, params, needle):
+    with NodeProcess(tmp_path, params, unique_domain_id()) as node:
+        node.proc.wait(timeout=60)
+        assert node.proc.returncode == 1
+        assert needle in node.log()
+        assert "Traceback" not in node.log()
+
+
+def test_attention_choices_mirror_the_model():
+    from da3_ros.model.attention import BACKENDS
+
+    assert tuple(ATTENTION_BACKENDS) == tuple(BACKENDS)
+
+
+def test_fixed_frame_is_rep103():
+    # the pipeline world = first camera's optical frame; its forward (z) is the fixed frame's x
+    T = fixed_from_model_world(np.eye(4))
+    np.testing.assert_allclose(T[:3, :3], ROS_BODY_FROM_OPTICAL)
+    np.testing.assert_allclose(points_to_fixed(np.array([[0.0, 0.0, 2.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])),
+                               [[2.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]], atol=1e-6)
+
+
+def test_colorize_depth_near_red_far_blue_unknown_black():
+    depth = np.array([[1.0, 2.0, 3.0, np.nan, 0.0, np.inf]], np.float32)
+    rgb = colorize_depth(depth, 1.0, 3.0)
+    assert rgb.shape == (1, 6, 3) and rgb.dtype == np.uint8
+    assert not rgb[0, 3:].any()
+    near, far = rgb[0, 0].astype(int), rgb[0, 2].astype(int)
+    assert near[0] > near[2] and far[2] > far[0]
+    auto = colorize_depth(depth)
+    assert auto[0, :3].any(axis=1).all() and not auto[0, 3:].any()
