@@ -27,13 +27,13 @@ import math
 import sys
 import threading
 import traceback
+from typing import TYPE_CHECKING
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from da3_ros.core.pipeline import AsyncPipeline, PipelineConfig
 from da3_ros.ros import predictors
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, Throttle, input_qos
@@ -45,6 +45,9 @@ from da3_ros.ros.parameters import (
     validation_callback,
 )
 from da3_ros.ros.publishers import OutputPublishers
+
+if TYPE_CHECKING:  # the core pulls in torch: imported when first needed, so start-up stays interruptible
+    from da3_ros.core.pipeline import AsyncPipeline, PipelineConfig
 
 #: Parameters that map one-to-one onto PipelineConfig fields.
 PIPELINE_FIELDS = ("num_view", "stride", "slop_s", "keyframe_min_dt_s", "keyframe_min_change", "queue_size",
@@ -73,6 +76,8 @@ def _logs_exceptions(transition):
 
 def pipeline_config(settings: NodeSettings) -> PipelineConfig:
     """The core PipelineConfig for these parameter values."""
+    from da3_ros.core.pipeline import PipelineConfig
+
     fields = {name: settings[name] for name in PIPELINE_FIELDS}
     fields["max_depth_m"] = fields["max_depth_m"] or math.inf  # 0: no limit
     return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras],
@@ -210,6 +215,8 @@ class Da3Node(LifecycleNode):
             predictors.release(predictor)
 
     def _start_pipeline(self) -> None:
+        from da3_ros.core.pipeline import AsyncPipeline
+
         with self._lock:
             self._generation += 1
             gen = self._generation
@@ -336,10 +343,17 @@ class RosLogHandler(logging.Handler):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console script ``da3_node``: spin the node until SIGINT/SIGTERM; exit 0 on a clean stop."""
-    rclpy.init(args=args)
-    executor = MultiThreadedExecutor(num_threads=4)
+    """Console script ``da3_node``: spin the node until SIGINT/SIGTERM; exit 0 on a clean stop.
+
+    Returns 1 when the parameters are invalid or autostart fails; a signal at any point of
+    start-up (even while the model loads) still ends in a clean exit 0.
+    """
     node, code = None, 0
+    try:
+        rclpy.init(args=args)
+        executor = MultiThreadedExecutor(num_threads=4)
+    except KeyboardInterrupt:
+        return 0
     try:
         node = Da3Node()
         package_log = logging.getLogger("da3_ros")
@@ -354,8 +368,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range value in the params file
-        print(f"da3_node: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
+        if rclpy.ok():  # otherwise a signal shut the context down mid start-up: a clean stop
+            print(f"da3_node: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = 1
     finally:
         if node is not None:
             node._stop()
@@ -369,6 +384,8 @@ def main(args: list[str] | None = None) -> int:
 def _autostart(node: Da3Node) -> bool:
     """Configure and activate; False (logged) when either transition fails."""
     for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+        if not rclpy.ok(context=node.context):
+            return True  # interrupted during start-up: spin() returns at once, exit 0
         if trigger() != SUCCESS:
             node.get_logger().fatal(f"autostart: {name} failed; exiting (see the errors above)")
             return False
