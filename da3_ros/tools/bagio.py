@@ -105,6 +105,11 @@ class BagReader:
         """Earliest log time in the bag, nanoseconds."""
         return int(self._reader.start_time)
 
+    @property
+    def end_ns(self) -> int:
+        """Latest log time in the bag, nanoseconds."""
+        return int(self._reader.end_time)
+
     def msgtype(self, topic: str) -> str:
         """Message type of ``topic``; :class:`BagError` if the bag has no such topic."""
         if topic not in self._by_topic:

@@ -1,0 +1,272 @@
+"""``da3-replay``: play a bag into the running node over DDS, record its outputs, report.
+
+Like ``ros2 bag play`` + ``ros2 bag record`` in one: the bag's camera topics (images and
+camera_info; also ``depth_gt`` / ``pose_gt`` when present, which a node running the ``truth``
+stand-in needs, unless ``--images-only``) are published in real time (``--rate`` factor) as
+raw CDR; everything the node publishes under ``/<node>/`` plus ``/diagnostics`` is recorded to
+``--out``/recorded. Header stamps are shifted to wall-clock time (``--keep-stamps`` to send
+them as recorded), so the node's own latency figures are meaningful and a ``--loop`` never
+jumps back in time.
+
+Report (``report.json``, ``summary.md``, ``latency.csv``): end-to-end latency (input publish
+to receipt of the ``/<node>/<camera>/depth`` with the same stamp), output rate, inputs without
+output, and the node's /diagnostics counts (received, processed, drops by reason), so every
+input is accounted for. ``--loop --duration MIN`` keeps replaying and samples the node's
+memory (RSS of the node process tree via /proc when its pid is known, GPU from
+diagnostics) into ``memory.csv`` / ``memory.png``.
+
+The node may be started by the tool: ``--spawn-node --params FILE`` runs
+``da3_node --ros-args --params-file FILE`` (or ``--node-cmd "..."`` any command) with the
+loopback-only DDS environment of :func:`da3_ros.dds_env.loopback_env`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from da3_ros.dds_env import fastdds_profile_path, loopback_env, pick_domain_id
+from da3_ros.tools.bagio import BagError, BagReader, BagWriter, find_cameras, typestore
+from da3_ros.tools.cli import run_main
+
+
+@dataclass
+class ReplayOptions:
+    """What ``da3-replay`` does (see ``--help``)."""
+
+    rate: float = 1.0
+    loop: bool = False
+    duration_min: float = 0.0
+    image_topics: list[str] = field(default_factory=list)
+    images_only: bool = False
+    keep_stamps: bool = False
+    node_name: str = "da3_node"
+    spawn_node: bool = False
+    params: str = ""
+    node_cmd: str = ""
+    node_pid: int = 0
+    domain_id: int | None = None
+    wait_ready_s: float = 120.0
+    settle_s: float = 5.0
+    delay_s: float = 1.0
+    sample_period_s: float = 1.0
+    record: bool = True
+    progress: bool = True
+
+
+def node_tree_rss_mb(pid: int) -> float:
+    """Resident memory (MiB) of process ``pid`` and all its descendants; NaN if it is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024.0
+        except OSError:
+            if p == pid:
+                return float("nan")
+        todo.extend(children.get(p, []))
+    return total
+
+
+class NodeRunner:
+    """The node as a child process (``--spawn-node`` / ``--node-cmd``), logs in ``out/node.log``."""
+
+    def __init__(self, cmd: list[str], domain_id: int, out: Path):
+        log_dir = out / "ros_logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = out / "node.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        try:
+            self.proc = subprocess.Popen(cmd, env=loopback_env(domain_id, log_dir=str(log_dir)),
+                                         stdout=self._log, stderr=subprocess.STDOUT)
+        except OSError as exc:
+            self._log.close()
+            raise BagError(f"cannot start the node ({shlex.join(cmd)}): {exc}") from exc
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        """True while the node runs."""
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 1) -> str:
+        """Last non-empty line(s) of the node's log."""
+        self._log.flush()
+        lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        return " | ".join(lines[-n:]) if lines else "(no output)"
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit code (None if killed)."""
+        code = self.proc.poll()
+        if code is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                code = self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                code = None
+        self._log.close()
+        return code
+
+
+def has_header(msgtype: str) -> bool:
+    """True when the first field of ``msgtype`` is a std_msgs/Header (its stamp can be shifted)."""
+    defs = typestore().fielddefs.get(msgtype)
+    if not defs or not defs[1]:
+        return False
+    first = defs[1][0][1]
+    return len(first) > 1 and first[1] == "std_msgs/msg/Header"
+
+
+def play_topics(reader: BagReader, opts: ReplayOptions) -> tuple[list[str], dict[str, str]]:
+    """Topics to play and ``{image topic: camera}``."""
+    cams = find_cameras(reader, opts.image_topics)
+    topics, image_cam = [], {}
+    for c in cams:
+        image_cam[c.image] = c.name
+        topics += [t for t in (c.image, c.camera_info) if t]
+        if not opts.images_only:
+            topics += [t for t in (c.depth_gt, c.pose_gt) if t]
+    return topics, image_cam
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line arguments of ``da3-replay``."""
+    p = argparse.ArgumentParser(prog="da3-replay", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("bag", help="rosbag2 directory or .mcap / .db3 file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
+    p.add_argument("--loop", action="store_true", help="replay until --duration has passed")
+    p.add_argument("--duration", type=float, default=0.0, help="minutes to play (0: once through the bag)")
+    p.add_argument("--image-topics", default="", help="comma-separated image topics (default: all cameras)")
+    p.add_argument("--images-only", action="store_true", help="do not play depth_gt / pose_gt")
+    p.add_argument("--keep-stamps", action="store_true", help="publish the bag's header stamps unchanged")
+    p.add_argument("--node-name", default="da3_node", help="node whose /<name>/... outputs are recorded")
+    p.add_argument("--spawn-node", action="store_true", help="start da3_node with --params")
+    p.add_argument("--params", default="", help="params file for --spawn-node")
+    p.add_argument("--node-cmd", default="", help="command that starts the node (instead of --spawn-node)")
+    p.add_argument("--node-pid", type=int, default=0, help="pid of an already running node (memory samples)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: env or derived)")
+    p.add_argument("--wait-ready", type=float, default=120.0, help="seconds to wait for the node")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds without new outputs that end a run")
+    p.add_argument("--delay", type=float, default=1.0, help="seconds from node ready to playing")
+    p.add_argument("--sample-period", type=float, default=1.0, help="memory sampling period, s")
+    p.add_argument("--no-record", action="store_true", help="do not write the recorded bag")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def options_from_args(a: argparse.Namespace) -> ReplayOptions:
+    """ReplayOptions from parsed arguments (ValueError on inconsistent ones)."""
+    if a.rate <= 0:
+        raise ValueError("--rate must be > 0")
+    if a.loop and a.duration <= 0:
+        raise ValueError("--loop needs --duration MIN > 0")
+    if a.spawn_node and not a.params:
+        raise ValueError("--spawn-node needs --params FILE")
+    if a.params and not Path(a.params).is_file():
+        raise ValueError(f"params file not found: {a.params}")
+    return ReplayOptions(rate=a.rate, loop=a.loop, duration_min=a.duration,
+                         image_topics=[t for t in a.image_topics.split(",") if t], images_only=a.images_only,
+                         keep_stamps=a.keep_stamps, node_name=a.node_name, spawn_node=a.spawn_node,
+                         params=a.params, node_cmd=a.node_cmd, node_pid=a.node_pid, domain_id=a.domain_id,
+                         wait_ready_s=a.wait_ready, settle_s=a.settle, delay_s=a.delay,
+                         sample_period_s=a.sample_period, record=not a.no_record, progress=not a.quiet)
+
+
+def prepare_dds(domain_id: int | None) -> int:
+    """Loopback-only DDS for this process (unless a profile is already set); returns the domain id."""
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile_path()))
+    os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+    if domain_id is None:
+        domain_id = int(os.environ.get("ROS_DOMAIN_ID", pick_domain_id()))
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    return domain_id
+
+
+def node_command(opts: ReplayOptions) -> list[str] | None:
+    """The command that starts the node, or None when it runs already."""
+    if opts.node_cmd:
+        return shlex.split(opts.node_cmd)
+    if opts.spawn_node:
+        exe = Path(sys.executable).parent / "da3_node"
+        return [str(exe if exe.exists() else "da3_node"), "--ros-args", "--params-file", opts.params]
+    return None
+
+
+def replay(bag: str | Path, out_dir: str | Path, opts: ReplayOptions) -> dict:
+    """Play, record, account; returns the report written to ``out_dir/report.json``."""
+    from da3_ros.tools.replay_report import build_report, write_outputs
+    from da3_ros.tools.replay_run import Replayer
+
+    out = Path(out_dir)
+    with BagReader(bag) as reader:
+        topics, image_cam = play_topics(reader, opts)
+        out.mkdir(parents=True, exist_ok=True)
+        domain = prepare_dds(opts.domain_id)
+        cmd = node_command(opts)
+        node = NodeRunner(cmd, domain, out) if cmd else None
+        writer = BagWriter(out / "recorded", fmt="mcap", overwrite=True) if opts.record else None
+        run = None
+        try:
+            run = Replayer(reader, topics, image_cam, opts, writer, node)
+            run.wait_ready()
+            sampler = threading.Thread(target=run.sample_memory, daemon=True)
+            sampler.start()
+            run.play()
+            run.settle()
+            run.stop_sampling.set()
+            sampler.join(timeout=5)
+        finally:
+            if run is not None:
+                run.close()
+            if writer is not None:
+                writer.close()
+            node_code = node.stop() if node is not None else None
+    report = build_report(run, bag=str(bag), node_exit_code=node_code)
+    write_outputs(out, report, run)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``da3-replay``."""
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
+        r = replay(args.bag, args.out, options_from_args(args))
+        lat = r["latency_ms"]
+        print(f"played {r['inputs']} images, {r['outputs_matched']} with output "
+              f"({r['inputs_without_output']} without); latency mean {lat['mean']:.1f} ms "
+              f"p90 {lat['p90']:.1f} ms; output {r['output_rate_hz']:.2f} Hz; node drops "
+              f"{r['node'].get('drops_total', 'n/a')}; all accounted: {r['all_accounted']} -> {args.out}")
+        return 0 if r["all_accounted"] else 3
+
+    return run_main(work, "da3-replay", args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
