@@ -275,3 +275,15 @@ def test_bundled_bags_match_their_scenes():
         assert np.array_equal(conv.image_to_rgb(msgs[c.image]), rgb)
         gt = conv.image_to_depth_m(msgs[c.depth_gt])
         assert np.nanmax(np.abs(gt - depth)) <= 0.0005 + 1e-6  # millimetre-rounded truth
+
+
+def test_eval_runs_a_network_through_the_node_engine(bag, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    m = evaluate(bag, tmp_path, _opts(model="da3-tiny", process_res=56, device="cpu", dtype="float32",
+                                      max_frames=4, write_bag=True))
+    assert m["frames_read"] == 4 and m["frames_processed"] == 4 and m["windows"] >= 1
+    assert "random weights" in m["model"] and any("RANDOM WEIGHTS" in n for n in m["notes"])
+    assert all(math.isfinite(m[k]) for k in ("abs_rel", "rmse", "delta1", "ate"))
+    with BagReader(tmp_path / "predictions") as r:
+        assert r.topics["/da3_node/camera/depth"][1] == 4
