@@ -229,10 +229,10 @@ def replay(bag: str | Path, out_dir: str | Path, opts: ReplayOptions) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         domain = prepare_dds(opts.domain_id)
         cmd = node_command(opts)
-        node = NodeRunner(cmd, domain, out) if cmd else None
         writer = BagWriter(out / "recorded", fmt="mcap", overwrite=True) if opts.record else None
-        run = None
+        run = node = None
         try:
+            node = NodeRunner(cmd, domain, out) if cmd else None
             run = Replayer(reader, topics, image_cam, opts, writer, node)
             run.wait_ready()
             sampler = threading.Thread(target=run.sample_memory, daemon=True)
