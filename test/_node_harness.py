@@ -33,6 +33,11 @@ def unique_domain_id() -> int:
     return 1 + (os.getpid() * 13 + next(_domain_counter) * 37) % 100
 
 
+def unique_namespace() -> str:
+    """A namespace for one test's topics and node, so a run sharing the domain cannot cross-talk."""
+    return f"/t{os.getpid()}_{next(_domain_counter)}"
+
+
 class NodeProcess:
     """``da3_node --ros-args --params-file <yaml>`` as a child process on loopback DDS.
 
@@ -42,10 +47,11 @@ class NodeProcess:
         domain_id: ROS_DOMAIN_ID of the child.
         extra_args: more ROS arguments (``-r`` remaps, ``-p`` overrides).
         params_file: an existing params file to use instead of ``params``.
+        ns: run the node in this namespace (``__ns`` remap); its relative topics follow.
     """
 
     def __init__(self, tmp_path: Path, params: dict | None, domain_id: int, extra_args=(),
-                 params_file: Path | None = None) -> None:
+                 params_file: Path | None = None, ns: str = "") -> None:
         self.tmp_path = Path(tmp_path)
         if params_file is None:
             params_file = self.tmp_path / "node_params.yaml"
@@ -55,7 +61,8 @@ class NodeProcess:
         log_dir.mkdir(exist_ok=True)
         env = loopback_env(domain_id, log_dir=str(log_dir))
         env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
-        cmd = [str(NODE_EXE), "--ros-args", "--params-file", str(params_file), *extra_args]
+        remap_ns = ["-r", f"__ns:={ns}"] if ns else []
+        cmd = [str(NODE_EXE), "--ros-args", "--params-file", str(params_file), *remap_ns, *extra_args]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=str(REPO))
@@ -127,18 +134,27 @@ class RosHarness:
 
 
 class Recorder:
-    """Subscribes to topics and keeps every message (thread-safe)."""
+    """Subscribes to topics and keeps every message (thread-safe).
 
-    def __init__(self, node, topics: dict[str, type], qos=None) -> None:
+    Topic names are given without the test's namespace ``ns`` (``/da3_node/points``) and
+    subscribed under it; ``/diagnostics`` stays global, and only the statuses of the node
+    ``<ns>/da3_node`` are kept.
+    """
+
+    def __init__(self, node, topics: dict[str, type], qos=None, ns: str = "") -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         qos = qos or QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self._lock = threading.Lock()
+        self._diag_name = f"{ns}/da3_node: pipeline"
         self.msgs: dict[str, list] = defaultdict(list)
-        self._subs = [node.create_subscription(t, name, lambda m, n=name: self._store(n, m), qos)
+        self._subs = [node.create_subscription(t, name if name == "/diagnostics" else ns + name,
+                                               lambda m, n=name: self._store(n, m), qos)
                       for name, t in topics.items()]
 
     def _store(self, name: str, msg) -> None:
+        if name == "/diagnostics" and msg.status[0].name != self._diag_name:
+            return  # another node's diagnostics (a run sharing this domain)
         with self._lock:
             self.msgs[name].append(msg)
 
@@ -224,23 +240,32 @@ def restamp_to_now(steps: list[list[SynthFrame]]) -> None:
 class SyntheticCamera:
     """Publishes rendered frames (truth first, then CameraInfo and the image) at a fixed rate.
 
-    Topics per camera ``c``: ``/c/image_raw`` (rgb8), ``/c/camera_info``,
+    Topics per camera ``c``, under the namespace ``ns``: ``/c/image_raw`` (rgb8;
+    ``/c/image_raw/compressed`` png for the cameras in ``png``), ``/c/camera_info``,
     ``/c/depth_gt`` (32FC1 metres, NaN where nothing) and ``/c/pose_gt`` (PoseStamped,
     optical camera-to-world in frame ``world``), as ``da3-synth`` writes them.
     """
 
-    def __init__(self, node, cameras: list[str], frame_id_of=lambda cam: f"{cam}_optical_frame") -> None:
+    def __init__(self, node, cameras: list[str], frame_id_of=lambda cam: f"{cam}_optical_frame",
+                 png: tuple[str, ...] = (), ns: str = "") -> None:
         from geometry_msgs.msg import PoseStamped
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.node = node
         self.frame_id_of = frame_id_of
-        self.pubs = {cam: {"image": node.create_publisher(Image, f"/{cam}/image_raw", qos),
-                           "info": node.create_publisher(CameraInfo, f"/{cam}/camera_info", qos),
-                           "depth": node.create_publisher(Image, f"/{cam}/depth_gt", qos),
-                           "pose": node.create_publisher(PoseStamped, f"/{cam}/pose_gt", qos)}
+        self.png = set(png)
+
+        def image_pub(cam):
+            if cam in self.png:  # lossless compressed transport: values stay exact
+                return node.create_publisher(CompressedImage, f"{ns}/{cam}/image_raw/compressed", qos)
+            return node.create_publisher(Image, f"{ns}/{cam}/image_raw", qos)
+
+        self.pubs = {cam: {"image": image_pub(cam),
+                           "info": node.create_publisher(CameraInfo, f"{ns}/{cam}/camera_info", qos),
+                           "depth": node.create_publisher(Image, f"{ns}/{cam}/depth_gt", qos),
+                           "pose": node.create_publisher(PoseStamped, f"{ns}/{cam}/pose_gt", qos)}
                      for cam in cameras}
         self.published: list[SynthFrame] = []
 
@@ -267,7 +292,10 @@ class SyntheticCamera:
             pubs["pose"].publish(pose)
         if with_info:
             pubs["info"].publish(conv.intrinsics_to_camera_info(CameraIntrinsics(frame.K, w, h), header))
-        pubs["image"].publish(conv.numpy_to_image(frame.rgb, "rgb8", header))
+        if frame.camera in self.png:
+            pubs["image"].publish(conv.numpy_to_compressed(frame.rgb, "png", header))
+        else:
+            pubs["image"].publish(conv.numpy_to_image(frame.rgb, "rgb8", header))
         self.published.append(frame)
 
     def prime_camera_info(self, steps: list[list[SynthFrame]], settle_s: float = 0.3) -> None:

@@ -15,6 +15,7 @@ from _node_harness import (
     render_sequence,
     restamp_to_now,
     unique_domain_id,
+    unique_namespace,
     wait_until,
 )
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -54,15 +55,15 @@ def _bad_images(stamp_ns: int, last_good_ns: int) -> list[tuple[str, Image]]:
 def test_bad_input_is_counted_and_survived(tmp_path):
     steps = render_sequence(["camera"], 24, 64, 48, kind="room", seed=6)
     params = {"model": "truth", "input_qos": "reliable", "input_queue_depth": 50, "num_view": 3, "stride": 1,
-              "camera.camera.image_topic": "/camera/image_raw",
-              "camera.camera.camera_info_topic": "/camera/camera_info",
+              "camera.camera.image_topic": "camera/image_raw",
+              "camera.camera.camera_info_topic": "camera/camera_info",
               "diagnostics_period_s": 0.3, "stale_input_s": 1.0, "log_throttle_s": 30.0,
               "time_jump_reset_s": 5.0}
-    domain = unique_domain_id()
-    with NodeProcess(tmp_path, params, domain) as node, RosHarness(domain) as ros:
+    domain, ns = unique_domain_id(), unique_namespace()
+    with NodeProcess(tmp_path, params, domain, ns=ns) as node, RosHarness(domain) as ros:
         rec = Recorder(ros.node, {"/diagnostics": DiagnosticArray, "/da3_node/camera/depth": Image,
-                                  "/da3_node/path": Path})
-        cam = SyntheticCamera(ros.node, ["camera"])
+                                  "/da3_node/path": Path}, ns=ns)
+        cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
         assert cam.wait_for_subscribers(60, topics=("image", "info", "depth", "pose")), node.log()
         time.sleep(0.5)
         cam.prime_camera_info(steps)

@@ -20,6 +20,7 @@ from _node_harness import (
     SyntheticCamera,
     render_sequence,
     unique_domain_id,
+    unique_namespace,
     wait_until,
 )
 from diagnostic_msgs.msg import DiagnosticArray
@@ -56,12 +57,12 @@ def test_tiny_network_plumbing(tmp_path: Path):
     steps = render_sequence(["camera"], 10, 96, 72, kind="boxes", seed=4)
     params = {"model": "da3-tiny", "device": "cpu", "process_res": 112, "num_view": 3, "stride": 1,
               "queue_size": 50, "input_qos": "reliable", "input_queue_depth": 50, "diagnostics_period_s": 0.5,
-              "camera.camera.image_topic": "/camera/image_raw",
-              "camera.camera.camera_info_topic": "/camera/camera_info"}
-    domain = unique_domain_id()
-    with NodeProcess(tmp_path, params, domain) as node, RosHarness(domain) as ros:
-        rec = Recorder(ros.node, {topic: TYPES[t] for topic, t in OUTPUTS.items()})
-        cam = SyntheticCamera(ros.node, ["camera"])
+              "camera.camera.image_topic": "camera/image_raw",
+              "camera.camera.camera_info_topic": "camera/camera_info"}
+    domain, ns = unique_domain_id(), unique_namespace()
+    with NodeProcess(tmp_path, params, domain, ns=ns) as node, RosHarness(domain) as ros:
+        rec = Recorder(ros.node, {topic: TYPES[t] for topic, t in OUTPUTS.items()}, ns=ns)
+        cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
         assert cam.wait_for_subscribers(120), node.log()  # model build + warm-up come first
         time.sleep(0.5)
         cam.prime_camera_info(steps)
@@ -101,18 +102,21 @@ def test_tiny_network_plumbing(tmp_path: Path):
 def test_default_config_starts_and_every_topic_appears(tmp_path: Path):
     """`da3_node --ros-args --params-file config/da3.yaml`: the command the README gives."""
     steps = render_sequence(["camera"], 12, 64, 48, kind="room", seed=5)
-    domain = unique_domain_id()
-    with NodeProcess(tmp_path, None, domain, params_file=REPO / "config" / "da3.yaml") as node, \
-            RosHarness(domain) as ros:
-        rec = Recorder(ros.node, {"/da3_node/camera/depth": Image})
-        cam = SyntheticCamera(ros.node, ["camera"])
+    domain, ns = unique_domain_id(), unique_namespace()
+    remaps = ["-r", f"/camera/image_raw:={ns}/camera/image_raw",
+              "-r", f"/camera/camera_info:={ns}/camera/camera_info"]
+    with NodeProcess(tmp_path, None, domain, params_file=REPO / "config" / "da3.yaml", ns=ns,
+                     extra_args=remaps) as node, RosHarness(domain) as ros:
+        rec = Recorder(ros.node, {"/da3_node/camera/depth": Image}, ns=ns)
+        cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
         assert cam.wait_for_subscribers(180), node.log()
 
         def graph():
             return dict(ros.node.get_topic_names_and_types())
 
-        assert wait_until(lambda: set(OUTPUTS) <= set(graph()), 30), (set(OUTPUTS) - set(graph()), node.log())
-        for topic, type_name in OUTPUTS.items():
+        outputs = {(t if t == "/diagnostics" else ns + t): type_name for t, type_name in OUTPUTS.items()}
+        assert wait_until(lambda: set(outputs) <= set(graph()), 30), (set(outputs) - set(graph()), node.log())
+        for topic, type_name in outputs.items():
             assert graph()[topic] == [type_name]
         cam.prime_camera_info(steps)
         cam.play(steps, with_truth=False)

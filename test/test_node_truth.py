@@ -20,6 +20,7 @@ from _node_harness import (
     SyntheticCamera,
     render_sequence,
     unique_domain_id,
+    unique_namespace,
     wait_until,
 )
 from diagnostic_msgs.msg import DiagnosticArray
@@ -47,18 +48,18 @@ def _truth_params(cameras, **extra):
     params = {"model": "truth", "cameras": list(cameras), "input_qos": "reliable", "input_queue_depth": 50,
               "truth.scale_range": [0.5, 2.0], "truth.seed": 3, "diagnostics_period_s": 0.5}
     for cam in cameras:
-        params[f"camera.{cam}.image_topic"] = f"/{cam}/image_raw"
-        params[f"camera.{cam}.camera_info_topic"] = f"/{cam}/camera_info"
+        params[f"camera.{cam}.image_topic"] = f"{cam}/image_raw"  # relative: inside the test's namespace
+        params[f"camera.{cam}.camera_info_topic"] = f"{cam}/camera_info"
     params.update(extra)
     return params
 
 
-def _run(tmp_path, cameras, params, steps, stop_signal=signal.SIGINT, sizes_expected=None):
+def _run(tmp_path, cameras, params, steps, stop_signal=signal.SIGINT, png=()):
     """Start the node, play ``steps`` at 15 Hz, record every output; returns (recorder, exit code)."""
-    domain = unique_domain_id()
-    with NodeProcess(tmp_path, params, domain) as node, RosHarness(domain) as ros:
-        rec = Recorder(ros.node, _topics(cameras))
-        cam = SyntheticCamera(ros.node, cameras)
+    domain, ns = unique_domain_id(), unique_namespace()
+    with NodeProcess(tmp_path, params, domain, ns=ns) as node, RosHarness(domain) as ros:
+        rec = Recorder(ros.node, _topics(cameras), ns=ns)
+        cam = SyntheticCamera(ros.node, cameras, png=png, ns=ns)
         assert cam.wait_for_subscribers(60, topics=("image", "info", "depth", "pose")), node.log()
         time.sleep(0.5)  # let our subscriptions to the node's outputs match too
         cam.prime_camera_info(steps)
@@ -185,8 +186,12 @@ def _check_points(rec, truth, poses, scale):
 
 
 def test_single_camera_outputs_match_truth(tmp_path):
+    """One camera on compressed (png) transport; every output against the scene's truth."""
     steps = render_sequence(["camera"], 24, 64, 48, kind="room", seed=1)
-    rec = _run(tmp_path, ["camera"], _truth_params(["camera"], num_view=4, stride=2), steps)
+    params = _truth_params(["camera"], num_view=4, stride=2)
+    params.update({"camera.camera.image_topic": "camera/image_raw/compressed",
+                   "camera.camera.transport": "compressed"})
+    rec = _run(tmp_path, ["camera"], params, steps, png=("camera",))
     truth = {f.stamp_ns: f for views in steps for f in views}  # restamped by play()
     scale, stamps = _check_depth_views(rec, "camera", truth, "camera_optical_frame")
     assert len(stamps) >= 22

@@ -1,6 +1,6 @@
 """``/diagnostics`` for the node: rates, latency, queue, drops by reason, GPU memory, model.
 
-One ``diagnostic_msgs/DiagnosticStatus`` named ``<node name>: pipeline`` per
+One ``diagnostic_msgs/DiagnosticStatus`` named ``<fully qualified node name>: pipeline`` per
 period, with key/values (all strings, as the message requires):
 
 - ``state``: lifecycle state; ``model``, ``device``, ``dtype``, ``attention_backend``,

@@ -133,7 +133,8 @@ class Da3Node(LifecycleNode):
         self.outputs = OutputPublishers(self, cams, settings["fixed_frame"],
                                         heavy_best_effort=settings["points_qos"] == "best_effort",
                                         on_published=self._on_view_published)
-        self.diag = NodeDiagnostics(f"{self.get_name()}: pipeline", cams, settings["stale_input_s"])
+        self.diag = NodeDiagnostics(f"{self.get_fully_qualified_name()}: pipeline", cams,
+                                    settings["stale_input_s"])
         self.diag.info.update({"model": settings["model"], "mode": settings.mode})
         self._apply_dynamic([self.get_parameter(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
