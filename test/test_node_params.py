@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import signal
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL
 from da3_ros.ros.node import Da3Node
-from da3_ros.ros.parameters import ATTENTION_BACKENDS, SPECS
+from da3_ros.ros.parameters import ATTENTION_BACKENDS, REF_VIEW_STRATEGIES, SPECS
 from da3_ros.ros.publishers import colorize_depth, fixed_from_model_world, points_to_fixed
 
 pytestmark = pytest.mark.timeout(120)
@@ -97,8 +99,11 @@ def test_lifecycle_phases_and_dynamic_parameters(make_node):
     assert _set(node, "publish.points", False).successful and node.outputs.toggles.points is False
     assert _set(node, "path_max_length", 3).successful and node.outputs._path_poses.maxlen == 3
 
+    released = weakref.ref(node.predictor)
     assert node.trigger_deactivate() == OK
     assert node.pipeline is None and node.predictor is None and node.inputs is None
+    gc.collect()
+    assert released() is None, "deactivate must drop every reference to the model"
     assert wait_until(lambda: node.count_subscribers("/front/image_raw") == 0, 5)
     assert node.trigger_activate() == OK and node.pipeline is not None  # reactivation works
     assert node.pipeline.config.conf_threshold == 2.5  # dynamic values survive a restart
@@ -128,10 +133,12 @@ def test_invalid_params_file_exits_with_a_message(tmp_path, params, needle):
         assert "Traceback" not in node.log()
 
 
-def test_attention_choices_mirror_the_model():
+def test_choices_mirror_the_model():
     from da3_ros.model.attention import BACKENDS
+    from da3_ros.model.refview import STRATEGIES
 
     assert tuple(ATTENTION_BACKENDS) == tuple(BACKENDS)
+    assert tuple(REF_VIEW_STRATEGIES) == tuple(STRATEGIES)
 
 
 def test_fixed_frame_is_rep103():

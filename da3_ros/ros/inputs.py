@@ -20,7 +20,6 @@ the frame goes on without intrinsics). A jump back by more than
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.logs import Throttle
 from da3_ros.ros.parameters import CameraSettings
 
 
@@ -40,22 +40,6 @@ def input_qos(kind: str, depth: int) -> QoSProfile:
                             for k in ("reliability", "durability", "history")}, depth=depth)
         return qos
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-
-
-class Throttle:
-    """At most one log line per key every ``period_s`` seconds (monotonic clock)."""
-
-    def __init__(self, period_s: float) -> None:
-        self.period_s = period_s
-        self._last: dict[str, float] = {}
-
-    def ready(self, key: str) -> bool:
-        """True when a line for ``key`` may be logged now (and records it)."""
-        now = time.monotonic()
-        if now - self._last.get(key, -1e18) < self.period_s:
-            return False
-        self._last[key] = now
-        return True
 
 
 @dataclass

@@ -36,7 +36,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from da3_ros.ros import predictors
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
-from da3_ros.ros.inputs import CameraInputs, Throttle, input_qos
+from da3_ros.ros.inputs import CameraInputs, input_qos
+from da3_ros.ros.logs import RosLogHandler, Throttle
 from da3_ros.ros.parameters import (
     NodeSettings,
     check_values,
@@ -233,6 +234,7 @@ class Da3Node(LifecycleNode):
             self._generation += 1
         if pipeline is not None:
             pipeline.close(timeout_s=5.0, drain=False)
+            del pipeline  # it references the predictor: drop it before releasing the model
         self._release_predictor()
 
     def _destroy_outputs(self) -> None:
@@ -314,33 +316,6 @@ class Da3Node(LifecycleNode):
         msg = self.diag.build(self._state_machine.current_state[1], stats, gpu,
                               self.get_clock().now().to_msg())
         self._diag_pub.publish(msg)
-
-
-class RosLogHandler(logging.Handler):
-    """Forwards Python ``logging`` records of ``da3_ros.*`` (core, model) to the node's logger.
-
-    Warnings and errors are throttled per message template so a failing stream cannot flood the log.
-    """
-
-    def __init__(self, node: Da3Node) -> None:
-        super().__init__()
-        self._node = node
-        self._throttle = Throttle(5.0)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Log ``record`` through rclpy at the matching severity."""
-        if record.levelno >= logging.WARNING and not self._throttle.ready(f"{record.name}:{record.msg}"):
-            return
-        logger = self._node.get_logger()
-        text = f"[{record.name}] {record.getMessage()}"
-        if record.levelno >= logging.ERROR:
-            logger.error(text)
-        elif record.levelno >= logging.WARNING:
-            logger.warning(text)
-        elif record.levelno >= logging.INFO:
-            logger.info(text)
-        else:
-            logger.debug(text)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -87,6 +87,9 @@ _BIG = 1.0e6
 #: Mirrors ``da3_ros.model.attention.BACKENDS`` (a test keeps them equal; no torch import here).
 ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "sdpa_cudnn", "sdpa_flash", "manual")
 
+#: Mirrors ``da3_ros.model.refview.STRATEGIES``.
+REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
+
 #: Node-wide parameters, in declaration order.
 SPECS: tuple[ParamSpec, ...] = (
     # --- model and device (restart) ---
@@ -97,7 +100,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("attention_backend", "auto", "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
     ParamSpec("process_res", 504, "Long side of the network input in pixels", lo=28, hi=4096),
-    ParamSpec("ref_view_strategy", "saddle_balanced", "Reference-view choice inside a window"),
+    ParamSpec("ref_view_strategy", "saddle_balanced", "Reference-view choice inside a window",
+              choices=REF_VIEW_STRATEGIES),
     ParamSpec("condition_on_intrinsics", False, "Feed CameraInfo intrinsics to the network"),
     ParamSpec("condition_on_poses", False, "Feed known poses to the network"),
     ParamSpec("warmup", True, "Run one dummy window on activation (first real window is then fast)"),
