@@ -226,3 +226,10 @@ def test_rviz_config_shows_node_outputs_in_fixed_frame():
     images = [d["Topic"]["Value"] for d in manager["Displays"] if d["Class"].endswith("/Image")]
     assert params[f"camera.{cam}.image_topic"] in images
     assert f"/da3_node/{cam}/depth_colored" in images
+
+
+def test_node_docs_list_every_parameter():
+    text = (REPO / "docs" / "node.md").read_text()
+    missing = [s.name for s in SPECS if f"`{s.name}`" not in text]
+    missing += [s.name for s in CAMERA_SPECS if f"`camera.<name>.{s.name}`" not in text]
+    assert not missing, f"docs/node.md misses parameters: {missing}"

@@ -109,7 +109,10 @@ def test_lifecycle_phases_and_dynamic_parameters(make_node):
     assert node.pipeline.config.conf_threshold == 2.5  # dynamic values survive a restart
     assert node.trigger_deactivate() == OK
     assert node.trigger_cleanup() == OK and node.outputs is None
+    assert node.trigger_configure() == OK and node.trigger_activate() == OK  # a second life
+    assert node.pipeline is not None and node.outputs is not None
     assert node.trigger_shutdown() == OK
+    assert node.pipeline is None and node.outputs is None
 
 
 def test_activation_fails_cleanly_on_an_unknown_model(make_node):

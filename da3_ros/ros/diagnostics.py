@@ -15,8 +15,8 @@ period, with key/values (all strings, as the message requires):
 - ``window_errors``, ``last_error``: windows the predictor failed on;
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
-Level: ERROR when not active or the model failed, WARN when a camera is stale
-or drops grew during the last period, else OK.
+Level: ERROR when the model failed to load, WARN when the node is not active, a
+camera is stale or drops grew during the last period, else OK.
 """
 
 from __future__ import annotations
@@ -130,9 +130,10 @@ class NodeDiagnostics:
         if gpu:
             kv["gpu_mem_allocated_mb"] = f"{gpu['allocated_mb']:.1f}"
             kv["gpu_mem_peak_mb"] = f"{gpu['peak_mb']:.1f}"
-        if self.error or state != "active":
-            level = DiagnosticStatus.ERROR
-            message = self.error or f"not active ({state})"
+        if self.error:
+            level, message = DiagnosticStatus.ERROR, self.error
+        elif state != "active":
+            level, message = DiagnosticStatus.WARN, f"not active ({state})"
         elif problems:
             level, message = DiagnosticStatus.WARN, "; ".join(problems)
         else:

@@ -93,8 +93,9 @@ REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
 #: Node-wide parameters, in declaration order.
 SPECS: tuple[ParamSpec, ...] = (
     # --- model and device (restart) ---
-    ParamSpec("model", "da3-tiny", "Preset name (random weights, for plumbing only), local weights "
-              "directory, Hugging Face hub id, or 'truth' (test stand-in fed by ground-truth topics)"),
+    ParamSpec("model", "default", "'default' (bundled trained model if present, else da3-tiny random), "
+              "a preset name (random weights, plumbing only), a local weights directory, a Hugging Face "
+              "hub id, or 'truth' (TEST AID: stand-in fed by ground-truth topics)"),
     ParamSpec("device", "auto", "Torch device: auto, cpu, cuda, cuda:N"),
     ParamSpec("dtype", "auto", "Inference dtype", choices=("auto", "float32", "float16", "bfloat16")),
     ParamSpec("attention_backend", "auto", "Attention kernel (da3_ros.model.attention)",
