@@ -16,6 +16,10 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        # the bundled demo model (official checkpoint layout) and the sample bags
+        *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(glob("data/models/*"))],
+        *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(glob("data/*"))
+          if glob(f"{d}/*.mcap") or glob(f"{d}/*.db3")],
     ],
     install_requires=["setuptools"],
     extras_require={"test": ["pytest"]},

@@ -9,12 +9,11 @@ The node configures and activates itself (parameter ``autostart``); pass
 ``autostart:=false`` to drive its lifecycle from a manager instead.
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"

@@ -10,12 +10,11 @@ all follow the bag's clock; with ``loop:=true`` the stamps jump back at each
 loop and the node starts a fresh trajectory (``time_jump_reset_s``).
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"

@@ -10,12 +10,11 @@ config/da3_multicam.yaml. All views of ``num_view`` synchronised sets share one
 window (global attention across cameras and time).
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
