@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.da3-setup-stamp
 WEIGHTS ?=
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 # Every process started from here keeps DDS on loopback (see config/fastdds_localhost.xml).
@@ -36,7 +37,7 @@ test: setup lint
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 90 + 5 ))} $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m da3_ros.tools.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
+	$(PY) -m da3_ros.tools.demo $(if $(WEIGHTS),--weights $(WEIGHTS),) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) out build install log
