@@ -31,6 +31,11 @@ def _split_remaps(text):
     return pairs
 
 
+def _overrides(value):
+    """model / device launch arguments override the params file when given ('' keeps it)."""
+    return {name: value(name) for name in ("model", "device") if value(name)}
+
+
 def _node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     remaps = [("/camera/image_raw", value("image_topic")),
@@ -45,7 +50,8 @@ def _node(context):
         emulate_tty=True,
         parameters=[value("config"),
                     {"use_sim_time": value("use_sim_time").lower() == "true",
-                     "autostart": value("autostart").lower() == "true"}],
+                     "autostart": value("autostart").lower() == "true"},
+                    _overrides(value)],
         remappings=remaps,
         arguments=["--ros-args", "--log-level", value("log_level")],
     )]
@@ -65,6 +71,9 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="Configure and activate without a lifecycle manager"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="Override the model: preset, weights dir or hub id ('': config)"),
+        DeclareLaunchArgument("device", default_value="", description="Override the device ('': config)"),
         DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
         OpaqueFunction(function=_node),
     ])

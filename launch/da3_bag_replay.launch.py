@@ -32,6 +32,11 @@ def _split_remaps(text):
     return pairs
 
 
+def _overrides(value):
+    """model / device launch arguments override the params file when given ('' keeps it)."""
+    return {name: value(name) for name in ("model", "device") if value(name)}
+
+
 def _actions(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     namespace, node_name = value("namespace"), value("node_name")
@@ -42,7 +47,7 @@ def _actions(context):
         namespace=namespace,
         output="screen",
         emulate_tty=True,
-        parameters=[value("config"), {"use_sim_time": True, "autostart": True}],
+        parameters=[value("config"), {"use_sim_time": True, "autostart": True}, _overrides(value)],
         remappings=_split_remaps(value("remaps")),
         arguments=["--ros-args", "--log-level", value("log_level")],
     )
@@ -73,6 +78,9 @@ def generate_launch_description():
                               description="Seconds before playback starts (model loading)"),
         DeclareLaunchArgument("loop", default_value="false", description="Loop the bag"),
         DeclareLaunchArgument("record", default_value="", description="Record the outputs to this bag"),
+        DeclareLaunchArgument("model", default_value="",
+                              description="Override the model: preset, weights dir or hub id ('': config)"),
+        DeclareLaunchArgument("device", default_value="", description="Override the device ('': config)"),
         DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
         OpaqueFunction(function=_actions),
     ])

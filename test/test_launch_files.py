@@ -189,10 +189,11 @@ def test_launch_logic_starts_da3_node_with_declared_parameters(path: Path, monke
     assert kw["package"] == "da3_ros" and kw["executable"] == "da3_node"
     assert kw["namespace"] == "robot1"
     assert ("/a", "/b") in kw["remappings"] and ("~/points", "/cloud") in kw["remappings"]
-    config, overrides_dict = kw["parameters"]
+    config, overrides_dict, launch_overrides = kw["parameters"]
     assert Path(config).is_file(), config
     declared = _declared_types(_params_of(Path(config)))
     assert set(overrides_dict) <= set(declared)
+    assert launch_overrides == {}, "empty model/device arguments must keep the params file's values"
     if "bag" in path.name:
         assert overrides_dict["use_sim_time"] is True
         play = [a for a in started if type(a).__name__ == "ExecuteProcess"][0].kwargs["cmd"]
@@ -206,6 +207,16 @@ def test_single_camera_launch_remaps_the_config_topics(monkeypatch):
     remaps = dict(node.kwargs["remappings"])
     assert remaps[params["camera.camera.image_topic"]] == "/cam/img"
     assert remaps[params["camera.camera.camera_info_topic"]] == "/cam/info"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_model_and_device_arguments_override_the_params_file(path: Path, monkeypatch):
+    overrides = {"bag": "/tmp/some_bag"} if "bag" in path.name else {}
+    started = _run_launch(path, monkeypatch, model="/weights/DA3-LARGE", device="cuda", **overrides)
+    node = [a for a in started if type(a).__name__ == "Node"][0]
+    assert node.kwargs["parameters"][-1] == {"model": "/weights/DA3-LARGE", "device": "cuda"}
+    declared = _declared_types(_params_of(Path(node.kwargs["parameters"][0])))
+    assert {"model", "device"} <= set(declared)
 
 
 def test_bad_remap_argument_is_a_clear_error(monkeypatch):
