@@ -4,6 +4,7 @@ Usage::
 
     python -m da3_ros.training.train --out runs/tiny --minutes 7.5 --device cuda
     python -m da3_ros.training.train --out runs/tiny --minutes 5 --resume runs/tiny/checkpoint.pt
+    python -m da3_ros.training.train --out runs/more --minutes 8 --init-weights data/models/da3-tiny-synth
 
 The run stops itself after ``--minutes`` of wall time (or ``--max-steps``), then writes
 ``checkpoint.pt`` (model + optimizer + step + RNG states, for ``--resume``),
@@ -44,7 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--minutes", type=float, default=7.5, help="wall-time budget of this run")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this step (schedule horizon)")
+    p.add_argument("--stop-step", type=int, default=None,
+                   help="stop this run at this step without changing the schedule (as an interruption)")
     p.add_argument("--resume", type=Path, default=None, help="checkpoint.pt to continue from")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="start from these weights (a model directory; fresh optimizer and schedule)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", default="da3-tiny")
     p.add_argument("--lr", type=float, default=5e-4)
@@ -176,6 +181,10 @@ def train(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     seed_everything(args.seed)
     net = init_model(args.preset, device)
+    if args.init_weights is not None:
+        from da3_ros.model.weights import load_pretrained
+
+        net.load_state_dict(load_pretrained(args.init_weights, preset=args.preset).state_dict())
     opt = make_optimizer(net, args.lr, args.weight_decay)
     step, train_s, log = 0, 0.0, []
     if args.resume is not None:
@@ -187,7 +196,7 @@ def train(args: argparse.Namespace) -> dict:
     ckpt_path, last_ckpt = args.out / CHECKPOINT_NAME, time.monotonic()
     start, views = time.monotonic(), 0
     for batch in _loader(data_config(args), step, args.workers):
-        if args.max_steps is not None and step >= args.max_steps:
+        if any(n is not None and step >= n for n in (args.max_steps, args.stop_step)):
             break
         progress = step / args.max_steps if args.max_steps else train_s / horizon_s
         for g in opt.param_groups:
