@@ -76,9 +76,13 @@ def frame_key(frame) -> Key:
 
 
 def _thumb(depth: np.ndarray, max_side: int = 64) -> np.ndarray:
-    """Every k-th pixel so the longer side is <= max_side; same pixels for same-size inputs."""
+    """Every k-th pixel so the longer side is <= max_side; same pixels for same-size inputs.
+
+    Always a compact copy: a strided view would keep the whole (H, W) depth alive for as
+    long as the chainer remembers the frame.
+    """
     k = max(1, int(np.ceil(max(depth.shape) / max_side)))
-    return np.asarray(depth[::k, ::k], dtype=np.float32)
+    return np.array(depth[::k, ::k], dtype=np.float32, copy=True, order="C")
 
 
 def depth_ratio_scale(published: list[np.ndarray], new: list[np.ndarray]) -> tuple[float, int]:
@@ -131,7 +135,10 @@ class WindowChainer:
     Args:
         mode: ``"sim3"`` (relative models), ``"se3"`` (metric) or ``"none"`` (no chaining:
             each window stays in its own frame).
-        keep_frames: how many published frames to remember for matching.
+        keep_frames: how many published frames to remember for matching (oldest forgotten
+            first); each costs a pose and a <= 64 x 64 float32 depth thumbnail (<= 16 KiB).
+            The pipeline passes the windower's history span (a window can only share frames
+            still in that history), capped by ``PipelineConfig.keep_frames``.
     """
 
     def __init__(self, mode: str = "sim3", keep_frames: int = 512):
@@ -161,7 +168,7 @@ class WindowChainer:
         is_new = np.array([k not in self.published for k in keys], dtype=bool)
         for i, k in enumerate(keys):
             if is_new[i]:
-                self.published[k] = _Published(poses[i], _thumb(depth[i]), pred.frames[i].stamp_ns)
+                self.published[k] = _Published(poses[i].copy(), _thumb(depth[i]), pred.frames[i].stamp_ns)
         while len(self.published) > self.keep_frames:
             self.published.popitem(last=False)
         if np.isfinite(al.residual) and al.method == "shared":

@@ -69,8 +69,12 @@ class Pipeline:
         mode = config.align
         if mode == "auto":
             mode = "se3" if getattr(predictor, "is_metric", False) else "sim3"
-        self.chainer = WindowChainer(mode, keep_frames=config.keep_frames)
         self.group = len(config.cameras) if config.mode == "multicam" else 1
+        # A window only holds frames of the windower's history (span items of `group` frames),
+        # so the chainer never needs more published frames than that (at least two items, for
+        # the constant-velocity extrapolation of windows that share no frame).
+        span = max(self.windower.windower.span, 2)
+        self.chainer = WindowChainer(mode, keep_frames=min(config.keep_frames, span * self.group))
         self.stats = PipelineStats()
         self.lock = threading.RLock()
         self._pending: dict[int, str | None] = {}

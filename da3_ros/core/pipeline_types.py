@@ -28,8 +28,10 @@ class PipelineConfig:
 
     Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
     retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
-    ``cloud_pixel_step`` (use every k-th pixel for clouds), ``keep_frames`` (published frames
-    remembered for chaining).
+    ``cloud_pixel_step`` (use every k-th pixel for clouds), ``keep_frames`` (upper bound on the
+    published frames remembered for chaining; the pipeline keeps at most the windower's history
+    span, ``max((num_view - 1) * max(dilations) + 1, 2)`` items of one frame per camera, since
+    no later window can share an older frame).
     """
 
     mode: str = "temporal"

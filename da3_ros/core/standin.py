@@ -8,6 +8,7 @@ can be checked against the truth exactly.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -44,7 +45,12 @@ class GroundTruthPredictor:
         seed: RNG seed.
         metric: True for a metric model: scale 1, ``is_metric`` True.
         confidence: confidence value reported at valid pixels (1 elsewhere).
+
+    Attributes:
+        scales: the scales of the last ``SCALES_KEPT`` windows, oldest first (for tests).
     """
+
+    SCALES_KEPT = 4096
 
     def __init__(self, truth: TruthFn, scale_range: tuple[float, float] = (0.5, 2.0),
                  depth_noise: float = 0.0, pose_noise: float = 0.0, seed: int = 0,
@@ -57,7 +63,7 @@ class GroundTruthPredictor:
         self.is_metric = bool(metric)
         self.name = "ground_truth" + ("_metric" if metric else "")
         self.confidence = float(confidence)
-        self.scales: list[float] = []
+        self.scales: deque[float] = deque(maxlen=self.SCALES_KEPT)
 
     def _window_scale(self) -> float:
         if self.is_metric:
