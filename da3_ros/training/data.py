@@ -47,6 +47,8 @@ class DataConfig:
         gap_s: range of the time gap (s) between consecutive views of a window.
         hfov_deg: range of horizontal field of view.
         rig_prob: probability of a multi-camera rig window instead of a temporal one.
+        shuffle_prob: probability of shuffling a temporal window's views (view 0, the
+            reference, is then any of them, as with a reference-view strategy other than first).
         supersample_prob: probability of rendering a window at 2x and area-downsampling
             (smooth images like a resized camera image, as the engine feeds at inference).
         kinds: scene kinds to draw from.
@@ -63,6 +65,7 @@ class DataConfig:
     hfov_deg: tuple[float, float] = (50.0, 95.0)
     rig_prob: float = 0.2
     supersample_prob: float = 0.5
+    shuffle_prob: float = 0.0
     kinds: tuple[str, ...] = SCENE_KINDS
     seed: int = 0
 
@@ -90,7 +93,8 @@ def _window_poses(rng: np.random.Generator, kind: str, seed: int, s: int,
         return poses[rng.permutation(s)] if rng.random() < 0.5 else poses
     gaps = rng.uniform(*cfg.gap_s, s - 1) * rng.choice([1.0, 0.5, 2.0], p=[0.6, 0.2, 0.2])
     times = t0 + np.cumsum(np.r_[0.0, gaps])
-    return trajectory_at(kind, times, seed)
+    poses = trajectory_at(kind, times, seed)
+    return poses[rng.permutation(s)] if cfg.shuffle_prob > 0 and rng.random() < cfg.shuffle_prob else poses
 
 
 def render_window(rng: np.random.Generator, s: int, hw: tuple[int, int],

@@ -61,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-views", type=int, default=8)
     p.add_argument("--size", type=int, nargs=2, default=(168, 224), metavar=("H", "W"),
                    help="base input size (multiples of 14); sizes vary around it")
+    p.add_argument("--gap-s", type=float, nargs=2, default=(0.08, 0.8), metavar=("LO", "HI"),
+                   help="range of time gaps between consecutive views, s")
+    p.add_argument("--shuffle-prob", type=float, default=0.0, help="share of windows with shuffled views")
+    p.add_argument("--pose-weight", type=float, default=1.0, help="x camera centre/rotation losses")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (rendering)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=20)
@@ -149,15 +153,17 @@ def export_weights(net, directory: Path) -> Path:
 def data_config(args: argparse.Namespace) -> DataConfig:
     """The synthetic data stream of a run."""
     return DataConfig(min_views=args.min_views, max_views=args.max_views,
-                      views_per_batch=args.views_per_batch, base_hw=tuple(args.size), seed=args.seed)
+                      views_per_batch=args.views_per_batch, base_hw=tuple(args.size), seed=args.seed,
+                      gap_s=tuple(args.gap_s), shuffle_prob=args.shuffle_prob)
 
 
-def train_step(net, opt, batch: dict, device: torch.device, amp: bool, clip: float) -> dict[str, float]:
+def train_step(net, opt, batch: dict, device: torch.device, amp: bool, clip: float,
+               weights: LossWeights = LossWeights()) -> dict[str, float]:
     """One optimisation step; returns the logged loss terms plus ``grad_norm``."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
         out = net(batch["images"], ref_view_strategy="first")
-    loss, logged = total_loss(out, batch, LossWeights())
+    loss, logged = total_loss(out, batch, weights)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), clip))
@@ -191,6 +197,7 @@ def train(args: argparse.Namespace) -> dict:
         step, train_s, log = load_checkpoint(args.resume, net, opt)
         print(f"resumed from {args.resume} at step {step} ({train_s:.0f} s trained)", flush=True)
     amp = device.type == "cuda" and not args.no_amp
+    weights = LossWeights(cam_t=args.pose_weight, cam_rot=args.pose_weight)
     budget_s = args.minutes * 60.0
     horizon_s = train_s + budget_s  # schedule horizon when no --max-steps
     ckpt_path, last_ckpt = args.out / CHECKPOINT_NAME, time.monotonic()
@@ -203,7 +210,7 @@ def train(args: argparse.Namespace) -> dict:
             g["lr"] = args.lr * lr_factor(step, progress, args.warmup_steps)
         t0 = time.monotonic()
         assert int(batch.pop("step")) == step, "data stream out of step"
-        logged = train_step(net, opt, batch, device, amp, args.clip)
+        logged = train_step(net, opt, batch, device, amp, args.clip, weights)
         step += 1
         train_s += time.monotonic() - t0
         views += batch["images"].shape[0] * batch["images"].shape[1]
