@@ -71,6 +71,10 @@ def _run(tmp_path, cameras, params, steps, stop_signal=signal.SIGINT, png=()):
         inputs = lambda: sum(int(v) for k, v in _last_diag(rec).items()  # noqa: E731
                              if k.startswith("input_count."))
         wait_until(lambda: _last_diag(rec).get("views_published") == str(total()) and inputs() == n_views, 10)
+        # ~/path goes out at most every path_period_s (1 s): its newest poses follow within that
+        ref_poses = lambda: rec.count(f"/da3_node/{cameras[0]}/pose")  # noqa: E731
+        wait_until(lambda: rec.count("/da3_node/path") > 0
+                   and len(rec.get("/da3_node/path")[-1].poses) == ref_poses(), 5)
         code = node.stop(stop_signal)
         assert code == 0, f"exit code {code}\n{node.log()}"
         assert "Traceback" not in node.log(), node.log()

@@ -6,6 +6,8 @@ period, with key/values (all strings, as the message requires):
 - ``state``: lifecycle state; ``model``, ``device``, ``dtype``, ``attention_backend``,
   ``depth_units`` (``metric`` = metres, ``relative`` = model units);
 - ``input_rate_hz.<camera>``, ``input_count.<camera>``, ``input_age_s.<camera>``;
+  ``frames_without_intrinsics.<camera>`` (a camera with a CameraInfo topic whose frames went
+  on without intrinsics: none arrived yet, see ``camera_info_wait_s``; not a drop);
 - ``windows_per_s``, ``windows``, ``frames_processed``, ``views_published``;
 - ``latency_mean_s``, ``latency_max_s``: image stamp to publish, on the node's clock
   (sim time under ``use_sim_time``), over the last period (``nan`` when nothing was
@@ -48,7 +50,8 @@ class NodeDiagnostics:
         self._arrivals = {c: deque(maxlen=1000) for c in self.cameras}
         self._counts = dict.fromkeys(self.cameras, 0)
         self._input_drops: dict[str, int] = defaultdict(int)
-        self._latencies: list[float] = []
+        self._no_intrinsics: dict[str, int] = {}
+        self._latencies: deque[float] = deque(maxlen=10000)  # this period's; bounded if build() stalls
         self._last_latency = math.nan
         self._published = 0
         self._last_drops_total = 0
@@ -61,6 +64,11 @@ class NodeDiagnostics:
             if camera in self._arrivals:
                 self._arrivals[camera].append(time.monotonic())
                 self._counts[camera] += 1
+
+    def on_no_intrinsics(self, camera: str) -> None:
+        """Count one frame of ``camera`` (which has a CameraInfo topic) processed without intrinsics."""
+        with self._lock:
+            self._no_intrinsics[camera] = self._no_intrinsics.get(camera, 0) + 1
 
     def on_bad_input(self, camera: str, reason: str) -> None:
         """Count one image of ``camera`` rejected for ``reason``."""
@@ -101,9 +109,11 @@ class NodeDiagnostics:
                 kv[f"input_rate_hz.{cam}"] = f"{rate:.2f}"
                 kv[f"input_count.{cam}"] = str(self._counts[cam])
                 kv[f"input_age_s.{cam}"] = f"{age:.2f}"
+                if cam in self._no_intrinsics:
+                    kv[f"frames_without_intrinsics.{cam}"] = str(self._no_intrinsics[cam])
                 if age > self.stale_input_s:
                     problems.append(f"{cam} stale ({age:.1f} s)")
-            lat, self._latencies = self._latencies, []
+            lat, self._latencies = list(self._latencies), deque(maxlen=10000)
             drops = {k: int(v) for k, v in self._input_drops.items()}
             kv["views_published"] = str(self._published)
         if lat:

@@ -16,12 +16,23 @@ camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
 the frame goes on without intrinsics). A jump back by more than
 ``time_jump_reset_s`` (a looping bag, a restarted simulator) is not dropped:
 ``on_time_jump(camera)`` lets the node reset the pipeline.
+
+Start-up with CameraInfo: when a camera has a ``camera_info_topic`` and the node uses
+intrinsics (``camera_info_wait_s`` > 0 here), images arriving before that camera's first
+CameraInfo are held (in order, at most ``camera_info_wait_s`` seconds and ``MAX_HELD``
+frames) and released with the intrinsics as soon as it arrives. If it does not arrive in
+time they go on without intrinsics and the camera stops waiting. Every frame of a camera
+with a CameraInfo topic that goes on without intrinsics is counted through
+``on_no_intrinsics(camera)`` (a count, not a drop: the frame is still processed).
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -42,11 +53,19 @@ def input_qos(kind: str, depth: int) -> QoSProfile:
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
+#: Most frames one camera holds while waiting for its first CameraInfo.
+MAX_HELD = 100
+
+
 @dataclass
 class _CameraState:
     settings: CameraSettings
     last_stamp_ns: int | None = None
     info: CameraIntrinsics | None = None
+    waiting: bool = False  # holding images until the first CameraInfo
+    held: deque = field(default_factory=deque)  # Frames waiting for it, oldest first
+    held_since: float = 0.0  # monotonic time the oldest held frame arrived
+    timer: object = None
 
 
 class CameraInputs:
@@ -62,19 +81,28 @@ class CameraInputs:
         qos: image subscription QoS; camera_info uses the same reliability.
         time_jump_reset_s: backward jump that resets instead of dropping (0: never reset).
         log_throttle_s: per-reason warning period.
+        camera_info_wait_s: how long images wait for a camera's first CameraInfo (0: never
+            wait; see the module docstring).
+        on_no_intrinsics: ``(camera)`` for each frame of a camera with a CameraInfo topic that
+            goes on without intrinsics.
     """
 
     def __init__(self, node, cameras: list[CameraSettings], sink: Callable[[Frame], None],
                  on_bad_input: Callable[[str, str], None], on_input: Callable[[str, int], None],
                  on_time_jump: Callable[[str], None], qos: QoSProfile,
-                 time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0) -> None:
+                 time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0,
+                 camera_info_wait_s: float = 0.0,
+                 on_no_intrinsics: Callable[[str], None] | None = None) -> None:
         self._node = node
         self._sink = sink
         self._on_bad_input = on_bad_input
         self._on_input = on_input
         self._on_time_jump = on_time_jump
+        self._on_no_intrinsics = on_no_intrinsics or (lambda _camera: None)
         self.time_jump_reset_s = time_jump_reset_s
+        self.camera_info_wait_s = float(camera_info_wait_s)
         self.throttle = Throttle(log_throttle_s)
+        self._hold_lock = threading.RLock()  # held frames: camera callbacks vs destroy()
         self._subs: list = []
         self.states = {c.name: _CameraState(c) for c in cameras}
         for cam in cameras:
@@ -90,12 +118,32 @@ class CameraInputs:
             self._subs.append(self._node.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos,
                 callback_group=group))
+            if self.camera_info_wait_s > 0:
+                state = self.states[cam.name]
+                state.waiting = True  # same callback group: never runs alongside the camera's callbacks
+                state.timer = self._node.create_timer(min(0.05, self.camera_info_wait_s / 4),
+                                                      lambda c=cam.name: self._check_held(c),
+                                                      callback_group=group)
 
     def destroy(self) -> None:
-        """Remove every subscription (deactivate)."""
+        """Remove every subscription and timer (deactivate); held frames go to the sink first."""
         for sub in self._subs:
             self._node.destroy_subscription(sub)
         self._subs.clear()
+        for camera, state in self.states.items():
+            self._stop_waiting(camera)
+            if state.timer is not None:
+                self._node.destroy_timer(state.timer)
+                state.timer = None
+
+    def intrinsics(self, camera: str) -> CameraIntrinsics | None:
+        """The latest CameraInfo intrinsics of ``camera`` (None before the first one)."""
+        state = self.states.get(camera)
+        return state.info if state is not None else None
+
+    def held_count(self) -> int:
+        """Frames currently waiting for a first CameraInfo, all cameras."""
+        return sum(len(s.held) for s in self.states.values())
 
     def reset_stamps(self) -> None:
         """Forget the last stamp of every camera (after a pipeline reset)."""
@@ -112,6 +160,9 @@ class CameraInputs:
             self.states[camera].info = conv.camera_info_to_intrinsics(msg)
         except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
             self._bad(camera, "camera_info_invalid", str(exc))
+            return
+        if self.states[camera].waiting:
+            self._stop_waiting(camera)
 
     def _on_image(self, camera: str, msg) -> None:
         try:
@@ -119,8 +170,51 @@ class CameraInputs:
         except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
             self._bad(camera, "decode_error", f"{type(exc).__name__}: {exc}")
             return
-        if frame is not None:
-            self._sink(frame)
+        if frame is None:
+            return
+        state = self.states[camera]
+        with self._hold_lock:
+            if state.waiting:
+                if not state.held:
+                    state.held_since = time.monotonic()
+                state.held.append(frame)
+                if len(state.held) >= MAX_HELD:
+                    self._stop_waiting(camera)
+                return
+        self._deliver(camera, frame)
+
+    def _deliver(self, camera: str, frame: Frame) -> None:
+        if frame.intrinsics is None and self.states[camera].settings.camera_info_topic:
+            self._on_no_intrinsics(camera)
+        self._sink(frame)
+
+    def _check_held(self, camera: str) -> None:
+        """Timer: stop waiting once the oldest held frame has waited ``camera_info_wait_s``."""
+        state = self.states[camera]
+        with self._hold_lock:
+            if not (state.waiting and state.held
+                    and time.monotonic() - state.held_since >= self.camera_info_wait_s):
+                return
+            self._node.get_logger().warning(
+                f"[{camera}] no CameraInfo within {self.camera_info_wait_s:.2f} s of the first image: "
+                "frames go on without intrinsics until it arrives")
+            self._stop_waiting(camera)
+
+    def _stop_waiting(self, camera: str) -> None:
+        """Release held frames in order (with the intrinsics when they fit) and stop waiting."""
+        state = self.states[camera]
+        with self._hold_lock:
+            state.waiting = False
+            if state.timer is not None:
+                state.timer.cancel()  # destroyed in destroy(): this may run inside its callback
+            while state.held:
+                frame = state.held.popleft()
+                intr = state.info
+                if intr is not None and (intr.width, intr.height) != (frame.width, frame.height):
+                    self._bad(camera, "camera_info_mismatch", f"CameraInfo is {intr.width}x{intr.height}, "
+                              f"image {frame.width}x{frame.height}; intrinsics ignored")
+                    intr = None
+                self._deliver(camera, replace(frame, intrinsics=intr) if intr is not None else frame)
 
     def _to_frame(self, camera: str, msg) -> Frame | None:
         """Decode and check one image message; None (counted) when rejected."""
@@ -157,6 +251,7 @@ class CameraInputs:
         if self.time_jump_reset_s > 0 and back_s > self.time_jump_reset_s:
             self._node.get_logger().warning(
                 f"[{camera}] stamps jumped back {back_s:.2f} s: resetting the pipeline")
+            self._stop_waiting(camera)  # held (older) frames go to the old pipeline first
             self._on_time_jump(camera)
             return True
         self._bad(camera, "stamp_backwards", f"stamp {stamp_ns} not after last {last} ({back_s:.3f} s back)")

@@ -34,7 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from da3_ros.ros import predictors
+from da3_ros.ros import memtrace, predictors
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, input_qos
 from da3_ros.ros.logs import RosLogHandler, Throttle
@@ -116,6 +116,7 @@ class Da3Node(LifecycleNode):
         self.diag: NodeDiagnostics | None = None
         self._diag_pub = None
         self._diag_timer = None
+        self._path_timer = None
         self._generation = 0
         self._lock = threading.RLock()  # guards pipeline swaps (time jumps) against callbacks
         self._throttle = Throttle(5.0)
@@ -140,6 +141,7 @@ class Da3Node(LifecycleNode):
         self._apply_dynamic([self.get_parameter(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(settings["diagnostics_period_s"], self._publish_diagnostics)
+        self._path_timer = self.create_timer(0.1, self._flush_path)  # sends the newest poses of ~/path
         self.get_logger().info(f"configured: cameras {cams}, mode {settings.mode}, "
                                f"fixed frame {settings['fixed_frame']}")
         return super().on_configure(state)
@@ -160,7 +162,11 @@ class Da3Node(LifecycleNode):
         ret = super().on_activate(state)
         self._start_pipeline()
         self.inputs = CameraInputs(self, s.cameras, self._submit, self.diag.on_bad_input, self.diag.on_input,
-                                   self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"])
+                                   self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"],
+                                   camera_info_wait_s=self._camera_info_wait_s(),
+                                   on_no_intrinsics=self.diag.on_no_intrinsics)
+        if self.truth_topics is not None:
+            self.truth_topics.intrinsics_source = self.inputs.intrinsics
         topics = ", ".join(f"{c.name}: {c.image_topic} ({c.transport})" for c in s.cameras)
         self.get_logger().info(f"active; subscribed to {topics}")
         return ret
@@ -208,6 +214,12 @@ class Da3Node(LifecycleNode):
                                "depth_units": "metric" if info.is_metric else "relative"})
         self._device = info.device
 
+    def _camera_info_wait_s(self) -> float:
+        """How long images wait for a first CameraInfo: only when something uses intrinsics."""
+        s = self.settings
+        uses = s["model"] == "truth" or s["condition_on_intrinsics"] or s["condition_on_poses"]
+        return float(s["camera_info_wait_s"]) if uses else 0.0
+
     def _release_predictor(self) -> None:
         if self.truth_topics is not None:
             self.truth_topics.destroy()
@@ -241,9 +253,10 @@ class Da3Node(LifecycleNode):
         if self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        for timer in (self._diag_timer, self._path_timer):
+            if timer is not None:
+                self.destroy_timer(timer)
+        self._diag_timer = self._path_timer = None
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
@@ -274,6 +287,11 @@ class Da3Node(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - one bad window must not stop the worker
             self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
 
+    def _flush_path(self) -> None:
+        outputs = self.outputs
+        if outputs is not None:
+            outputs.publish_path_if_due()
+
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:
             self.diag.on_published((self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
@@ -296,6 +314,7 @@ class Da3Node(LifecycleNode):
             self.outputs.publish_all_views = bool(s["publish_all_views"])
             self.outputs.colored_range = tuple(float(v) for v in s["depth_colored_range"])
             self.outputs.set_path_max_length(int(s["path_max_length"]))
+            self.outputs.path_period_s = float(s["path_period_s"])
         if self.diag is not None:
             self.diag.stale_input_s = float(s["stale_input_s"])
         self._throttle.period_s = float(s["log_throttle_s"])
@@ -325,6 +344,7 @@ def main(args: list[str] | None = None) -> int:
     start-up (even while the model loads) still ends in a clean exit 0.
     """
     node, code = None, 0
+    trace = memtrace.start_from_env()  # DEBUG aid (DA3_MEMTRACE); None normally
     try:
         rclpy.init(args=args)
         executor = MultiThreadedExecutor(num_threads=4)
@@ -354,6 +374,8 @@ def main(args: list[str] | None = None) -> int:
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
+        if trace is not None:
+            trace.stop()
     return code
 
 

@@ -114,6 +114,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
+    ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, "
+              "condition_on_poses, model truth), hold a camera's images up to this long for its first "
+              "CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
     # --- windowing (restart) ---
     ParamSpec("num_view", 4, "Time steps (temporal) or synchronised sets (multicam) per window",
               lo=1, hi=64),
@@ -163,6 +166,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("depth_colored_range", [0.0, 0.0], "Colormap range [near, far]; [0, 0]: per image",
               dynamic=True, lo=0.0, hi=_BIG, array_of=float),
     ParamSpec("path_max_length", 10000, "Poses kept in ~/path", dynamic=True, lo=1, hi=10_000_000),
+    ParamSpec("path_period_s", 1.0, "~/path is sent at most this often, newest pose included "
+              "(0: with every pose; a long path costs ~20 us a pose to send)", dynamic=True,
+              lo=0.0, hi=3600.0),
     ParamSpec("stale_input_s", 2.0, "A camera silent this long is reported stale", dynamic=True,
               lo=0.01, hi=3600.0),
     ParamSpec("time_jump_reset_s", 1.0, "Stamps going back more than this reset the pipeline "

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 
-from da3_ros.core.frames import Frame
+from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 
 BUNDLED_MODEL = Path("data") / "models" / "da3-tiny-synth"
@@ -164,7 +166,10 @@ class TruthTopics:
     Subscribes, for each camera, ``truth.depth_topic`` (32FC1 z-depth, metres) and
     ``truth.pose_topic`` (PoseStamped, camera optical frame to world); ``{camera}``
     in the names is replaced by the camera name. The test publishes truth before
-    (or with) each image; :meth:`lookup` waits up to ``wait_s`` for late truth.
+    (or with) each image; :meth:`lookup` waits up to ``wait_s`` for late truth, and for a
+    frame without intrinsics, up to ``wait_s`` for the camera's first CameraInfo from
+    ``intrinsics_source(camera)`` (set by the node). Each table keeps the newest
+    ``capacity`` entries (see :func:`truth_capacity`).
     """
 
     def __init__(self, node, cameras: list[str], depth_topic: str, pose_topic: str, qos,
@@ -175,6 +180,7 @@ class TruthTopics:
         self._depth: OrderedDict = OrderedDict()
         self._pose: OrderedDict = OrderedDict()
         self._cond = threading.Condition()
+        self.intrinsics_source: Callable[[str], CameraIntrinsics | None] | None = None
         self._subs = []
         for cam in cameras:
             self._subs.append(node.create_subscription(
@@ -203,9 +209,24 @@ class TruthTopics:
             if not ok:
                 raise LookupError(f"no ground truth for {key} within {self.wait_s} s")
             depth, pose = self._depth[key], self._pose[key]
-        if frame.intrinsics is None:
-            raise LookupError(f"truth stand-in needs CameraInfo for camera {frame.camera!r}")
-        return depth, pose, frame.intrinsics
+        return depth, pose, self._intrinsics(frame)
+
+    def _intrinsics(self, frame: Frame) -> CameraIntrinsics:
+        """The frame's intrinsics, else the camera's CameraInfo (waiting up to ``wait_s`` for it)."""
+        intr, deadline = frame.intrinsics, time.monotonic() + self.wait_s
+        while intr is None and self.intrinsics_source is not None:
+            intr = self.intrinsics_source(frame.camera)
+            if intr is None and time.monotonic() >= deadline:
+                break
+            if intr is None:
+                time.sleep(0.01)
+        if intr is None:
+            raise LookupError(f"truth stand-in needs CameraInfo for camera {frame.camera!r} "
+                              f"(none within {self.wait_s} s)")
+        if (intr.width, intr.height) != (frame.width, frame.height):
+            raise LookupError(f"CameraInfo of {frame.camera!r} is {intr.width}x{intr.height}, "
+                              f"image {frame.width}x{frame.height}")
+        return intr
 
     def destroy(self) -> None:
         """Remove the truth subscriptions."""
@@ -214,12 +235,26 @@ class TruthTopics:
         self._subs.clear()
 
 
+def truth_capacity(settings) -> int:
+    """Truth entries (per table, all cameras together) the stand-in can still ask for.
+
+    A window only looks up frames of the windower's history (``(num_view - 1) * max(dilations)
+    + 1`` items); frames waiting in the pipeline queue (``queue_size``) or in the image
+    subscription (``input_queue_depth``) are newer still, and their truth may already be here.
+    Twice that, per camera, at least 32: ~300 KiB each for a 320 x 240 depth image.
+    """
+    span = (int(settings["num_view"]) - 1) * max(int(d) for d in settings["dilations"]) + 1
+    per_camera = int(settings["queue_size"]) + int(settings["input_queue_depth"]) + span
+    return max(32, 2 * per_camera * len(settings.cameras))
+
+
 def build_truth(node, settings, qos) -> tuple[object, PredictorInfo, TruthTopics]:
     """TEST AID: the ground-truth stand-in predictor fed by :class:`TruthTopics`."""
     from da3_ros.core.standin import GroundTruthPredictor
 
-    topics = TruthTopics(node, [c.name for c in settings.cameras], settings["truth.depth_topic"],
-                         settings["truth.pose_topic"], qos, wait_s=float(settings["truth.wait_s"]))
+    cams = [c.name for c in settings.cameras]
+    topics = TruthTopics(node, cams, settings["truth.depth_topic"], settings["truth.pose_topic"], qos,
+                         wait_s=float(settings["truth.wait_s"]), capacity=truth_capacity(settings))
     predictor = GroundTruthPredictor(
         topics.lookup, scale_range=tuple(settings["truth.scale_range"]),
         depth_noise=float(settings["truth.depth_noise"]), pose_noise=float(settings["truth.pose_noise"]),

@@ -10,7 +10,7 @@ Topics (relative to the node, so ``~/``; all remappable):
 - ``~/<camera>/pose``           geometry_msgs/PoseStamped: the camera optical frame in the fixed frame.
 - ``~/points``                  sensor_msgs/PointCloud2 (x, y, z, rgb, confidence) in the fixed frame.
 - ``~/odometry``                nav_msgs/Odometry of the reference camera (the first camera).
-- ``~/path``                    nav_msgs/Path of the reference camera.
+- ``~/path``                    nav_msgs/Path of the reference camera (at most every ``path_period_s``).
 - TF ``fixed_frame -> <optical frame>`` when ``tf2_ros`` imports.
 
 Every per-view message carries the source image's stamp; ``~/points`` carries
@@ -23,6 +23,9 @@ first published reference camera pose; see :func:`fixed_from_model_world`.
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,17 +176,42 @@ class OutputPublishers:
         self.odometry = make(Odometry, "~/odometry", rel)
         self.path = make(Path, "~/path", rel)
         self._path_poses: deque[PoseStamped] = deque(maxlen=10000)
+        self.path_period_s = 0.0
+        self._path_lock = threading.Lock()  # worker thread appends, the node's timer flushes
+        self._path_dirty = False
+        self._path_sent = -math.inf  # monotonic time of the last ~/path message
         self._last_odom: tuple[int, np.ndarray] | None = None
         self._tf = TransformBroadcaster(node) if TransformBroadcaster is not None else None
 
     def set_path_max_length(self, n: int) -> None:
         """Keep at most ``n`` poses in ~/path (oldest dropped)."""
-        self._path_poses = deque(self._path_poses, maxlen=int(n))
+        with self._path_lock:
+            self._path_poses = deque(self._path_poses, maxlen=int(n))
 
     def reset(self) -> None:
         """Forget the path and odometry history (pipeline reset, e.g. a bag loop)."""
-        self._path_poses.clear()
+        with self._path_lock:
+            self._path_poses.clear()
+            self._path_dirty = False
         self._last_odom = None
+
+    def publish_path_if_due(self) -> bool:
+        """Publish ~/path when it has new poses and ``path_period_s`` has passed since the last one.
+
+        Called after each reference pose and by the node's timer (so the newest pose is always
+        sent within about ``path_period_s``). A Path message is O(length) to build and serialise
+        (~20 us a pose), so sending a long path with every pose would grow the cost per view
+        without bound; ``path_period_s`` caps it. Returns True when it published.
+        """
+        with self._path_lock:
+            now = time.monotonic()
+            if not self._path_dirty or now - self._path_sent < self.path_period_s or not self._path_poses:
+                return False
+            if self.toggles.path:
+                latest = self._path_poses[-1]
+                self.path.publish(Path(header=latest.header, poses=list(self._path_poses)))
+            self._path_dirty, self._path_sent = False, now
+            return True
 
     def destroy(self) -> None:
         """Destroy every publisher this object created."""
@@ -245,9 +273,10 @@ class OutputPublishers:
             self._fill_twist(odom, frame.stamp_ns, fixed_from_cam)
             self.odometry.publish(odom)
         self._last_odom = (frame.stamp_ns, fixed_from_cam)
-        self._path_poses.append(pose)
-        if self.toggles.path:
-            self.path.publish(Path(header=pose.header, poses=list(self._path_poses)))
+        with self._path_lock:
+            self._path_poses.append(pose)
+            self._path_dirty = True
+        self.publish_path_if_due()
 
     def _fill_twist(self, odom: Odometry, stamp_ns: int, fixed_from_cam: np.ndarray) -> None:
         """Finite-difference twist in the child (optical) frame; unknown (-1 covariance) at start."""
