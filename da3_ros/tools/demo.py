@@ -44,11 +44,12 @@ def resolve_weights(weights: str) -> str:
     return "default"
 
 
-def write_node_params(out: Path, weights: str, process_res: int, device: str) -> Path:
-    """``config/da3_replay.yaml`` with the demo's model, resolution and device; returns its path."""
+def write_node_params(out: Path, weights: str, args: argparse.Namespace) -> Path:
+    """``config/da3_replay.yaml`` with the demo's model and inference settings; returns its path."""
     params = yaml.safe_load((REPO / "config" / "da3_replay.yaml").read_text())
     node = params["/**"]["ros__parameters"]
-    node.update(model=weights, process_res=process_res, device=device)
+    node.update(model=weights, process_res=args.process_res, device=args.device, num_view=args.num_view,
+                stride=args.stride, ref_view_strategy=args.ref_view_strategy)
     path = out / "node_params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
@@ -68,7 +69,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     weights = resolve_weights(args.weights)
-    params = write_node_params(out, weights, args.process_res, args.device)
+    params = write_node_params(out, weights, args)
 
     t0 = step(f"1/3 live node: replaying {args.bag} into da3_node (model {weights}) over loopback DDS")
     rep = replay(args.bag, out / "replay", ReplayOptions(spawn_node=True, params=str(params),
@@ -81,7 +82,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = step("2/3 evaluation: the same pipeline offline against the bag's ground truth")
     metrics = evaluate(args.bag, out / "report", EvalOptions(
         model=weights, process_res=args.process_res, device=args.device, num_view=args.num_view,
-        stride=args.stride))
+        stride=args.stride, ref_view_strategy=args.ref_view_strategy))
     print(f"    done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     step("3/3 results")
@@ -107,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="default", help="default | weights dir | hub id | preset")
     p.add_argument("--bag", default=str(DEFAULT_BAG))
     p.add_argument("--out", default=str(REPO / "out" / "demo"))
+    # The bundled model was trained at about 224 px with the first view as reference
+    # (data/models/da3-tiny-synth/README.md); official weights: --process-res 504.
     p.add_argument("--process-res", type=int, default=224, help="long side of the network input")
+    p.add_argument("--ref-view-strategy", default="first",
+                   choices=("first", "middle", "saddle_balanced", "saddle_sim_range"))
     p.add_argument("--device", default="auto")
     p.add_argument("--num-view", type=int, default=4)
     p.add_argument("--stride", type=int, default=2)

@@ -49,6 +49,7 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     attention_backend: str = "auto"
+    ref_view_strategy: str = "saddle_balanced"
     max_frames: int = 0
     min_depth_m: float = 1e-3
     max_depth_m: float = math.inf
@@ -77,7 +78,7 @@ def make_predictor(opts: EvalOptions, truth_fn):
 
     settings = {s.name: s.default for s in SPECS}
     settings.update(model=opts.model, device=opts.device, dtype=opts.dtype, process_res=opts.process_res,
-                    attention_backend=opts.attention_backend)
+                    attention_backend=opts.attention_backend, ref_view_strategy=opts.ref_view_strategy)
     engine, info = build_engine(settings, LOG)
     engine.name = info.name
     return engine
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     p.add_argument("--attention-backend", default="auto")
+    p.add_argument("--ref-view-strategy", default="saddle_balanced",
+                   choices=("first", "middle", "saddle_balanced", "saddle_sim_range"),
+                   help="reference view of each window (the node's ref_view_strategy)")
     p.add_argument("--max-frames", type=int, default=0, help="frames per camera (0: all)")
     p.add_argument("--max-depth", type=float, default=math.inf, help="largest truth depth scored, m")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LO", "HI"),
@@ -179,7 +183,8 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
     return EvalOptions(model=args.model, image_topics=[t for t in args.image_topics.split(",") if t],
                        num_view=args.num_view, stride=args.stride, dilations=dil or (1,), slop_s=args.slop,
                        process_res=args.process_res, device=args.device, dtype=args.dtype,
-                       attention_backend=args.attention_backend, max_frames=args.max_frames,
+                       attention_backend=args.attention_backend, ref_view_strategy=args.ref_view_strategy,
+                       max_frames=args.max_frames,
                        max_depth_m=args.max_depth, scale_range=tuple(args.scale_range),
                        depth_noise=args.depth_noise, pose_noise=args.pose_noise,
                        truth_metric=args.truth_metric, seed=args.seed, voxel_size_m=args.voxel_size,
