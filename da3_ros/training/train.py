@@ -109,7 +109,10 @@ def lr_factor(step: int, progress: float, warmup_steps: int) -> float:
 
 def rng_state() -> dict:
     """All RNG states (python, numpy, torch CPU and CUDA)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's key array as a tensor, so the checkpoint loads with torch.load(weights_only=True)
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -118,7 +121,8 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore :func:`rng_state`'s output."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -137,7 +141,8 @@ def save_checkpoint(path: Path, net, opt, step: int, train_s: float, args: argpa
 
 def load_checkpoint(path: Path, net, opt) -> tuple[int, float, list[dict]]:
     """Restore a checkpoint into ``net`` and ``opt``; returns (step, train_s, log)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors and plain containers only, nothing is unpickled as code
+    state = torch.load(path, map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
