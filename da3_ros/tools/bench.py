@@ -1,18 +1,17 @@
 """``da3-bench``: our DA3 network against the upstream one, same weights, same GPU, same run.
 
 For each window size S it times one forward pass (ms per window, views per second), reads
-the peak GPU memory, counts the FLOPs of our forward (torch's FlopCounterMode) to report
-achieved TFLOP/s, and prints the ratio ours / upstream. It also checks our bf16 outputs
-against our fp32 outputs and against upstream's, and (``--backends``) times each attention
-backend against the ``manual`` reference. Results go to stdout as a markdown table and,
-with ``--json``, to a file that ``bench/RESULTS.md`` quotes.
-
-Upstream is run the way its API runs it: fp32 weights under bf16 autocast, no_grad.
-Ours runs with the levers given on the command line (``--dtype``, ``--backend``, ...).
+the peak GPU memory, counts FLOPs (torch's FlopCounterMode, each implementation its own) to
+report achieved TFLOP/s, and prints the ratio ours / upstream. Optional parts:
+``--checks`` (our bf16 against our fp32 and upstream), ``--backends`` (each attention
+backend against ``manual``), ``--fit-16gib`` (largest window in 16 GiB, both),
+``--levers`` (each performance lever alone, see :mod:`da3_ros.tools.bench_levers`),
+``--node-path`` (the node's whole path, see :mod:`da3_ros.tools.bench_node`). Results go to
+stdout as markdown and, with ``--json``, to a file that ``bench/RESULTS.md`` quotes.
 
 Example (GPU machine)::
 
-    da3-bench --preset da3-large --views 1,2,4,8,16,32,128,512 --res 504x378 --json out.json
+    da3-bench --preset da3-large --views 1,2,4,8,16,32,128,512 --graphs --json out.json
 """
 
 from __future__ import annotations
@@ -20,18 +19,32 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
+import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from da3_ros.model import build_model
-
-GIB = 1024**3
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from da3_ros.tools.bench_common import (
+    DTYPES,
+    GIB,
+    FlopModel,
+    build_upstream,
+    compare,
+    device_name,
+    images_for,
+    ours_runner,
+    param_bytes,
+    peak_gib,
+    release,
+    sync,
+    time_ms,
+    timed_peak,
+    upstream_runner,
+)
+from da3_ros.tools.bench_levers import VARIANTS, levers_from_args, make_ours, sweep
 
 
 @dataclass
@@ -44,7 +57,7 @@ class Row:
     views_per_s: float
     peak_gib: float
     tflops: float | None = None
-    note: str = ""
+    flops: int | None = None
 
 
 @dataclass
@@ -56,151 +69,244 @@ class Report:
     device: str
     torch: str
     argv: list[str]
+    levers: str = ""
+    date_utc: str = ""
     rows: list[Row] = field(default_factory=list)
     checks: dict = field(default_factory=dict)
     fits_16gib: dict = field(default_factory=dict)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def time_ms(fn: Callable[[], object], warmup: int, iters: int) -> float:
-    """Median wall time of ``fn`` in ms, synchronising the GPU around each call."""
-    for _ in range(warmup):
-        fn()
-    _sync()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def peak_gib(fn: Callable[[], object]) -> float:
-    """Peak GPU memory (GiB, weights included) of one call of ``fn``; NaN on CPU."""
-    if not torch.cuda.is_available():
-        return float("nan")
-    _sync()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    _sync()
-    return torch.cuda.max_memory_allocated() / GIB
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of ``fn`` (matrix products and convolutions, as torch counts them)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def build_upstream(preset: str, device: torch.device) -> torch.nn.Module | None:
-    """The upstream DepthAnything3Net for ``preset`` (fp32, eval), or None if not installed."""
-    try:
-        from depth_anything_3.cfg import create_object, load_config
-        from depth_anything_3.registry import MODEL_REGISTRY
-    except ImportError:
-        return None
-    net = create_object(load_config(MODEL_REGISTRY[preset]))
-    return net.to(device).eval()
-
-
-def upstream_runner(net: torch.nn.Module, images: torch.Tensor) -> Callable[[], object]:
-    """Call upstream as its API does: no_grad + bf16 autocast (fp16 where bf16 is missing)."""
-    dtype = torch.bfloat16 if (images.is_cuda and torch.cuda.is_bf16_supported()) else torch.float32
-
-    def run():
-        with torch.no_grad(), torch.autocast(images.device.type, dtype=dtype,
-                                              enabled=dtype != torch.float32):
-            return net(images, None, None, [], False, False, "first")
-
-    return run
-
-
-def ours_runner(net: torch.nn.Module, images: torch.Tensor, chunk: int | None) -> Callable[[], object]:
-    """Call our network under inference_mode with reference view ``first`` (as benchmarks do)."""
-
-    def run():
-        with torch.inference_mode():
-            return net(images, ref_view_strategy="first", frame_chunk=chunk)
-
-    return run
-
-
-def _get(out, key: str) -> torch.Tensor:
-    return out[key] if isinstance(out, dict) else getattr(out, key)
-
-
-def compare(a, b) -> dict:
-    """Relative errors of depth, confidence, extrinsics and intrinsics between two outputs."""
-    res = {}
-    for key in ("depth", "depth_conf", "extrinsics", "intrinsics"):
-        x, y = _get(a, key).float(), _get(b, key).float()
-        scale = y.abs().mean().clamp_min(1e-6)
-        res[key] = {"mean_rel": float((x - y).abs().mean() / scale),
-                    "max_rel": float((x - y).abs().max() / scale)}
-    return res
-
-
-def images_for(views: int, width: int, height: int, device: torch.device, seed: int = 0) -> torch.Tensor:
-    """A deterministic normalised-looking batch ``(1, S, 3, H, W)`` fp32."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(1, views, 3, height, width, generator=gen).to(device)
+    lever_sweep: list = field(default_factory=list)
+    node_path: list = field(default_factory=list)
+    planner: list = field(default_factory=list)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
     p = argparse.ArgumentParser(prog="da3-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="da3-large")
-    p.add_argument("--views", default="1,2,4,8,16,32,128,512",
-                   help="comma-separated window sizes S")
+    p.add_argument("--views", default="1,2,4,8,16,32,128,512", help="comma-separated window sizes S")
     p.add_argument("--res", default="504x378", help="WxH, multiples of 14")
-    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="our weight dtype")
+    p.add_argument("--head-bf16", action="store_true", help="final head convs in bf16 too")
     p.add_argument("--backend", default=None, help="attention backend for ours (default: auto/env)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last head convolutions")
+    p.add_argument("--graphs", action="store_true", help="CUDA-graph replay for S <= --graph-max-views")
+    p.add_argument("--graph-max-views", type=int, default=32)
+    p.add_argument("--compile", default=None, help="torch.compile mode for ours ('default', ...)")
     p.add_argument("--chunk", type=int, default=None, help="frame chunk for per-frame parts")
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-upstream", action="store_true")
     p.add_argument("--no-flops", action="store_true")
-    p.add_argument("--fit-16gib", action="store_true",
-                   help="find the largest S that fits in 16 GiB for both implementations")
-    p.add_argument("--backends", action="store_true",
-                   help="time and check every attention backend at S=4 against manual fp32")
+    p.add_argument("--checks", action="store_true", help="bf16 vs fp32 and ours vs upstream at S=8")
+    p.add_argument("--backends", action="store_true", help="every attention backend vs manual at S=4")
+    p.add_argument("--fit-16gib", action="store_true", help="largest S in 16 GiB, ours and upstream")
+    p.add_argument("--fit-guess", default=None,
+                   help="first S to probe, 'OURS,UPSTREAM' (default: from this run's peaks at S >= 16)")
+    p.add_argument("--levers", default=None, help="comma-separated keys of bench_levers.VARIANTS, or 'all'")
+    p.add_argument("--lever-views", default="1,8")
+    p.add_argument("--node-path", default=None, help="comma-separated S for the node's whole path")
     p.add_argument("--max-seconds", type=float, default=480.0,
-                   help="skip remaining (larger) sizes once this much time has passed")
+                   help="skip remaining work once this much time has passed")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     return p.parse_args(argv)
 
 
-def bench_sizes(args, report: Report, ours, upstream, device, width, height, t_start) -> None:
-    """Fill ``report.rows`` for every S of ``--views`` (stops early at ``--max-seconds``)."""
-    for views in [int(v) for v in args.views.split(",")]:
-        if time.perf_counter() - t_start > args.max_seconds:
-            report.checks.setdefault("skipped_views", []).append(views)
-            continue
-        images = images_for(views, width, height, device)
-        iters = args.iters if views <= 32 else max(2, args.iters // 2)
-        run = ours_runner(ours, images, args.chunk)
-        ms = time_ms(run, args.warmup, iters)
-        flops = None if args.no_flops else count_flops(run)
-        report.rows.append(Row("ours", views, ms, views / ms * 1e3, peak_gib(run),
-                               None if flops is None else flops / ms / 1e9))
-        if upstream is not None:
-            up = upstream_runner(upstream, images)
-            ms_up = time_ms(up, args.warmup, iters)
-            report.rows.append(Row("upstream", views, ms_up, views / ms_up * 1e3, peak_gib(up),
-                                   None if flops is None else flops / ms_up / 1e9))
-        print(_row_line(report, views), flush=True)
-        del images
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+class Bench:
+    """One run: both networks built once with the same weights."""
+
+    def __init__(self, args, device: torch.device) -> None:
+        self.args, self.device = args, device
+        self.width, self.height = (int(v) for v in args.res.lower().split("x"))
+        self.t_start = time.perf_counter()
+        self.upstream = None if args.no_upstream else build_upstream(args.preset, device)
+        if self.upstream is not None:
+            self.state = self.upstream.state_dict()
+        else:
+            self.state = build_model(args.preset).state_dict()
+        self.levers = levers_from_args(args)
+        self.ours, self.module, self.plain = make_ours(args.preset, self.state, device, self.levers)
+        self.own = {"ours": param_bytes(self.module),
+                    "upstream": param_bytes(self.upstream) if self.upstream is not None else 0}
+        self.report = Report(args.preset, f"{self.width}x{self.height}", device_name(device),
+                             torch.__version__, sys.argv if args.argv is None else args.argv,
+                             self.levers.describe(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        # Our FLOPs are counted on a weightless meta copy (same ops; compiled code and CUDA
+        # graphs would hide them from the counter).
+        meta = build_model(args.preset, device="meta")
+        self.flops_ours = FlopModel(lambda s: ours_runner(
+            meta, torch.empty(1, s, 3, self.height, self.width, device="meta"), args.chunk))
+        self.flops_up = (FlopModel(lambda s: upstream_runner(self.upstream, self._img(s)))
+                         if self.upstream is not None else None)
+
+    def _img(self, views: int, seed: int = 0) -> torch.Tensor:
+        return images_for(views, self.width, self.height, self.device, seed)
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.t_start
+
+    def _ours_fn(self, views: int):
+        if self.levers.graphs and views > self.args.graph_max_views:
+            return self.plain  # graphs buy nothing at large S and would pin a big pool
+        return self.ours
+
+    def grid(self) -> None:
+        """Fill ``report.rows`` for every S of ``--views`` (stops at ``--max-seconds``).
+
+        Up to S = 32: warm-up, median of ``--iters`` runs, then one more run for the peak.
+        Above: one warm-up run, then a single run timed and peak-measured at once.
+        """
+        a = self.args
+        for views in [int(v) for v in a.views.split(",")]:
+            if self.elapsed() > a.max_seconds:
+                self.report.checks.setdefault("skipped_views", []).append(views)
+                continue
+            images = self._img(views)
+            impls = [("ours", ours_runner(self._ours_fn(views), images, a.chunk),
+                      ours_runner(self.plain, images, a.chunk), self.flops_ours)]
+            if self.upstream is not None:
+                up = upstream_runner(self.upstream, images)
+                impls.append(("upstream", up, up, self.flops_up))
+            for impl, run, plain, flops in impls:
+                if views <= 32:
+                    ms = time_ms(run, a.warmup, a.iters)
+                    peak = peak_gib(plain, self.own[impl])  # a graph replay allocates nothing
+                else:
+                    run()
+                    ms, peak = timed_peak(run, self.own[impl])
+                self._add(impl, views, ms, peak, None if a.no_flops else flops(views))
+            print(_row_line(self.report, views), flush=True)
+            del images, impls
+            release()
+
+    def _add(self, impl: str, views: int, ms: float, peak: float, flops: int | None) -> None:
+        self.report.rows.append(Row(impl, views, ms, views / ms * 1e3, peak,
+                                    None if flops is None else flops / ms / 1e9, flops))
+
+    def checks(self) -> None:
+        """Our levers vs our fp32 (sdpa) and ours vs upstream (fp32 and bf16 autocast), S=8."""
+        images = self._img(8, seed=1)
+        ref = build_model(self.args.preset, device=self.device, attention_backend="sdpa")
+        ref.load_state_dict(self.state)
+        with torch.inference_mode():
+            out_ref = ref(images, ref_view_strategy="first")
+            out = self.ours(images, ref_view_strategy="first")
+        c = self.report.checks
+        c["ours_levers_vs_ours_fp32_S8"] = compare(out, out_ref)
+        if self.upstream is not None:
+            with torch.no_grad():
+                out_up = self.upstream(images, None, None, [], False, False, "first")
+            c["ours_fp32_vs_upstream_fp32_S8"] = compare(out_ref, out_up)
+            c["upstream_bf16_autocast_vs_ours_fp32_S8"] = compare(
+                upstream_runner(self.upstream, images)(), out_ref)
+            c["ours_levers_vs_upstream_bf16_autocast_S8"] = compare(
+                out, upstream_runner(self.upstream, images)())
+        del ref
+        release()
+
+    def backends(self) -> None:
+        """Each attention backend at S=4, bf16 weights: ms and error against manual fp32."""
+        from da3_ros.model.attention import BACKENDS, AttentionBackendError
+
+        images = self._img(4, seed=2)
+        ref_net = build_model(self.args.preset, device=self.device, attention_backend="manual")
+        ref_net.load_state_dict(self.state)
+        with torch.inference_mode():
+            ref = ref_net(images, ref_view_strategy="first")
+        del ref_net
+        net = build_model(self.args.preset, device=self.device, attention_backend="manual")
+        net.load_state_dict(self.state)
+        net.set_dtype(torch.bfloat16)
+        results = {}
+        for name in BACKENDS:
+            try:
+                net.set_attention_backend(name)
+                run = ours_runner(net, images)
+                results[name] = {"desc": net.attention_desc, "ms": time_ms(run, 2, 5), **compare(run(), ref)}
+            except (AttentionBackendError, RuntimeError) as exc:
+                results[name] = {"error": str(exc).splitlines()[0][:300]}
+        self.report.checks["backends_bf16_vs_manual_fp32_S4"] = results
+        del net
+        release()
+
+    def fit_16gib(self) -> None:
+        """Largest S under a 16 GiB cap, bracketed from a linear fit of the measured peaks.
+
+        Only the implementation under test is on the GPU while it is probed (the other one is
+        moved to the CPU). Ours runs without CUDA graphs (a graph per probed size is waste).
+        """
+        self.state = None  # it references upstream's GPU tensors
+        if hasattr(self.ours, "reset"):
+            self.ours.reset()
+        guesses = dict(zip(("ours", "upstream"), (int(v) for v in self.args.fit_guess.split(",")))) \
+            if self.args.fit_guess else {}
+        for impl in ("ours", "upstream"):
+            if impl == "upstream" and self.upstream is None:
+                continue
+            rows = sorted((r for r in self.report.rows if r.impl == impl and r.views >= 16),
+                          key=lambda r: r.views)
+            if impl in guesses:
+                guess = guesses[impl]
+            elif len(rows) >= 2:
+                r0, r1 = rows[-2], rows[-1]
+                slope = (r1.peak_gib - r0.peak_gib) / (r1.views - r0.views)
+                guess = max(1, int(r1.views + (16.0 - r1.peak_gib) / slope))
+            else:
+                continue
+            if impl == "ours":
+                if self.upstream is not None:
+                    self.upstream.to("cpu")
+                make = lambda s: ours_runner(self.plain, self._img(s), self.args.chunk)  # noqa: E731
+            else:
+                self.module.to("cpu")
+                self.upstream.to(self.device)
+                make = lambda s: upstream_runner(self.upstream, self._img(s))  # noqa: E731
+            release()
+            self.report.fits_16gib[impl] = bracket_16gib(make, guess)
+            print(f"# fits 16 GiB, {impl}: {self.report.fits_16gib[impl]}", flush=True)
+
+
+def bracket_16gib(make_run, guess: int, limit_gib: float = 16.0, step: float = 0.05,
+                  max_tries: int = 5) -> dict:
+    """Largest tried S that runs under a ``limit_gib`` cap and the smallest that fails.
+
+    Probes ``guess``, then steps down by ``2 * step`` until one fits, then up by ``step``
+    until one fails (or ``max_tries``). Failures keep the first line of their error.
+    """
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gib * GIB / total))
+    fits, fails, tried = 0, None, []
+
+    def probe(views: int) -> str:
+        try:
+            out = make_run(views)()
+            sync()
+            del out
+            return ""
+        except torch.OutOfMemoryError as exc:
+            return "OOM: " + str(exc).splitlines()[0][:160]
+        except RuntimeError as exc:  # cuDNN / cuBLAS report a failed allocation their own way
+            if "memory" in str(exc).lower() or "CUDNN_STATUS" in str(exc):
+                return "RuntimeError: " + str(exc).splitlines()[0][:160]
+            raise
+        finally:
+            release()
+
+    s = guess
+    for _ in range(max_tries):
+        err = probe(s)
+        tried.append((s, err or "ok", round(torch.cuda.max_memory_reserved() / GIB, 2)))
+        torch.cuda.reset_peak_memory_stats()
+        if not err:
+            fits = max(fits, s)
+        else:
+            fails = s if fails is None else min(fails, s)
+        if fails is not None and fits and fails <= math.ceil(fits * (1 + step)):
+            break
+        s = int(s * (1 + step)) + 1 if not err else max(1, int(s * (1 - 2 * step)))
+    torch.cuda.set_per_process_memory_fraction(1.0)
+    return {"fits": fits, "fails": fails, "tried": tried, "limit_gib": limit_gib,
+            "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
 
 
 def _row_line(report: Report, views: int) -> str:
@@ -208,116 +314,67 @@ def _row_line(report: Report, views: int) -> str:
     ours, up = rows.get("ours"), rows.get("upstream")
     ratio = f"{ours.ms / up.ms:.3f}" if up else "-"
     tf = f"{ours.tflops:.0f}" if ours.tflops is not None else "-"
-    up_txt = f"{up.ms:9.1f} {up.peak_gib:6.2f}" if up else "        -      -"
+    tf_up = f"{up.tflops:.0f}" if up and up.tflops is not None else "-"
+    up_txt = f"{up.ms:9.1f} {up.peak_gib:6.2f} {tf_up:>5}" if up else "        -      -     -"
     ours_txt = f"{ours.ms:9.1f} {ours.peak_gib:6.2f} {ours.views_per_s:8.1f} {tf:>5}"
     return f"| {views:4d} | {ours_txt} | {up_txt} | {ratio} |"
-
-
-def fit_16gib(make_run: Callable[[int], Callable[[], object]], hint: int, limit_gib: float = 16.0) -> int:
-    """Largest S whose forward succeeds under a ``limit_gib`` cap (doubling then bisection)."""
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, limit_gib * GIB / total))
-
-    def fits(views: int) -> bool:
-        try:
-            make_run(views)()
-            _sync()
-            return True
-        except torch.OutOfMemoryError:
-            return False
-        finally:
-            torch.cuda.empty_cache()
-
-    lo, hi = 0, max(1, hint)
-    while fits(hi):
-        lo, hi = hi, hi * 2
-    while hi - lo > max(1, lo // 32):
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    torch.cuda.set_per_process_memory_fraction(1.0)
-    return lo
-
-
-def run_checks(args, report: Report, ours, upstream, device, width, height) -> None:
-    """bf16 vs fp32 (ours) and ours vs upstream at S=8; per-backend agreement at S=4."""
-    images = images_for(8, width, height, device, seed=1)
-    ref = build_model(args.preset, device=device, attention_backend="manual" if not device.type == "cuda"
-                      else "sdpa")
-    ref.load_state_dict(ours.state_dict())
-    ref.float()
-    with torch.inference_mode():
-        out_ref = ref(images, ref_view_strategy="first")
-        out = ours(images, ref_view_strategy="first")
-    report.checks["ours_vs_ours_fp32_S8"] = compare(out, out_ref)
-    if upstream is not None:
-        with torch.no_grad():
-            out_up = upstream(images, None, None, [], False, False, "first")
-        report.checks["ours_fp32_vs_upstream_fp32_S8"] = compare(out_ref, out_up)
-        report.checks["ours_vs_upstream_bf16_autocast_S8"] = compare(out, upstream_runner(upstream, images)())
-    del ref
-    if args.backends:
-        report.checks["backends_S4"] = check_backends(args, ours, device, width, height)
-
-
-def check_backends(args, ours, device, width, height) -> dict:
-    """Each attention backend at S=4: ms and error against the manual backend in fp32."""
-    from da3_ros.model.attention import BACKENDS, AttentionBackendError
-
-    images = images_for(4, width, height, device, seed=2)
-    results = {}
-    ours.set_attention_backend("manual")
-    ref_net = build_model(args.preset, device=device, attention_backend="manual")
-    ref_net.load_state_dict(ours.state_dict())
-    ref_net.float()
-    with torch.inference_mode():
-        ref = ref_net(images, ref_view_strategy="first")
-    del ref_net
-    for name in BACKENDS:
-        try:
-            ours.set_attention_backend(name)
-        except AttentionBackendError as exc:
-            results[name] = {"error": str(exc).splitlines()[0]}
-            continue
-        run = ours_runner(ours, images, None)
-        ms = time_ms(run, 1, 3)
-        results[name] = {"ms": ms, "desc": getattr(ours, "attention_desc", name), **compare(run(), ref)}
-    ours.set_attention_backend(args.backend)
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``da3-bench``."""
     args = parse_args(argv)
-    width, height = (int(v) for v in args.res.lower().split("x"))
+    args.argv = argv
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # both sides get TF32 for their fp32 matmuls
     torch.backends.cudnn.allow_tf32 = True
-    t_start = time.perf_counter()
-    report = Report(args.preset, f"{width}x{height}",
-                    torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
-                    torch.__version__, sys.argv if argv is None else argv)
-    upstream = None if args.no_upstream else build_upstream(args.preset, device)
-    ours = build_model(args.preset, device=device, attention_backend=args.backend)
-    if upstream is not None:
-        ours.load_state_dict(upstream.state_dict())  # same random weights on both sides
-    ours.set_dtype(DTYPES[args.dtype]) if args.dtype != "fp32" else None
-    print(f"# da3-bench {args.preset} {width}x{height} on {report.device}, torch {torch.__version__}, "
-          f"ours: {args.dtype} attention={getattr(ours, 'attention_desc', '?')}", flush=True)
-    print("|    S |   ours ms    GiB   view/s TFLOP/s | upstream ms  GiB | ours/upstream |", flush=True)
-    bench_sizes(args, report, ours, upstream, device, width, height, t_start)
-    run_checks(args, report, ours, upstream, device, width, height)
+    b = Bench(args, device)
+    attn = getattr(b.module, "attention_desc", "?")
+    print(f"# da3-bench {args.preset} {b.width}x{b.height} on {b.report.device}, torch {torch.__version__},"
+          f" {b.report.date_utc}; ours: {b.report.levers}, attention={attn}", flush=True)
+    print("|    S |   ours ms    GiB   view/s TFLOP/s | upstream ms  GiB TFLOP/s | ours/upstream ms |",
+          flush=True)
+
+    def save() -> None:  # after every phase, so a run cut off at its time limit keeps what it has
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(asdict(b.report), fh, indent=1,
+                          default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o))
+
+    if args.views:
+        b.grid()
+        save()
+    for flag, step in (("checks", b.checks), ("backends", b.backends)):
+        if getattr(args, flag):  # --max-seconds bounds the grid; the step's own timeout bounds these
+            step()
+            save()
+    if args.node_path:
+        from da3_ros.tools.bench_node import node_path
+
+        for s in [int(v) for v in args.node_path.split(",")]:
+            # the network already has bf16 weights: the engine needs no autocast on top
+            b.report.node_path.append(node_path(b.ours, device, s, dtype=torch.float32))
+            print(f"# node path S={s}: {json.dumps(b.report.node_path[-1])}", flush=True)
+        save()
     if args.fit_16gib and device.type == "cuda":
-        hint = 64
-        report.fits_16gib["ours"] = fit_16gib(
-            lambda s: ours_runner(ours, images_for(s, width, height, device), args.chunk), hint)
-        if upstream is not None:
-            report.fits_16gib["upstream"] = fit_16gib(
-                lambda s: upstream_runner(upstream, images_for(s, width, height, device)), hint)
-    print(json.dumps({"checks": report.checks, "fits_16gib": report.fits_16gib}, indent=1), flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(asdict(report), fh, indent=1, default=lambda o: None if isinstance(o, float)
-                      and math.isnan(o) else str(o))
+        b.fit_16gib()
+    if b.report.rows:
+        try:
+            from da3_ros.tools.bench_node import planner_vs_measured
+
+            b.report.planner = planner_vs_measured(args.preset, b.module, b.report.rows, b.width,
+                                                   b.height, DTYPES[args.dtype])
+        except Exception as exc:  # noqa: BLE001 - the grid above is still worth writing out
+            b.report.planner = [{"error": f"{type(exc).__name__}: {exc}"}]
+    if args.levers and b.elapsed() < args.max_seconds:
+        names = list(VARIANTS) if args.levers == "all" else [n.strip() for n in args.levers.split(",")]
+        b.ours = b.module = b.upstream = None
+        release()
+        lever_views = [int(v) for v in args.lever_views.split(",")]
+        b.report.lever_sweep = sweep(args.preset, b.state, device, lever_views, b.width, b.height, names,
+                                     b.t_start + args.max_seconds)
+    print(json.dumps({"checks": b.report.checks, "fits_16gib": b.report.fits_16gib,
+                      "planner": b.report.planner}, indent=1), flush=True)
+    save()
     return 0
 
 
