@@ -110,6 +110,8 @@ def build_upstream(preset: str, device: torch.device) -> torch.nn.Module | None:
         from depth_anything_3.registry import MODEL_REGISTRY
     except ImportError:
         return None
+    if preset not in MODEL_REGISTRY:  # e.g. our own da3-tiny
+        return None
     net = create_object(load_config(MODEL_REGISTRY[preset]))
     return net.to(device).eval()
 

@@ -50,13 +50,13 @@ def encode_payloads(pred, pts: np.ndarray, cols: np.ndarray, conf: np.ndarray) -
 
 
 def node_path(model, device: torch.device, views: int, width: int = 640, height: int = 480,
-              iters: int = 5, dtype: torch.dtype = torch.bfloat16) -> dict:
+              iters: int = 5, dtype: torch.dtype = torch.bfloat16, process_res: int = 504) -> dict:
     """Median stage times (ms) of one window of ``views`` frames of ``width`` x ``height``.
 
     ``model`` is what the node would hold (a network or a ``GraphedDA3``); the engine runs
     it with reference view ``first`` like the network benchmark.
     """
-    engine = DA3Engine(model, process_res=504, device=device, dtype=dtype, ref_view_strategy="first")
+    engine = DA3Engine(model, process_res=process_res, device=device, dtype=dtype, ref_view_strategy="first")
     cfg = PipelineConfig(num_view=views)
     rng = np.random.default_rng(0)
     frames = _frames(views, width, height, seed=views)
