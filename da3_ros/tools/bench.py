@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--levers", default=None, help="comma-separated keys of bench_levers.VARIANTS, or 'all'")
     p.add_argument("--lever-views", default="1,8")
     p.add_argument("--node-path", default=None, help="comma-separated S for the node's whole path")
+    p.add_argument("--node-gpu-steps", action="store_true",
+                   help="node path: also time preprocessing and point cloud on the GPU")
     p.add_argument("--max-seconds", type=float, default=480.0,
                    help="skip remaining work once this much time has passed")
     p.add_argument("--json", default=None, help="write the report as JSON here")
@@ -352,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for s in [int(v) for v in args.node_path.split(",")]:
             # the network already has bf16 weights: the engine needs no autocast on top
-            b.report.node_path.append(node_path(b.ours, device, s, dtype=torch.float32))
-            print(f"# node path S={s}: {json.dumps(b.report.node_path[-1])}", flush=True)
+            for gpu_steps in (False, True) if args.node_gpu_steps else (False,):
+                b.report.node_path.append(node_path(b.ours, device, s, dtype=torch.float32,
+                                                    gpu_steps=gpu_steps))
+                print(f"# node path S={s}: {json.dumps(b.report.node_path[-1])}", flush=True)
         save()
     if args.fit_16gib and device.type == "cuda":
         b.fit_16gib()

@@ -50,12 +50,16 @@ def encode_payloads(pred, pts: np.ndarray, cols: np.ndarray, conf: np.ndarray) -
 
 
 def node_path(model, device: torch.device, views: int, width: int = 640, height: int = 480,
-              iters: int = 5, dtype: torch.dtype = torch.bfloat16, process_res: int = 504) -> dict:
+              iters: int = 5, dtype: torch.dtype = torch.bfloat16, process_res: int = 504,
+              gpu_steps: bool = False) -> dict:
     """Median stage times (ms) of one window of ``views`` frames of ``width`` x ``height``.
 
     ``model`` is what the node would hold (a network or a ``GraphedDA3``); the engine runs
-    it with reference view ``first`` like the network benchmark.
+    it with reference view ``first`` like the network benchmark. ``gpu_steps``: preprocess and
+    build the cloud with :mod:`da3_ros.core.gpu_preprocess` on ``device`` instead of the CPU.
     """
+    from da3_ros.core import gpu_preprocess
+
     engine = DA3Engine(model, process_res=process_res, device=device, dtype=dtype, ref_view_strategy="first")
     cfg = PipelineConfig(num_view=views)
     rng = np.random.default_rng(0)
@@ -64,9 +68,23 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
     for it in range(iters + 2):
         sync()
         t0 = time.perf_counter()
-        pred = engine.predict(frames)
+        if gpu_steps:
+            size = engine.window_size(frames)
+            imgs = gpu_preprocess.preprocess_frames([f.image for f in frames], process_res, size, device)[0]
+            t_pre = time.perf_counter()
+            out = engine._forward(imgs, None, None)
+            sync()
+            t_net = time.perf_counter()
+            pred = engine._postprocess(frames, size, out, None, None, 1.0)
+            pred.timings_s = {"preprocess": t_pre - t0, "network": t_net - t_pre,
+                              "postprocess": time.perf_counter() - t_net}
+        else:
+            pred = engine.predict(frames)
         t1 = time.perf_counter()
-        pts, cols, conf = window_cloud(pred, list(range(views)), cfg, rng)
+        if gpu_steps:
+            pts, cols, conf = gpu_preprocess.window_cloud(pred, list(range(views)), cfg, device)
+        else:
+            pts, cols, conf = window_cloud(pred, list(range(views)), cfg, rng)
         t2 = time.perf_counter()
         nbytes = encode_payloads(pred, pts, cols, conf)
         t3 = time.perf_counter()
@@ -77,7 +95,8 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
         for k, v in times.items():
             stages.setdefault(k, []).append(v * 1e3)
     out = {k: float(np.median(v)) for k, v in stages.items()}
-    out.update(views=views, source=f"{width}x{height}", points=int(len(pts)), payload_bytes=nbytes)
+    out.update(views=views, source=f"{width}x{height}", points=int(len(pts)), payload_bytes=nbytes,
+               gpu_steps=gpu_steps)
     return out
 
 
