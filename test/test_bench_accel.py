@@ -91,3 +91,9 @@ def test_encode_payloads_counts_every_byte():
 
     pts = np.zeros((7, 3), np.float32)
     assert encode_payloads(Pred, pts, np.zeros((7, 3), np.uint8), np.ones(7, np.float32)) == 2 * 80 + 7 * 20
+
+
+def test_accelerate_is_a_no_op_off_cuda(tiny):
+    from da3_ros.model.accel import accelerate
+
+    assert accelerate(tiny, [(2, 42, 56)]) is tiny
