@@ -21,7 +21,8 @@ Start-up with CameraInfo: when a camera has a ``camera_info_topic`` and the node
 intrinsics (``camera_info_wait_s`` > 0 here), images arriving before that camera's first
 CameraInfo are held (in order, at most ``camera_info_wait_s`` seconds and ``MAX_HELD``
 frames) and released with the intrinsics as soon as it arrives. If it does not arrive in
-time they go on without intrinsics and the camera stops waiting. Every frame of a camera
+time (checked on each image and by :meth:`CameraInputs.check_held`, which the node calls with
+its diagnostics) they go on without intrinsics and the camera stops waiting. Every frame of a camera
 with a CameraInfo topic that goes on without intrinsics is counted through
 ``on_no_intrinsics(camera)`` (a count, not a drop: the frame is still processed).
 """
@@ -65,7 +66,6 @@ class _CameraState:
     waiting: bool = False  # holding images until the first CameraInfo
     held: deque = field(default_factory=deque)  # Frames waiting for it, oldest first
     held_since: float = 0.0  # monotonic time the oldest held frame arrived
-    timer: object = None
 
 
 class CameraInputs:
@@ -102,7 +102,7 @@ class CameraInputs:
         self.time_jump_reset_s = time_jump_reset_s
         self.camera_info_wait_s = float(camera_info_wait_s)
         self.throttle = Throttle(log_throttle_s)
-        self._hold_lock = threading.RLock()  # held frames: camera callbacks vs destroy()
+        self._hold_lock = threading.RLock()  # held frames: camera callbacks vs check_held / destroy
         self._subs: list = []
         self.states = {c.name: _CameraState(c) for c in cameras}
         for cam in cameras:
@@ -119,22 +119,15 @@ class CameraInputs:
                 CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos,
                 callback_group=group))
             if self.camera_info_wait_s > 0:
-                state = self.states[cam.name]
-                state.waiting = True  # same callback group: never runs alongside the camera's callbacks
-                state.timer = self._node.create_timer(min(0.05, self.camera_info_wait_s / 4),
-                                                      lambda c=cam.name: self._check_held(c),
-                                                      callback_group=group)
+                self.states[cam.name].waiting = True
 
     def destroy(self) -> None:
-        """Remove every subscription and timer (deactivate); held frames go to the sink first."""
+        """Remove every subscription (deactivate); held frames go to the sink first."""
         for sub in self._subs:
             self._node.destroy_subscription(sub)
         self._subs.clear()
-        for camera, state in self.states.items():
+        for camera in self.states:
             self._stop_waiting(camera)
-            if state.timer is not None:
-                self._node.destroy_timer(state.timer)
-                state.timer = None
 
     def intrinsics(self, camera: str) -> CameraIntrinsics | None:
         """The latest CameraInfo intrinsics of ``camera`` (None before the first one)."""
@@ -180,6 +173,8 @@ class CameraInputs:
                 state.held.append(frame)
                 if len(state.held) >= MAX_HELD:
                     self._stop_waiting(camera)
+                else:
+                    self._check_held(camera)
                 return
         self._deliver(camera, frame)
 
@@ -188,8 +183,13 @@ class CameraInputs:
             self._on_no_intrinsics(camera)
         self._sink(frame)
 
+    def check_held(self) -> None:
+        """Release the frames of cameras whose wait ran out (the node calls this periodically)."""
+        for camera in self.states:
+            self._check_held(camera)
+
     def _check_held(self, camera: str) -> None:
-        """Timer: stop waiting once the oldest held frame has waited ``camera_info_wait_s``."""
+        """Stop waiting once the oldest held frame has waited ``camera_info_wait_s``."""
         state = self.states[camera]
         with self._hold_lock:
             if not (state.waiting and state.held
@@ -205,8 +205,6 @@ class CameraInputs:
         state = self.states[camera]
         with self._hold_lock:
             state.waiting = False
-            if state.timer is not None:
-                state.timer.cancel()  # destroyed in destroy(): this may run inside its callback
             while state.held:
                 frame = state.held.popleft()
                 intr = state.info

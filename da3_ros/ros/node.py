@@ -116,7 +116,6 @@ class Da3Node(LifecycleNode):
         self.diag: NodeDiagnostics | None = None
         self._diag_pub = None
         self._diag_timer = None
-        self._path_timer = None
         self._generation = 0
         self._lock = threading.RLock()  # guards pipeline swaps (time jumps) against callbacks
         self._throttle = Throttle(5.0)
@@ -141,7 +140,6 @@ class Da3Node(LifecycleNode):
         self._apply_dynamic([self.get_parameter(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(settings["diagnostics_period_s"], self._publish_diagnostics)
-        self._path_timer = self.create_timer(0.1, self._flush_path)  # sends the newest poses of ~/path
         self.get_logger().info(f"configured: cameras {cams}, mode {settings.mode}, "
                                f"fixed frame {settings['fixed_frame']}")
         return super().on_configure(state)
@@ -253,10 +251,9 @@ class Da3Node(LifecycleNode):
         if self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
-        for timer in (self._diag_timer, self._path_timer):
-            if timer is not None:
-                self.destroy_timer(timer)
-        self._diag_timer = self._path_timer = None
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
@@ -286,11 +283,6 @@ class Da3Node(LifecycleNode):
             self.outputs.publish_result(result)
         except Exception as exc:  # noqa: BLE001 - one bad window must not stop the worker
             self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
-
-    def _flush_path(self) -> None:
-        outputs = self.outputs
-        if outputs is not None:
-            outputs.publish_path_if_due()
 
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:
@@ -327,6 +319,11 @@ class Da3Node(LifecycleNode):
                 update_pipeline_config(self.pipeline, updates)
 
     def _publish_diagnostics(self) -> None:
+        outputs, inputs = self.outputs, self.inputs
+        if outputs is not None:  # the newest ~/path poses held back by path_period_s
+            outputs.publish_path_if_due()
+        if inputs is not None:  # images waiting too long for a first CameraInfo go on without
+            inputs.check_held()
         if self._diag_pub is None or self.diag is None:
             return
         pipeline = self.pipeline

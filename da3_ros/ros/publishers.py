@@ -177,7 +177,7 @@ class OutputPublishers:
         self.path = make(Path, "~/path", rel)
         self._path_poses: deque[PoseStamped] = deque(maxlen=10000)
         self.path_period_s = 0.0
-        self._path_lock = threading.Lock()  # worker thread appends, the node's timer flushes
+        self._path_lock = threading.Lock()  # worker thread appends, the diagnostics timer flushes
         self._path_dirty = False
         self._path_sent = -math.inf  # monotonic time of the last ~/path message
         self._last_odom: tuple[int, np.ndarray] | None = None
@@ -198,10 +198,11 @@ class OutputPublishers:
     def publish_path_if_due(self) -> bool:
         """Publish ~/path when it has new poses and ``path_period_s`` has passed since the last one.
 
-        Called after each reference pose and by the node's timer (so the newest pose is always
-        sent within about ``path_period_s``). A Path message is O(length) to build and serialise
-        (~20 us a pose), so sending a long path with every pose would grow the cost per view
-        without bound; ``path_period_s`` caps it. Returns True when it published.
+        Called after each reference pose and by the node's diagnostics timer (the newest pose
+        goes out within about ``path_period_s`` + ``diagnostics_period_s``). A Path message is
+        O(length) to build and serialise (~20 us a pose), so sending a long path with every
+        pose would grow the cost per view without bound; ``path_period_s`` caps it. Returns
+        True when it published.
         """
         with self._path_lock:
             now = time.monotonic()
