@@ -13,7 +13,8 @@ period, with key/values (all strings, as the message requires):
   (sim time under ``use_sim_time``), over the last period (``nan`` when nothing was
   published in it); ``latency_last_s``: the latest view's;
 - ``queue_len``, ``drops_total`` and ``drops.<reason>`` (pipeline and input drops together;
-  input drops are ``input_<reason>``, see :mod:`da3_ros.ros.inputs`);
+  input drops are ``input_<reason>``, see :mod:`da3_ros.ros.inputs`): images not processed;
+- ``events.input_<reason>`` for input problems that drop no image (:data:`INPUT_EVENTS`);
 - ``window_errors``, ``last_error``: windows the predictor failed on;
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
@@ -29,6 +30,12 @@ import time
 from collections import defaultdict, deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+# Input problems that drop no image, so they are counted apart from the drops (every image is
+# either processed or dropped, once): a CameraInfo of another size (the image goes on without
+# its intrinsics), an invalid CameraInfo (that message is ignored), stamps jumping back by more
+# than time_jump_reset_s (the pipeline restarts and the image is processed).
+INPUT_EVENTS = frozenset({"camera_info_mismatch", "camera_info_invalid", "time_jump_reset"})
 
 
 class NodeDiagnostics:
@@ -50,6 +57,7 @@ class NodeDiagnostics:
         self._arrivals = {c: deque(maxlen=1000) for c in self.cameras}
         self._counts = dict.fromkeys(self.cameras, 0)
         self._input_drops: dict[str, int] = defaultdict(int)
+        self._input_events: dict[str, int] = defaultdict(int)
         self._no_intrinsics: dict[str, int] = {}
         self._latencies: deque[float] = deque(maxlen=10000)  # this period's; bounded if build() stalls
         self._last_latency = math.nan
@@ -71,9 +79,10 @@ class NodeDiagnostics:
             self._no_intrinsics[camera] = self._no_intrinsics.get(camera, 0) + 1
 
     def on_bad_input(self, camera: str, reason: str) -> None:
-        """Count one image of ``camera`` rejected for ``reason``."""
+        """Count one input problem of ``camera``: a dropped image, or an event (:data:`INPUT_EVENTS`)."""
         with self._lock:
-            self._input_drops[f"input_{reason}"] += 1
+            counts = self._input_events if reason in INPUT_EVENTS else self._input_drops
+            counts[f"input_{reason}"] += 1
 
     def on_published(self, latency_s: float) -> None:
         """Record one published view with its stamp-to-publish latency."""
@@ -115,6 +124,7 @@ class NodeDiagnostics:
                     problems.append(f"{cam} stale ({age:.1f} s)")
             lat, self._latencies = list(self._latencies), deque(maxlen=10000)
             drops = {k: int(v) for k, v in self._input_drops.items()}
+            kv.update({f"events.{k}": str(v) for k, v in self._input_events.items()})
             kv["views_published"] = str(self._published)
         if lat:
             self._last_latency = lat[-1]

@@ -9,7 +9,10 @@ Frame ids: the ``camera.<name>.frame_id`` parameter when set, else the input
 header's ``frame_id`` when non-empty, else ``<name>_optical_frame``.
 
 Bad input never raises out of a callback: it is logged (throttled per reason)
-and counted by reason through ``on_bad_input(camera, reason)``. Reasons:
+and counted by reason through ``on_bad_input(camera, reason)`` (diagnostics count
+``camera_info_mismatch``, ``camera_info_invalid`` and the time-jump reset as events, not
+drops: no image is lost to them).
+Reasons:
 ``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
 (0 x 0), ``zero_stamp``, ``stamp_backwards`` (older than the last frame of that
 camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
