@@ -58,6 +58,9 @@ class NodeDiagnostics:
         self._counts = dict.fromkeys(self.cameras, 0)
         self._input_drops: dict[str, int] = defaultdict(int)
         self._input_events: dict[str, int] = defaultdict(int)
+        # counts of pipelines replaced (time-jump reset) or stopped (deactivate), so the totals
+        # keep every image a node instance received
+        self._retired: dict = {"processed": 0, "windows": 0, "errors": 0, "dropped": defaultdict(int)}
         self._no_intrinsics: dict[str, int] = {}
         self._latencies: deque[float] = deque(maxlen=10000)  # this period's; bounded if build() stalls
         self._last_latency = math.nan
@@ -89,6 +92,14 @@ class NodeDiagnostics:
         with self._lock:
             self._published += 1
             self._latencies.append(latency_s)
+
+    def retire_pipeline(self, stats: dict) -> None:
+        """Fold a closed pipeline's final ``PipelineStats.as_dict()`` into the running totals."""
+        with self._lock:
+            for key in ("processed", "windows", "errors"):
+                self._retired[key] += int(stats.get(key, 0))
+            for reason, count in stats.get("dropped", {}).items():
+                self._retired["dropped"][reason] += int(count)
 
     def input_drops(self) -> dict[str, int]:
         """Input drops by reason so far."""
@@ -124,6 +135,7 @@ class NodeDiagnostics:
                     problems.append(f"{cam} stale ({age:.1f} s)")
             lat, self._latencies = list(self._latencies), deque(maxlen=10000)
             drops = {k: int(v) for k, v in self._input_drops.items()}
+            retired = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._retired.items()}
             kv.update({f"events.{k}": str(v) for k, v in self._input_events.items()})
             kv["views_published"] = str(self._published)
         if lat:
@@ -131,15 +143,17 @@ class NodeDiagnostics:
         kv["latency_mean_s"] = f"{sum(lat) / len(lat):.4f}" if lat else "nan"
         kv["latency_max_s"] = f"{max(lat):.4f}" if lat else "nan"
         kv["latency_last_s"] = f"{self._last_latency:.4f}"
+        for key, value in retired["dropped"].items():
+            drops[key] = drops.get(key, 0) + value
         if pipeline_stats:
             for key, value in pipeline_stats.get("dropped", {}).items():
                 drops[key] = drops.get(key, 0) + int(value)
-            windows = int(pipeline_stats.get("windows", 0))
+            windows = retired["windows"] + int(pipeline_stats.get("windows", 0))
             kv["windows"] = str(windows)
-            kv["frames_processed"] = str(pipeline_stats.get("processed", 0))
+            kv["frames_processed"] = str(retired["processed"] + int(pipeline_stats.get("processed", 0)))
             kv["queue_len"] = str(pipeline_stats.get("queue_len", 0))
             kv["windows_per_s"] = f"{self._window_rate(now, windows):.3f}"
-            kv["window_errors"] = str(pipeline_stats.get("errors", 0))
+            kv["window_errors"] = str(retired["errors"] + int(pipeline_stats.get("errors", 0)))
             kv["last_error"] = str(pipeline_stats.get("last_error", ""))
         total = sum(drops.values())
         kv["drops_total"] = str(total)

@@ -235,6 +235,12 @@ class Da3Node(LifecycleNode):
             self.pipeline = AsyncPipeline(pipeline_config(self.settings), self.predictor,
                                           on_result=lambda r: self._on_result(gen, r))
 
+    def _retire(self, pipeline, timeout_s: float) -> None:
+        """Close a pipeline (its waiting frames count as dropped) and keep its counts in diagnostics."""
+        pipeline.close(timeout_s=timeout_s, drain=False)
+        if self.diag is not None:
+            self.diag.retire_pipeline(pipeline.stats.as_dict())
+
     def _stop(self) -> None:
         if self.inputs is not None:
             self.inputs.destroy()
@@ -243,7 +249,7 @@ class Da3Node(LifecycleNode):
             pipeline, self.pipeline = self.pipeline, None
             self._generation += 1
         if pipeline is not None:
-            pipeline.close(timeout_s=5.0, drain=False)
+            self._retire(pipeline, 5.0)
             del pipeline  # it references the predictor: drop it before releasing the model
         self._release_predictor()
 
@@ -272,8 +278,7 @@ class Da3Node(LifecycleNode):
             self.outputs.reset()
             self.diag.on_bad_input(camera, "time_jump_reset")
         if old is not None:  # an in-flight window may take a while: close off the executor thread
-            threading.Thread(target=old.close, kwargs={"timeout_s": 30.0, "drain": False},
-                             daemon=True).start()
+            threading.Thread(target=self._retire, args=(old, 30.0), daemon=True).start()
 
     # ----------------------------------------------------------------- results (worker thread)
     def _on_result(self, generation: int, result) -> None:

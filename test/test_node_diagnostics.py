@@ -1,0 +1,33 @@
+"""NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts."""
+
+from builtin_interfaces.msg import Time
+
+from da3_ros.ros.diagnostics import NodeDiagnostics
+
+
+def _values(diag, stats):
+    msg = diag.build("active", stats, None, Time(sec=1))
+    return {kv.key: kv.value for kv in msg.status[0].values}
+
+
+def test_input_problems_that_lose_no_image_are_events_not_drops():
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    diag.on_bad_input("camera", "decode_error")
+    diag.on_bad_input("camera", "camera_info_mismatch")
+    diag.on_bad_input("camera", "time_jump_reset")
+    values = _values(diag, {"processed": 2, "windows": 1, "dropped": {}})
+    assert values["drops_total"] == "1" and values["drops.input_decode_error"] == "1"
+    assert values["events.input_camera_info_mismatch"] == "1"
+    assert values["events.input_time_jump_reset"] == "1"
+
+
+def test_retired_pipeline_counts_stay_in_the_totals():
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    # the pipeline replaced at a time jump: 10 processed, 3 still waiting when it was closed
+    diag.retire_pipeline({"processed": 10, "windows": 4, "errors": 1, "dropped": {"closed": 3}})
+    values = _values(diag, {"processed": 5, "windows": 2, "errors": 0, "dropped": {"queue_full": 2}})
+    assert values["frames_processed"] == "15"
+    assert values["windows"] == "6"
+    assert values["window_errors"] == "1"
+    assert values["drops.closed"] == "3" and values["drops.queue_full"] == "2"
+    assert values["drops_total"] == "5"
