@@ -4,12 +4,16 @@ The peak estimate is analytic (no probing): weights + backbone activations of al
 global blocks attend over all S*P tokens at once, so a window is never split: it can only get
 fewer views) + the DPT head's full-resolution buffers for one chunk of up to 8 views (the head
 runs in chunks) + the quadratic attention matrix when the attention backend materialises it
-("math"). It errs high by ``safety`` so a plan that fits leaves headroom; a runtime OOM is still
-caught by :func:`run_with_oom_retry`.
+("math"). Its constants are calibrated on measured GPU peaks (within 15 %, bench/RESULTS.md);
+headroom comes from the budget fraction (and ``safety``); a runtime OOM is still caught by
+:func:`run_with_oom_retry`.
 
-Calibration so far (CPU only, fp32, peak-RSS growth of one forward): for da3-small at 378x280
-the estimate without ``safety`` is ~1.4-1.5x the measured activation peak (S=4: 420 vs 299 MiB;
-S=8: 839 vs 566 MiB), i.e. conservative. It has not been checked against CUDA peaks yet.
+Calibration: the constants below were fitted to per-forward peaks measured on an H200
+(bf16 weights, compiled network, 504x378; da3-large S = 1..512, da3-small S = 1, 8): every
+estimate is within 15 % of its measurement (table in bench/RESULTS.md, recomputed by
+``bench/planner_check.py``). The eager network peaks ~6 % higher at S = 512; fp32 activations
+(``act_bytes=4``) scale the same terms but were not measured on a GPU; on the CPU (peak RSS,
+another allocator, no planning there) fp32 da3-small peaked ~1.5x above this estimate.
 """
 
 from __future__ import annotations
@@ -51,21 +55,38 @@ class MemoryPlan:
         return self.num_views < self.requested
 
 
+# Constants calibrated against peaks measured on an H200 (bench/RESULTS.md, "Memory planner"):
+# da3-large S = 1..512 and da3-small S = 1, 8 at 504x378, bf16 weights, compiled network, peaks
+# per forward as torch's allocator counts them; every estimate within 15 % of its measurement.
+TOKEN_ACTIVATIONS = 11.9  # live (tokens x embed_dim) tensors at the peak (residual, qkv, MLP, features)
+HEAD_MAPS = 1.5  # live full-resolution maps of head_features/2 channels per frame of a head chunk
+HEAD_CHANNELS = 45  # plus this many full-resolution channels per frame (final convs, pos-embed)
+FIXED_BYTES = 36 * 2**20  # workspaces, interpolated position embedding, RoPE / UV tables
+
+
 def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_bytes: int,
-                        act_bytes: int = 4, attention: str = "flash", safety: float = 1.25) -> int:
+                        act_bytes: int = 4, attention: str = "flash", safety: float = 1.0) -> int:
     """Estimated peak GPU bytes of one forward pass (batch 1).
+
+    Peak = weights + ``TOKEN_ACTIVATIONS`` token-sized tensors of every view (the global blocks
+    attend over all S*P tokens at once, so the window is never split) + ``HEAD_MAPS`` maps of
+    ``head_features/2`` channels and ``HEAD_CHANNELS`` more channels at full resolution per
+    frame of one head chunk (up to 8 frames) + inputs and depth /
+    confidence outputs + ``FIXED_BYTES`` (+ the (heads, N, N) matrix for the "math" backend).
+    The constants fit measured peaks within 15 % (bench/RESULTS.md); the headroom for what the
+    allocator reserves beyond its peak (up to ~20 % under a cap) belongs in the budget
+    (``DA3Engine.memory_fraction``) or in ``safety``.
 
     Args:
         preset: a ``DA3Config``-like object (``embed_dim``, ``num_heads``, ``head_features``,
-            ``cat_token``, ``patch_size``) or a ``NestedConfig`` (both members counted).
+            ``patch_size``) or a ``NestedConfig`` (both members counted).
         num_views: S.
         height: process height in pixels (a multiple of the patch).
         width: process width in pixels.
         param_bytes: bytes of the weights on the device.
-        act_bytes: bytes per backbone activation element (2 under bf16/fp16 autocast, 4 fp32);
-            the head always runs in fp32.
+        act_bytes: bytes per activation element (2 for bf16/fp16 weights or autocast, 4 fp32).
         attention: ``"math"`` adds the materialised (heads, N, N) attention matrix.
-        safety: multiplicative margin.
+        safety: multiplicative margin on the activations (1.0: the calibrated estimate).
     """
     members = [preset.anyview, preset.metric] if hasattr(preset, "anyview") else [preset]
     peak = 0
@@ -73,19 +94,16 @@ def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_b
         ps = getattr(cfg, "patch_size", 14)
         h, w = height // ps, width // ps
         n_tok = num_views * (h * w + 1)
-        C = cfg.embed_dim
-        # x, qkv (3), attention out, MLP hidden (4), residual temp + kept out-layer features.
-        backbone = n_tok * C * (10 + 4 * (2 if cfg.cat_token else 1) + 1) * act_bytes
+        backbone = TOKEN_ACTIVATIONS * n_tok * cfg.embed_dim * act_bytes
         if attention == "math":
             backbone += cfg.num_heads * n_tok * n_tok * act_bytes
-        f = cfg.head_features
         chunk = min(num_views, HEAD_CHUNK)
-        head = chunk * (4 * 64 * h * w * f + 2 * height * width * (f // 2 + 34)) * 4
-        io = num_views * height * width * (3 + 4) * 4
+        head = chunk * height * width * (HEAD_MAPS * (cfg.head_features // 2) + HEAD_CHANNELS) * act_bytes
+        io = num_views * height * width * (3 + 2) * 4  # fp32 images in, depth + confidence out
         peak = max(peak, backbone + head + io)
     # Nested: the any-view branch's outputs stay alive while the metric branch runs.
     peak += (len(members) - 1) * num_views * height * width * 4 * 4
-    return int(param_bytes + safety * peak)
+    return int(param_bytes + safety * (peak + FIXED_BYTES))
 
 
 def plan_views(estimate: Callable[[int], int], requested: int, budget_bytes: int | None,
