@@ -132,10 +132,13 @@ class DA3Engine:
     """Predictor backed by a DA3 network (see module docstring for pre/postprocessing).
 
     Args:
-        model: a ``DA3Net`` / ``NestedDA3Net`` (eval mode, already on ``device``).
+        model: a ``DA3Net`` / ``NestedDA3Net`` (eval mode, already on ``device``), or a callable
+            wrapper of one (``da3_ros.model.accel``) exposing it as ``.module`` and its ``preset``.
         process_res: long side of the network input in pixels.
         device: torch device for the inputs.
         dtype: autocast dtype for the network (``torch.float32`` = no autocast; bf16/fp16 on GPU).
+            Weights already cast to a half dtype (``net.set_dtype``) run without autocast when
+            this is float32; activations are then estimated at 2 bytes all the same.
         condition_on_intrinsics, condition_on_poses: see module docstring.
         ref_view_strategy: the network's reference-view strategy.
         memory_fraction: fraction of free GPU memory a window may plan for.
@@ -160,7 +163,10 @@ class DA3Engine:
         self._metric_variant = getattr(preset, "kind", "") == "metric"
         self.is_metric = bool(getattr(model, "is_metric", False)) or self._metric_variant
         self.name = getattr(preset, "name", type(model).__name__)
-        self._param_bytes = memory.param_bytes(model) if isinstance(model, torch.nn.Module) else 0
+        net = getattr(model, "module", model)  # accel's wrappers expose the network as .module
+        is_module = isinstance(net, torch.nn.Module)
+        self._param_bytes = memory.param_bytes(net) if is_module else 0
+        self._weight_dtype = memory.weight_dtype(net) if is_module else None
 
     def window_size(self, frames: Sequence[Frame]) -> tuple[int, int]:
         """Common process (w, h) of a window: the first view's process size."""
@@ -168,7 +174,8 @@ class DA3Engine:
 
     def estimate_bytes(self, num_views: int, width: int, height: int) -> int:
         """Estimated peak GPU bytes for ``num_views`` views at (width, height) process size."""
-        act = 4 if self.dtype == torch.float32 else 2
+        half = (torch.float16, torch.bfloat16)
+        act = 2 if self.dtype in half or self._weight_dtype in half else 4
         return memory.estimate_peak_bytes(self.model.preset, num_views, height, width, self._param_bytes,
                                           act_bytes=act, attention=self.attention)
 

@@ -219,3 +219,14 @@ def param_bytes(model: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers."""
     tensors = list(model.parameters()) + list(model.buffers())
     return int(np.sum([t.numel() * t.element_size() for t in tensors])) if tensors else 0
+
+
+def weight_dtype(model: torch.nn.Module):
+    """The dtype holding most of a module's parameter elements (bf16 for a ``set_dtype``-cast net).
+
+    Returns None for a module without parameters.
+    """
+    counts: dict = {}
+    for t in model.parameters():
+        counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    return max(counts, key=counts.get) if counts else None
