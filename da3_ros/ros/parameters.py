@@ -90,6 +90,9 @@ ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "sdpa_cudnn", "sdpa_flash", 
 #: Mirrors ``da3_ros.model.refview.STRATEGIES``.
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
 
+#: Values of the ``accelerate`` parameter (see ``da3_ros.ros.predictors.resolve_accelerate``).
+ACCELERATE_MODES = ("auto", "off", "compile", "compile_graphs")
+
 #: Node-wide parameters, in declaration order.
 SPECS: tuple[ParamSpec, ...] = (
     # --- model and device (restart) ---
@@ -100,6 +103,10 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("dtype", "auto", "Inference dtype", choices=("auto", "float32", "float16", "bfloat16")),
     ParamSpec("attention_backend", "auto", "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
+    ParamSpec("accelerate", "auto", "GPU fast path (da3_ros.model.accel): compile_graphs = torch.compile "
+              "+ one CUDA graph per window shape (first use of a shape compiles, ~30-60 s); auto: "
+              "compile_graphs on CUDA with a half dtype, else off; always off on CPU",
+              choices=ACCELERATE_MODES),
     ParamSpec("process_res", 504, "Long side of the network input in pixels", lo=28, hi=4096),
     ParamSpec("ref_view_strategy", "saddle_balanced", "Reference-view choice inside a window",
               choices=REF_VIEW_STRATEGIES),

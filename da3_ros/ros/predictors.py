@@ -42,6 +42,7 @@ class PredictorInfo:
     device: str = "cpu"
     dtype: str = "float32"
     attention_backend: str = "n/a"
+    accelerate: str = "off"
     is_metric: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -64,6 +65,47 @@ def resolve_dtype(name: str, device: str):
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return getattr(torch, name)
+
+
+def resolve_accelerate(device: str, dtype, setting: str) -> str:
+    """Effective ``accelerate`` mode: ``off``, ``compile`` or ``compile_graphs``.
+
+    ``auto`` is ``compile_graphs`` on CUDA with a half dtype (the benchmark's fast path,
+    bench/RESULTS.md), else ``off``; on a non-CUDA device every setting is ``off``
+    (``da3_ros.model.accel.accelerate`` does nothing there).
+    """
+    import torch
+
+    if not device.startswith("cuda"):
+        return "off"
+    if setting == "auto":
+        return "compile_graphs" if dtype in (torch.bfloat16, torch.float16) else "off"
+    if setting not in ("off", "compile", "compile_graphs"):
+        raise ValueError(f"accelerate {setting!r} is not auto, off, compile or compile_graphs")
+    return setting
+
+
+class ShapeLoggedNet:
+    """An accelerated network that logs (INFO, once per shape) when a new window shape compiles.
+
+    Callable like the network; ``module`` is the ``nn.Module`` (the engine counts its weights),
+    ``preset`` / ``is_metric`` are the network's.
+    """
+
+    def __init__(self, fast, module, logger, mode: str) -> None:
+        self.fast, self.module, self._logger, self._mode = fast, module, logger, mode
+        self.preset = module.preset
+        self.is_metric = bool(getattr(module, "is_metric", False))
+        self.shapes_seen: set[tuple[int, ...]] = set()
+
+    def __call__(self, images, *args, **kwargs):
+        """Run ``images (B, S, 3, H, W)`` through the accelerated network."""
+        shape = tuple(images.shape)
+        if shape not in self.shapes_seen:
+            self.shapes_seen.add(shape)
+            self._logger.info(f"accelerate={self._mode}: first window of shape (B, S, 3, H, W)={shape} "
+                              "compiles now (tens of seconds; later windows of this shape are fast)")
+        return self.fast(images, *args, **kwargs)
 
 
 def bundled_model_dir() -> Path | None:
@@ -130,7 +172,8 @@ def build_engine(settings, logger) -> tuple[object, PredictorInfo]:
         net = load_pretrained(source, device=device, dtype=torch.float32, attention_backend=backend)
     net = net.to(device).eval()  # moving re-resolves the attention kernel for the device
     info.attention_backend = str(getattr(net, "attention_desc", backend))
-    engine = DA3Engine(net, process_res=int(settings["process_res"]), device=device, dtype=dtype,
+    model, amp_dtype = _fast_path(net, device, dtype, settings, logger, info)
+    engine = DA3Engine(model, process_res=int(settings["process_res"]), device=device, dtype=amp_dtype,
                        condition_on_intrinsics=bool(settings["condition_on_intrinsics"]),
                        condition_on_poses=bool(settings["condition_on_poses"]),
                        ref_view_strategy=settings["ref_view_strategy"],
@@ -139,12 +182,53 @@ def build_engine(settings, logger) -> tuple[object, PredictorInfo]:
     return engine, info
 
 
-def warm_up(predictor, settings, n_views: int, logger) -> None:
-    """Run one dummy window of ``n_views`` grey 480x640 frames (allocations, kernel choice)."""
-    frames = [Frame(image=np.full((480, 640, 3), 128, np.uint8), stamp_ns=i + 1, camera="warmup",
+def _fast_path(net, device: str, dtype, settings, logger, info: PredictorInfo):
+    """The callable the engine runs and its autocast dtype.
+
+    On CUDA with a half dtype the weights are cast (``set_dtype``: camera modules stay fp32)
+    and the engine does not autocast (float32); elsewhere weights stay fp32 and the engine
+    autocasts to ``dtype`` as before. ``accelerate`` (see :func:`resolve_accelerate`) then
+    wraps the network with ``da3_ros.model.accel.accelerate`` without shapes: each window shape
+    compiles on first use, the warm-up window included.
+    """
+    import torch
+
+    setting = str(settings["accelerate"])
+    mode = resolve_accelerate(device, dtype, setting)
+    if setting not in ("auto", "off") and mode == "off":
+        logger.warning(f"accelerate={setting} needs CUDA; running eagerly on {device}")
+    half = device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
+    if half:
+        net.set_dtype(dtype)
+    amp_dtype = torch.float32 if half else dtype
+    if mode == "off":
+        return net, amp_dtype
+    from da3_ros.model.accel import accelerate
+
+    fast = accelerate(net, shapes=(), graphs=mode == "compile_graphs",
+                      ref_view_strategy=settings["ref_view_strategy"])
+    info.accelerate = mode
+    return ShapeLoggedNet(fast, net, logger, mode), amp_dtype
+
+
+WARMUP_SIZE = (640, 480)
+
+
+def warm_up(predictor, settings, n_views: int, logger, size: tuple[int, int] = WARMUP_SIZE) -> None:
+    """Run one dummy window of ``n_views`` grey ``size`` (width, height) frames.
+
+    It goes through ``predictor.predict`` like a real window, so with ``accelerate`` it compiles
+    and captures exactly the shape real ``size`` images produce: ``(1, n_views, 3, h, w)`` with
+    ``(w, h)`` from ``process_res`` (``DA3Engine.window_size``). The camera's size is not known at
+    activation; real images of another size (or windows the memory planner shrinks) compile on
+    their first use instead, logged once per shape.
+    """
+    w, h = size
+    frames = [Frame(image=np.full((h, w, 3), 128, np.uint8), stamp_ns=i + 1, camera="warmup",
                     frame_id="warmup") for i in range(n_views)]
+    t0 = time.monotonic()
     predictor.predict(frames)
-    logger.info(f"warm-up window of {n_views} views done")
+    logger.info(f"warm-up window of {n_views} views of {w}x{h} done in {time.monotonic() - t0:.1f} s")
 
 
 def release(predictor) -> None:

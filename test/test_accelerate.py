@@ -1,0 +1,153 @@
+"""The ``accelerate`` parameter and the engine's fast-path wiring, checked on the CPU (da3-tiny).
+
+On CUDA ``build_engine`` casts the weights to the half dtype, turns autocast off and wraps the
+network with ``da3_ros.model.accel.accelerate``; that GPU branch could not be run here. What is
+checked: the choice of mode, the CPU path being unchanged, the wrapper plumbing the CUDA branch
+uses (weights counted through ``.module``, bf16 weights without autocast, one log per new shape)
+and that the warm-up window has the shape real frames of its size produce.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from da3_ros.core import memory
+from da3_ros.core.engine import DA3Engine
+from da3_ros.core.frames import Frame
+from da3_ros.model import build_model
+from da3_ros.model.accel import GraphedDA3, compile_network
+from da3_ros.ros import predictors
+from da3_ros.ros.parameters import SPEC_BY_NAME, SPECS, check_values
+
+LOG = logging.getLogger("test_accelerate")
+
+
+class _Log:
+    """Logger stand-in that records messages."""
+
+    def __init__(self):
+        self.infos, self.warnings = [], []
+
+    def info(self, msg):
+        self.infos.append(msg)
+
+    def warning(self, msg):
+        self.warnings.append(msg)
+
+
+def _settings(**over):
+    values = {s.name: s.default for s in SPECS}
+    values.update(model="da3-tiny", device="cpu", dtype="auto", process_res=56,
+                  ref_view_strategy="first", **over)
+    return values
+
+
+def _frames(n, w=64, h=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Frame(image=rng.integers(0, 255, (h, w, 3), dtype=np.uint8), stamp_ns=i + 1, camera="c",
+                  frame_id="c") for i in range(n)]
+
+
+def test_accelerate_parameter_is_declared_restart_only_and_validated():
+    spec = SPEC_BY_NAME["accelerate"]
+    assert spec.default == "auto" and not spec.dynamic
+    assert set(spec.choices) == {"auto", "off", "compile", "compile_graphs"}
+    assert check_values({"accelerate": "compile_graphs"}) is None
+    assert "accelerate" in check_values({"accelerate": "fast"})
+
+
+@pytest.mark.parametrize("device, dtype, setting, want", [
+    ("cuda", torch.bfloat16, "auto", "compile_graphs"),
+    ("cuda:1", torch.float16, "auto", "compile_graphs"),
+    ("cuda", torch.float32, "auto", "off"),
+    ("cuda", torch.float32, "compile", "compile"),
+    ("cuda", torch.bfloat16, "off", "off"),
+    ("cuda", torch.bfloat16, "compile", "compile"),
+    ("cpu", torch.bfloat16, "auto", "off"),
+    ("cpu", torch.float32, "compile_graphs", "off"),
+])
+def test_resolve_accelerate(device, dtype, setting, want):
+    assert predictors.resolve_accelerate(device, dtype, setting) == want
+
+
+def test_resolve_accelerate_rejects_unknown_modes_on_cuda():
+    with pytest.raises(ValueError, match="accelerate"):
+        predictors.resolve_accelerate("cuda", torch.bfloat16, "turbo")
+
+
+@pytest.mark.parametrize("setting", ["off", "auto", "compile_graphs"])
+def test_build_engine_on_cpu_is_the_plain_fp32_engine(setting):
+    torch.manual_seed(0)
+    ref_net = build_model("da3-tiny").eval()
+    ref = DA3Engine(ref_net, process_res=56, ref_view_strategy="first", attention="flash")
+    torch.manual_seed(0)
+    log = _Log()
+    engine, info = predictors.build_engine(_settings(accelerate=setting), log)
+    assert engine.model.__class__ is ref_net.__class__  # not wrapped on the CPU
+    assert engine.dtype == torch.float32 and info.accelerate == "off"
+    assert next(engine.model.parameters()).dtype == torch.float32
+    assert bool(log.warnings[1:]) == (setting == "compile_graphs")  # [0]: random weights warning
+    frames = _frames(2)
+    a, b = engine.predict(frames), ref.predict(frames)
+    for x, y in zip(a.depth + a.confidence, b.depth + b.confidence, strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.world_from_cam, b.world_from_cam)
+
+
+def test_engine_counts_the_weights_of_accel_wrappers():
+    net = build_model("da3-tiny").eval()
+    plain = DA3Engine(net, process_res=56)
+    want = memory.param_bytes(net)
+    assert want > 0 and plain._param_bytes == want
+    wrappers = [GraphedDA3(net), GraphedDA3(compile_network(net), module=net), compile_network(net),
+                predictors.ShapeLoggedNet(GraphedDA3(net), net, _Log(), "compile_graphs")]
+    for wrapped in wrappers:
+        engine = DA3Engine(wrapped, process_res=56)
+        assert engine._param_bytes == want, type(wrapped).__name__
+        assert engine.estimate_bytes(4, 56, 42) == plain.estimate_bytes(4, 56, 42)
+
+
+def test_half_weights_are_estimated_with_two_byte_activations():
+    net = build_model("da3-tiny").eval()
+    fp32 = DA3Engine(net, process_res=56).estimate_bytes(4, 56, 42)
+    net.set_dtype(torch.bfloat16)
+    assert memory.weight_dtype(net) == torch.bfloat16
+    engine = DA3Engine(predictors.ShapeLoggedNet(GraphedDA3(net), net, _Log(), "compile_graphs"),
+                       process_res=56, dtype=torch.float32)
+    got = engine.estimate_bytes(4, 56, 42)
+    want = memory.estimate_peak_bytes(net.preset, 4, 42, 56, memory.param_bytes(net), act_bytes=2,
+                                      attention="flash")
+    assert got == want and got < fp32
+
+
+def test_bf16_weights_without_autocast_through_the_wrapper_match_fp32():
+    """The CUDA branch's configuration, run on the CPU: set_dtype weights, no autocast, wrapper."""
+    torch.manual_seed(0)
+    net = build_model("da3-tiny").eval()
+    frames = _frames(3)
+    ref = DA3Engine(net, process_res=56, ref_view_strategy="first").predict(frames)
+    log = _Log()
+    net.set_dtype(torch.bfloat16)
+    fast = predictors.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
+    engine = DA3Engine(fast, process_res=56, ref_view_strategy="first", dtype=torch.float32)
+    out = engine.predict(frames)
+    for x, y in zip(out.depth, ref.depth, strict=True):
+        assert np.isfinite(x).all()
+        assert np.median(np.abs(x - y) / np.abs(y)) < 0.05  # bf16 rounding, not a different net
+    engine.predict(frames)
+    assert len(log.infos) == 1 and "(1, 3, 3, 42, 56)" in log.infos[0]
+
+
+def test_warm_up_compiles_the_shape_real_frames_of_its_size_produce():
+    net = build_model("da3-tiny").eval()
+    log = _Log()
+    fast = predictors.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
+    engine = DA3Engine(fast, process_res=56, ref_view_strategy="first")
+    predictors.warm_up(engine, {}, 2, LOG, size=(80, 60))
+    assert len(fast.shapes_seen) == 1
+    engine.predict(_frames(2, w=80, h=60))
+    assert len(fast.shapes_seen) == 1 and len(log.infos) == 1  # no new compile for real frames
+    engine.predict(_frames(2, w=60, h=80))  # another camera size: a new shape, logged once
+    assert len(fast.shapes_seen) == 2 and len(log.infos) == 2
