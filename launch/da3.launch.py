@@ -15,32 +15,18 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from da3_ros.launch_args import parameter_overrides, split_remaps
+
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
 DEFAULT_CONFIG = "da3.yaml"
-
-
-def _split_remaps(text):
-    """'a:=b c:=d' -> [('a', 'b'), ('c', 'd')] (no eval of launch arguments)."""
-    pairs = []
-    for item in text.replace(";", " ").split():
-        src, sep, dst = item.partition(":=")
-        if not sep or not src or not dst:
-            raise ValueError(f"remaps: expected from:=to, got {item!r}")
-        pairs.append((src, dst))
-    return pairs
-
-
-def _overrides(value):
-    """model / device launch arguments override the params file when given ('' keeps it)."""
-    return {name: value(name) for name in ("model", "device") if value(name)}
 
 
 def _node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     remaps = [("/camera/image_raw", value("image_topic")),
               ("/camera/camera_info", value("camera_info_topic"))]
-    remaps += _split_remaps(value("remaps"))
+    remaps += split_remaps(value("remaps"))
     return [Node(
         package=PACKAGE,
         executable=EXECUTABLE,
@@ -51,7 +37,7 @@ def _node(context):
         parameters=[value("config"),
                     {"use_sim_time": value("use_sim_time").lower() == "true",
                      "autostart": value("autostart").lower() == "true"},
-                    _overrides(value)],
+                    parameter_overrides(value)],
         remappings=remaps,
         arguments=["--ros-args", "--log-level", value("log_level")],
     )]

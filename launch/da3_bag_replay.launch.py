@@ -16,25 +16,11 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from da3_ros.launch_args import parameter_overrides, split_remaps
+
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
 DEFAULT_CONFIG = "da3_replay.yaml"
-
-
-def _split_remaps(text):
-    """'a:=b c:=d' -> [('a', 'b'), ('c', 'd')] (no eval of launch arguments)."""
-    pairs = []
-    for item in text.replace(";", " ").split():
-        src, sep, dst = item.partition(":=")
-        if not sep or not src or not dst:
-            raise ValueError(f"remaps: expected from:=to, got {item!r}")
-        pairs.append((src, dst))
-    return pairs
-
-
-def _overrides(value):
-    """model / device launch arguments override the params file when given ('' keeps it)."""
-    return {name: value(name) for name in ("model", "device") if value(name)}
 
 
 def _actions(context):
@@ -47,8 +33,8 @@ def _actions(context):
         namespace=namespace,
         output="screen",
         emulate_tty=True,
-        parameters=[value("config"), {"use_sim_time": True, "autostart": True}, _overrides(value)],
-        remappings=_split_remaps(value("remaps")),
+        parameters=[value("config"), {"use_sim_time": True, "autostart": True}, parameter_overrides(value)],
+        remappings=split_remaps(value("remaps")),
         arguments=["--ros-args", "--log-level", value("log_level")],
     )
     play = ["ros2", "bag", "play", value("bag"), "--clock", "--rate", value("rate"),
