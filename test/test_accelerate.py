@@ -151,3 +151,21 @@ def test_warm_up_compiles_the_shape_real_frames_of_its_size_produce():
     assert len(fast.shapes_seen) == 1 and len(log.infos) == 1  # no new compile for real frames
     engine.predict(_frames(2, w=60, h=80))  # another camera size: a new shape, logged once
     assert len(fast.shapes_seen) == 2 and len(log.infos) == 2
+
+
+def test_da3_eval_passes_accelerate_to_build_engine(monkeypatch):
+    from da3_ros.tools import eval as da3_eval
+
+    args = da3_eval.build_parser().parse_args(["some.bag", "--model", "da3-tiny", "--device", "cpu",
+                                               "--accelerate", "compile", "--out", "o"])
+    opts = da3_eval.options_from_args(args)
+    assert opts.accelerate == "compile"
+    seen = {}
+
+    def fake_build(settings, logger):
+        seen.update(settings)
+        return DA3Engine(build_model("da3-tiny").eval(), process_res=56), predictors.PredictorInfo("x")
+
+    monkeypatch.setattr(predictors, "build_engine", fake_build)
+    da3_eval.make_predictor(opts, truth_fn=None)
+    assert seen["accelerate"] == "compile" and seen["device"] == "cpu"

@@ -49,6 +49,7 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     attention_backend: str = "auto"
+    accelerate: str = "auto"
     ref_view_strategy: str = "saddle_balanced"
     max_frames: int = 0
     min_depth_m: float = 1e-3
@@ -78,7 +79,8 @@ def make_predictor(opts: EvalOptions, truth_fn):
 
     settings = {s.name: s.default for s in SPECS}
     settings.update(model=opts.model, device=opts.device, dtype=opts.dtype, process_res=opts.process_res,
-                    attention_backend=opts.attention_backend, ref_view_strategy=opts.ref_view_strategy)
+                    attention_backend=opts.attention_backend, ref_view_strategy=opts.ref_view_strategy,
+                    accelerate=opts.accelerate)
     engine, info = build_engine(settings, LOG)
     engine.name = info.name
     return engine
@@ -155,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     p.add_argument("--attention-backend", default="auto")
+    p.add_argument("--accelerate", default="auto", choices=("auto", "off", "compile", "compile_graphs"),
+                   help="GPU fast path as the node's accelerate parameter (auto: compile + CUDA graphs "
+                        "on CUDA with a half dtype; each new window shape compiles once, tens of seconds)")
     p.add_argument("--ref-view-strategy", default="saddle_balanced",
                    choices=("first", "middle", "saddle_balanced", "saddle_sim_range"),
                    help="reference view of each window (the node's ref_view_strategy)")
@@ -184,6 +189,7 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
                        num_view=args.num_view, stride=args.stride, dilations=dil or (1,), slop_s=args.slop,
                        process_res=args.process_res, device=args.device, dtype=args.dtype,
                        attention_backend=args.attention_backend, ref_view_strategy=args.ref_view_strategy,
+                       accelerate=args.accelerate,
                        max_frames=args.max_frames,
                        max_depth_m=args.max_depth, scale_range=tuple(args.scale_range),
                        depth_noise=args.depth_noise, pose_noise=args.pose_noise,
