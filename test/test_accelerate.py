@@ -169,3 +169,12 @@ def test_da3_eval_passes_accelerate_to_build_engine(monkeypatch):
     monkeypatch.setattr(predictors, "build_engine", fake_build)
     da3_eval.make_predictor(opts, truth_fn=None)
     assert seen["accelerate"] == "compile" and seen["device"] == "cpu"
+
+
+def test_release_drops_the_graphs_of_an_accelerated_engine():
+    net = build_model("da3-tiny").eval()
+    fast = GraphedDA3(net)
+    fast._graphs["k"] = object()  # stands for a captured graph (none are captured on the CPU)
+    engine = DA3Engine(predictors.ShapeLoggedNet(fast, net, _Log(), "compile_graphs"), process_res=56)
+    predictors.release(engine)
+    assert fast.cached_keys() == []

@@ -232,8 +232,14 @@ def warm_up(predictor, settings, n_views: int, logger, size: tuple[int, int] = W
 
 
 def release(predictor) -> None:
-    """Drop the predictor and return cached GPU memory to the driver."""
-    del predictor
+    """Drop the predictor (its CUDA graphs and compiled code too) and return cached GPU memory."""
+    model = getattr(predictor, "model", None)
+    if isinstance(model, ShapeLoggedNet):
+        getattr(model.fast, "reset", lambda: None)()  # GraphedDA3: drop graphs and their pool
+        import torch._dynamo
+
+        torch._dynamo.reset()  # compiled code holds the network's weights
+    del predictor, model
     gc.collect()
     try:
         import torch
