@@ -97,6 +97,7 @@ def test_tiny_network_plumbing(tmp_path: Path):
     diag = {kv.key: kv.value for kv in rec.get("/diagnostics")[-1].status[0].values}
     assert diag["model"] == "da3-tiny (random weights)"
     assert (diag["depth_units"], diag["device"], diag["attention_backend"]) == ("relative", "cpu", "sdpa")
+    assert diag["accelerate"] == "off"  # the GPU fast path never runs on the CPU
 
 
 def test_default_config_starts_and_every_topic_appears(tmp_path: Path):

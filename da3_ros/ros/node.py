@@ -208,7 +208,7 @@ class Da3Node(LifecycleNode):
                 n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
                 predictors.warm_up(self.predictor, s, n, self.get_logger())
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
-                               "attention_backend": info.attention_backend,
+                               "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": "metric" if info.is_metric else "relative"})
         self._device = info.device
 
