@@ -104,8 +104,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("attention_backend", "auto", "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
     ParamSpec("accelerate", "auto", "GPU fast path (da3_ros.model.accel): compile_graphs = torch.compile "
-              "+ one CUDA graph per window shape (first use of a shape compiles, ~30-60 s); auto: "
-              "compile_graphs on CUDA with a half dtype, else off; always off on CPU",
+              "+ one CUDA graph per window shape (first use of a shape compiles, ~30-60 s); auto: off "
+              "(half-precision weights, eager) until the node's compiled path is GPU-verified; "
+              "always off on CPU",
               choices=ACCELERATE_MODES),
     ParamSpec("process_res", 504, "Long side of the network input in pixels", lo=28, hi=4096),
     ParamSpec("ref_view_strategy", "saddle_balanced", "Reference-view choice inside a window",

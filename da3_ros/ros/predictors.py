@@ -67,19 +67,19 @@ def resolve_dtype(name: str, device: str):
     return getattr(torch, name)
 
 
-def resolve_accelerate(device: str, dtype, setting: str) -> str:
+def resolve_accelerate(device: str, setting: str) -> str:
     """Effective ``accelerate`` mode: ``off``, ``compile`` or ``compile_graphs``.
 
-    ``auto`` is ``compile_graphs`` on CUDA with a half dtype (the benchmark's fast path,
-    bench/RESULTS.md), else ``off``; on a non-CUDA device every setting is ``off``
-    (``da3_ros.model.accel.accelerate`` does nothing there).
+    ``auto`` is ``off`` (half-precision weights, eager): compiling and graph capture
+    (``compile_graphs``, the benchmark's fastest path, bench/RESULTS.md) are opt-in until the
+    node's own path has run them on a GPU, and they stall activation for about a minute. On a
+    non-CUDA device every setting is ``off`` (``da3_ros.model.accel.accelerate`` does nothing
+    there).
     """
-    import torch
-
     if not device.startswith("cuda"):
         return "off"
     if setting == "auto":
-        return "compile_graphs" if dtype in (torch.bfloat16, torch.float16) else "off"
+        return "off"
     if setting not in ("off", "compile", "compile_graphs"):
         raise ValueError(f"accelerate {setting!r} is not auto, off, compile or compile_graphs")
     return setting
@@ -194,7 +194,7 @@ def _fast_path(net, device: str, dtype, settings, logger, info: PredictorInfo):
     import torch
 
     setting = str(settings["accelerate"])
-    mode = resolve_accelerate(device, dtype, setting)
+    mode = resolve_accelerate(device, setting)
     if setting not in ("auto", "off") and mode == "off":
         logger.warning(f"accelerate={setting} needs CUDA; running eagerly on {device}")
     half = device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
