@@ -176,3 +176,20 @@ def test_release_drops_the_graphs_of_an_accelerated_engine():
     engine = DA3Engine(predictors.ShapeLoggedNet(fast, net, _Log(), "compile_graphs"), process_res=56)
     predictors.release(engine)
     assert fast.cached_keys() == []
+
+
+def test_weights_recommend_their_inference_settings(tmp_path):
+    """process_res 0 / ref_view_strategy auto take the weights' config.json da3_ros block."""
+    (tmp_path / "config.json").write_text('{"model_name": "da3-tiny", '
+                                          '"da3_ros": {"process_res": 224, "ref_view_strategy": "first"}}')
+    auto = {"process_res": 0, "ref_view_strategy": "auto"}
+    assert predictors.inference_settings(auto, "path", str(tmp_path)) == (224, "first")
+    explicit = {"process_res": 336, "ref_view_strategy": "middle"}
+    assert predictors.inference_settings(explicit, "path", str(tmp_path)) == (336, "middle")
+    # official checkpoints and hub ids carry no recommendation: upstream's defaults
+    (tmp_path / "config.json").write_text('{"model_name": "da3-large"}')
+    assert predictors.inference_settings(auto, "path", str(tmp_path)) == (504, "saddle_balanced")
+    assert predictors.inference_settings(auto, "hub", "depth-anything/DA3-LARGE") == (504, "saddle_balanced")
+    # the bundled model records what it was trained with
+    bundled = str(predictors.bundled_model_dir())
+    assert predictors.inference_settings(auto, "path", bundled) == (224, "first")

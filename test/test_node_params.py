@@ -59,7 +59,7 @@ def test_descriptors_types_ranges_and_read_only(make_node):
     conf = node.describe_parameter("conf_threshold")
     assert not conf.read_only and conf.floating_point_range[0].from_value == 0.0
     res = node.describe_parameter("process_res")
-    assert res.read_only and res.integer_range[0].from_value == 28
+    assert res.read_only and res.integer_range[0].from_value == 0  # 0: the weights' recommendation
     assert "drop_oldest" in node.describe_parameter("queue_policy").additional_constraints
     cam = node.describe_parameter("camera.camera.image_topic")
     assert cam.read_only and node.get_parameter("camera.camera.image_topic").value == "camera/image_raw"

@@ -108,9 +108,11 @@ SPECS: tuple[ParamSpec, ...] = (
               "(half-precision weights, eager) until the node's compiled path is GPU-verified; "
               "always off on CPU",
               choices=ACCELERATE_MODES),
-    ParamSpec("process_res", 504, "Long side of the network input in pixels", lo=28, hi=4096),
-    ParamSpec("ref_view_strategy", "saddle_balanced", "Reference-view choice inside a window",
-              choices=REF_VIEW_STRATEGIES),
+    ParamSpec("process_res", 0, "Long side of the network input in pixels (28-4096); 0: what the "
+              "weights' config.json recommends (da3_ros block), else 504", lo=0, hi=4096),
+    ParamSpec("ref_view_strategy", "auto", "Reference-view choice inside a window; auto: what the "
+              "weights' config.json recommends (da3_ros block), else saddle_balanced",
+              choices=("auto",) + REF_VIEW_STRATEGIES),
     ParamSpec("condition_on_intrinsics", False, "Feed CameraInfo intrinsics to the network"),
     ParamSpec("condition_on_poses", False, "Feed known poses to the network"),
     ParamSpec("warmup", True, "Run one dummy window on activation (first real window is then fast)"),
@@ -314,6 +316,8 @@ def _camera_spec(name: str) -> ParamSpec | None:
 
 
 def _check_relations(v: dict[str, Any]) -> str | None:
+    if 0 < v.get("process_res", 0) < 28:
+        return f"process_res ({v['process_res']}) must be 0 (the model's recommendation) or at least 28"
     if v.get("max_depth_m") and not v.get("min_depth_m", 0.0) < v["max_depth_m"]:
         return f"min_depth_m ({v['min_depth_m']}) must be below max_depth_m ({v['max_depth_m']})"
     rng = v.get("depth_colored_range")

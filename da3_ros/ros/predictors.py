@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -146,6 +147,36 @@ def resolve_model_source(model: str) -> tuple[str, str]:
                      "an existing weights directory, a hub id (org/name), 'default' or 'truth'")
 
 
+DEFAULT_PROCESS_RES = 504
+DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
+
+
+def recommended_settings(kind: str, source: str) -> dict:
+    """The inference settings a weights directory recommends (its config.json ``da3_ros`` block).
+
+    Our trained weights record the resolution and reference-view strategy they were trained
+    for; official checkpoints carry none (upstream defaults apply).
+    """
+    if kind != "path":
+        return {}
+    config = Path(source) / "config.json"
+    try:
+        block = json.loads(config.read_text()).get("da3_ros", {})
+    except (OSError, ValueError):
+        return {}
+    return {k: block[k] for k in ("process_res", "ref_view_strategy") if k in block}
+
+
+def inference_settings(settings, kind: str, source: str) -> tuple[int, str]:
+    """``(process_res, ref_view_strategy)``: the parameters, where 0 / ``auto`` defer to the weights."""
+    recommended = recommended_settings(kind, source)
+    process_res = int(settings["process_res"]) or int(recommended.get("process_res", DEFAULT_PROCESS_RES))
+    ref = settings["ref_view_strategy"]
+    if ref == "auto":
+        ref = str(recommended.get("ref_view_strategy", DEFAULT_REF_VIEW_STRATEGY))
+    return process_res, ref
+
+
 def build_engine(settings, logger) -> tuple[object, PredictorInfo]:
     """Load the network and wrap it in a :class:`DA3Engine` as the parameters say."""
     import torch
@@ -172,17 +203,19 @@ def build_engine(settings, logger) -> tuple[object, PredictorInfo]:
         net = load_pretrained(source, device=device, dtype=torch.float32, attention_backend=backend)
     net = net.to(device).eval()  # moving re-resolves the attention kernel for the device
     info.attention_backend = str(getattr(net, "attention_desc", backend))
-    model, amp_dtype = _fast_path(net, device, dtype, settings, logger, info)
-    engine = DA3Engine(model, process_res=int(settings["process_res"]), device=device, dtype=amp_dtype,
+    process_res, ref_view = inference_settings(settings, kind, source)
+    logger.info(f"process_res {process_res}, ref_view_strategy {ref_view}")
+    model, amp_dtype = _fast_path(net, device, dtype, ref_view, settings, logger, info)
+    engine = DA3Engine(model, process_res=process_res, device=device, dtype=amp_dtype,
                        condition_on_intrinsics=bool(settings["condition_on_intrinsics"]),
                        condition_on_poses=bool(settings["condition_on_poses"]),
-                       ref_view_strategy=settings["ref_view_strategy"],
+                       ref_view_strategy=ref_view,
                        attention="math" if backend == "manual" else "flash")
     info.is_metric = bool(engine.is_metric)
     return engine, info
 
 
-def _fast_path(net, device: str, dtype, settings, logger, info: PredictorInfo):
+def _fast_path(net, device: str, dtype, ref_view_strategy: str, settings, logger, info: PredictorInfo):
     """The callable the engine runs and its autocast dtype.
 
     On CUDA with a half dtype the weights are cast (``set_dtype``: camera modules stay fp32)
@@ -206,7 +239,7 @@ def _fast_path(net, device: str, dtype, settings, logger, info: PredictorInfo):
     from da3_ros.model.accel import accelerate
 
     fast = accelerate(net, shapes=(), graphs=mode == "compile_graphs",
-                      ref_view_strategy=settings["ref_view_strategy"])
+                      ref_view_strategy=ref_view_strategy)
     info.accelerate = mode
     return ShapeLoggedNet(fast, net, logger, mode), amp_dtype
 

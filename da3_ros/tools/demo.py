@@ -108,11 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="default", help="default | weights dir | hub id | preset")
     p.add_argument("--bag", default=str(DEFAULT_BAG))
     p.add_argument("--out", default=str(REPO / "out" / "demo"))
-    # The bundled model was trained at about 224 px with the first view as reference
-    # (data/models/da3-tiny-synth/README.md); official weights: --process-res 504.
-    p.add_argument("--process-res", type=int, default=224, help="long side of the network input")
-    p.add_argument("--ref-view-strategy", default="first",
-                   choices=("first", "middle", "saddle_balanced", "saddle_sim_range"))
+    # 0 / auto: what the weights recommend in their config.json (the bundled model: 224 px,
+    # first view as reference, as it was trained); official weights: 504, saddle_balanced.
+    p.add_argument("--process-res", type=int, default=0, help="long side of the network input")
+    p.add_argument("--ref-view-strategy", default="auto",
+                   choices=("auto", "first", "middle", "saddle_balanced", "saddle_sim_range"))
     p.add_argument("--device", default="auto")
     p.add_argument("--num-view", type=int, default=4)
     p.add_argument("--stride", type=int, default=2)

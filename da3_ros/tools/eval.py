@@ -45,12 +45,12 @@ class EvalOptions:
     stride: int = 2
     dilations: tuple[int, ...] = (1,)
     slop_s: float = 0.02
-    process_res: int = 504
+    process_res: int = 0  # 0: the weights' recommendation, else 504
     device: str = "auto"
     dtype: str = "auto"
     attention_backend: str = "auto"
     accelerate: str = "auto"
-    ref_view_strategy: str = "saddle_balanced"
+    ref_view_strategy: str = "auto"
     max_frames: int = 0
     min_depth_m: float = 1e-3
     max_depth_m: float = math.inf
@@ -153,16 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--dilations", default="1", help="comma-separated frame gaps in a window")
     p.add_argument("--slop", type=float, default=0.02, help="multi-camera sync tolerance, s")
-    p.add_argument("--process-res", type=int, default=504)
+    p.add_argument("--process-res", type=int, default=0,
+                   help="long side of the network input; 0: the weights' recommendation, else 504")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     p.add_argument("--attention-backend", default="auto")
     p.add_argument("--accelerate", default="auto", choices=("auto", "off", "compile", "compile_graphs"),
                    help="GPU fast path as the node's accelerate parameter (auto: compile + CUDA graphs "
                         "on CUDA with a half dtype; each new window shape compiles once, tens of seconds)")
-    p.add_argument("--ref-view-strategy", default="saddle_balanced",
-                   choices=("first", "middle", "saddle_balanced", "saddle_sim_range"),
-                   help="reference view of each window (the node's ref_view_strategy)")
+    p.add_argument("--ref-view-strategy", default="auto",
+                   choices=("auto", "first", "middle", "saddle_balanced", "saddle_sim_range"),
+                   help="reference view of each window (the node's ref_view_strategy); auto: the "
+                   "weights' recommendation, else saddle_balanced")
     p.add_argument("--max-frames", type=int, default=0, help="frames per camera (0: all)")
     p.add_argument("--max-depth", type=float, default=math.inf, help="largest truth depth scored, m")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LO", "HI"),
