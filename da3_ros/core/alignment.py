@@ -85,14 +85,19 @@ def _thumb(depth: np.ndarray, max_side: int = 64) -> np.ndarray:
     return np.array(depth[::k, ::k], dtype=np.float32, copy=True, order="C")
 
 
-def depth_ratio_scale(published: list[np.ndarray], new: list[np.ndarray]) -> tuple[float, int]:
-    """Median of published/new depth over pixels valid in both; returns (scale, n_pixels)."""
+def _log_depth_ratios(published: list[np.ndarray], new: list[np.ndarray]) -> np.ndarray:
+    """log(published / new) over the pixels valid (finite, > 0) in both maps of each pair, (N,)."""
     ratios = []
     for a, b in zip(published, new):
         with np.errstate(invalid="ignore", divide="ignore"):
             ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
             ratios.append(np.log(a[ok] / b[ok]))
-    r = np.concatenate(ratios) if ratios else np.zeros(0)
+    return np.concatenate(ratios) if ratios else np.zeros(0)
+
+
+def depth_ratio_scale(published: list[np.ndarray], new: list[np.ndarray]) -> tuple[float, int]:
+    """Median of published/new depth over pixels valid in both; returns (scale, n_pixels)."""
+    r = _log_depth_ratios(published, new)
     return (float(np.exp(np.median(r))), len(r)) if len(r) else (float("nan"), 0)
 
 
@@ -189,37 +194,30 @@ class WindowChainer:
         if self.windows == 0 and known:
             self.anchored_to_known = True
         shared = [i for i, k in enumerate(keys) if k in self.published]
-        dscale, npx = float("nan"), 0
-        if shared:
-            dscale, npx = depth_ratio_scale([self.published[keys[i]].depth_thumb for i in shared],
-                                            [_thumb(pred.depth[i]) for i in shared])
+        # Thumbnails of the shared views, published and new (window units), made once.
+        thumbs = ([self.published[keys[i]].depth_thumb for i in shared],
+                  [_thumb(pred.depth[i]) for i in shared])
+        dscale, npx = depth_ratio_scale(*thumbs)  # (NaN, 0) without shared views
         if self.anchored_to_known and known:
             target = np.stack([np.asarray(pred.frames[i].world_from_cam, dtype=np.float64) for i in known])
             s, R, t, res, rot = estimate_sim3(target, P[known], with_scale, dscale if npx else None,
                                               prefer_centres=True, fallback_scale=self.last_scale)
-            return self._finish(Alignment(s, R, t, "known_poses", len(known), res, rot), pred, shared)
+            return self._finish(Alignment(s, R, t, "known_poses", len(known), res, rot), *thumbs)
         if self.windows == 0:
             return Alignment(1.0, np.eye(3), np.zeros(3), "first")
         if shared:
             target = np.stack([self.published[keys[i]].pose for i in shared])
             s, R, t, res, rot = estimate_sim3(target, P[shared], with_scale, dscale if npx else None,
                                               fallback_scale=self.last_scale)
-            return self._finish(Alignment(s, R, t, "shared", len(shared), res, rot), pred, shared)
+            return self._finish(Alignment(s, R, t, "shared", len(shared), res, rot), *thumbs)
         return self._extrapolate(pred, with_scale)
 
-    def _finish(self, al: Alignment, pred: WindowPrediction, shared: list[int]) -> Alignment:
-        if shared:
-            keys = [frame_key(pred.frames[i]) for i in shared]
-            _, n = depth_ratio_scale([self.published[k].depth_thumb for k in keys],
-                                     [_thumb(pred.depth[i]) * al.scale for i in shared])
-            if n:
-                r = []
-                for k, i in zip(keys, shared):
-                    a, b = self.published[k].depth_thumb, _thumb(pred.depth[i]) * al.scale
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
-                        r.append(np.abs(np.log(a[ok] / b[ok])))
-                al.depth_residual = float(np.median(np.concatenate(r)))
+    @staticmethod
+    def _finish(al: Alignment, published: list[np.ndarray], new: list[np.ndarray]) -> Alignment:
+        """Set ``al.depth_residual`` from the shared views' depth thumbnails (new ones in window units)."""
+        r = _log_depth_ratios(published, [b * al.scale for b in new])
+        if len(r):
+            al.depth_residual = float(np.median(np.abs(r)))
         return al
 
     def _extrapolate(self, pred: WindowPrediction, with_scale: bool) -> Alignment:
