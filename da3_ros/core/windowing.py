@@ -42,11 +42,19 @@ def window_indices(newest: int, num_view: int, dilation: int = 1) -> list[int]:
     return [newest - (num_view - 1 - k) * dilation for k in range(num_view)]
 
 
+def _grey_thumb(image: np.ndarray) -> np.ndarray:
+    """(24, 32) float32 grey-level thumbnail of an RGB uint8 image (H, W, 3)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _thumb_change(ta: np.ndarray, tb: np.ndarray) -> float:
+    return float(np.mean(np.abs(ta - tb)) / 255.0)
+
+
 def image_change(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute grey-level difference of two RGB images on a 32x24 thumbnail, in [0, 1]."""
-    ta = cv2.resize(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
-    tb = cv2.resize(cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
-    return float(np.mean(np.abs(ta.astype(np.float32) - tb.astype(np.float32))) / 255.0)
+    return _thumb_change(_grey_thumb(a), _grey_thumb(b))
 
 
 class KeyframeSelector:
@@ -61,16 +69,19 @@ class KeyframeSelector:
         self.min_dt_ns = int(round(min_dt_s * 1e9))
         self.min_change = float(min_change)
         self._last_stamp: int | None = None
-        self._last_image: np.ndarray | None = None
+        self._last_thumb: np.ndarray | None = None  # the last keyframe's grey thumbnail
 
     def accept(self, stamp_ns: int, image: np.ndarray) -> bool:
         """True if this (stamp, image) is a keyframe; keyframes become the new reference."""
-        if self._last_stamp is not None:
-            if self.min_dt_ns > 0 and stamp_ns - self._last_stamp < self.min_dt_ns:
+        last = self._last_stamp
+        if last is not None and self.min_dt_ns > 0 and stamp_ns - last < self.min_dt_ns:
+            return False
+        thumb = None
+        if self.min_change > 0:
+            thumb = _grey_thumb(image)
+            if self._last_thumb is not None and _thumb_change(thumb, self._last_thumb) < self.min_change:
                 return False
-            if self.min_change > 0 and image_change(image, self._last_image) < self.min_change:
-                return False
-        self._last_stamp, self._last_image = stamp_ns, image
+        self._last_stamp, self._last_thumb = stamp_ns, thumb
         return True
 
 
