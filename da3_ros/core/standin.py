@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction
 from da3_ros.core.geometry import invert_rigid
@@ -20,14 +21,8 @@ TruthFn = Callable[[Frame], tuple[np.ndarray, np.ndarray, CameraIntrinsics]]
 
 
 def _small_rotation(rng: np.random.Generator, sigma_rad: float) -> np.ndarray:
-    """Random rotation (3, 3) with axis-angle components ~ N(0, sigma_rad) (Rodrigues)."""
-    w = rng.normal(0.0, sigma_rad, 3)
-    th = float(np.linalg.norm(w))
-    if th < 1e-15:
-        return np.eye(3)
-    k = w / th
-    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(th) * Kx + (1 - np.cos(th)) * Kx @ Kx
+    """Random rotation (3, 3) with axis-angle components ~ N(0, sigma_rad)."""
+    return Rotation.from_rotvec(rng.normal(0.0, sigma_rad, 3)).as_matrix()
 
 
 class GroundTruthPredictor:
