@@ -36,7 +36,6 @@ from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Header
 
 from da3_ros.core.geometry import ros_world_from_optical_world
 from da3_ros.ros import conversions as conv
@@ -96,13 +95,10 @@ def colorize_depth(depth: np.ndarray, near: float = 0.0, far: float = 0.0) -> np
     return out
 
 
-def _header(stamp_ns: int, frame_id: str) -> Header:
-    return Header(stamp=conv.ns_to_stamp(int(stamp_ns)), frame_id=frame_id)
-
-
 def pose_stamped(fixed_from_cam: np.ndarray, stamp_ns: int, fixed_frame: str) -> PoseStamped:
     """PoseStamped of a camera optical frame (``fixed_from_cam`` (4, 4)) in ``fixed_frame``."""
-    return PoseStamped(header=_header(stamp_ns, fixed_frame), pose=conv.matrix_to_pose(fixed_from_cam))
+    return PoseStamped(header=conv.make_header(stamp_ns, fixed_frame),
+                       pose=conv.matrix_to_pose(fixed_from_cam))
 
 
 @dataclass
@@ -247,7 +243,7 @@ class OutputPublishers:
 
     def _publish_view(self, frame, depth, conf, intr, fixed_from_cam) -> None:
         pubs, t = self.per_camera[frame.camera], self.toggles
-        header = _header(frame.stamp_ns, frame.frame_id)
+        header = conv.make_header(frame.stamp_ns, frame.frame_id)
         depth = np.ascontiguousarray(depth, dtype=np.float32)
         if t.depth:
             pubs["depth"].publish(conv.numpy_to_image(depth, "32FC1", header))
@@ -261,7 +257,7 @@ class OutputPublishers:
         if t.pose:
             pubs["pose"].publish(pose_stamped(fixed_from_cam, frame.stamp_ns, self.fixed_frame))
         if t.tf and self._tf is not None:
-            tf = TransformStamped(header=_header(frame.stamp_ns, self.fixed_frame),
+            tf = TransformStamped(header=conv.make_header(frame.stamp_ns, self.fixed_frame),
                                   child_frame_id=frame.frame_id)
             tf.transform = conv.matrix_to_transform(fixed_from_cam)
             self._tf.sendTransform(tf)
@@ -294,7 +290,7 @@ class OutputPublishers:
         odom.twist.twist.angular.x, odom.twist.twist.angular.y, odom.twist.twist.angular.z = map(float, w)
 
     def _publish_points(self, result, stamp_ns: int) -> None:
-        header = _header(stamp_ns, self.fixed_frame)
+        header = conv.make_header(stamp_ns, self.fixed_frame)
         pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
         msg = conv.points_to_cloud(pts, header, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
                                    confidence=np.asarray(result.points_conf, np.float32).reshape(-1))
