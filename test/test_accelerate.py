@@ -143,7 +143,7 @@ def test_warm_up_compiles_the_shape_real_frames_of_its_size_produce():
     log = _Log()
     fast = predictors.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
     engine = DA3Engine(fast, process_res=56, ref_view_strategy="first")
-    predictors.warm_up(engine, {}, 2, LOG, size=(80, 60))
+    predictors.warm_up(engine, 2, LOG, size=(80, 60))
     assert len(fast.shapes_seen) == 1
     engine.predict(_frames(2, w=80, h=60))
     assert len(fast.shapes_seen) == 1 and len(log.infos) == 1  # no new compile for real frames

@@ -114,6 +114,7 @@ class Da3Node(LifecycleNode):
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
+        self._device = "cpu"  # the loaded predictor's device (GPU memory in diagnostics)
         self._diag_pub = None
         self._diag_timer = None
         self._generation = 0
@@ -206,7 +207,7 @@ class Da3Node(LifecycleNode):
             self.predictor, info = predictors.build_engine(s, self.get_logger())
             if s["warmup"]:
                 n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
-                predictors.warm_up(self.predictor, s, n, self.get_logger())
+                predictors.warm_up(self.predictor, n, self.get_logger())
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": "metric" if info.is_metric else "relative"})
@@ -333,7 +334,7 @@ class Da3Node(LifecycleNode):
             return
         pipeline = self.pipeline
         stats = pipeline.stats.as_dict() if pipeline is not None else None
-        gpu = gpu_memory(getattr(self, "_device", "cpu")) if self.predictor is not None else None
+        gpu = gpu_memory(self._device) if self.predictor is not None else None
         msg = self.diag.build(self._state_machine.current_state[1], stats, gpu,
                               self.get_clock().now().to_msg())
         self._diag_pub.publish(msg)

@@ -118,7 +118,7 @@ def bundled_model_dir() -> Path | None:
         candidates.append(Path(get_package_share_directory("da3_ros")) / BUNDLED_MODEL)
     except Exception:  # noqa: BLE001 - not installed as an ament package
         pass
-    return next((c for c in candidates if (c / "config.json").is_file() or c.is_dir()), None)
+    return next((c for c in candidates if c.is_dir()), None)
 
 
 def resolve_model_source(model: str) -> tuple[str, str]:
@@ -247,7 +247,7 @@ def _fast_path(net, device: str, dtype, ref_view_strategy: str, settings, logger
 WARMUP_SIZE = (640, 480)
 
 
-def warm_up(predictor, settings, n_views: int, logger, size: tuple[int, int] = WARMUP_SIZE) -> None:
+def warm_up(predictor, n_views: int, logger, size: tuple[int, int] = WARMUP_SIZE) -> None:
     """Run one dummy window of ``n_views`` grey ``size`` (width, height) frames.
 
     It goes through ``predictor.predict`` like a real window, so with ``accelerate`` it compiles
