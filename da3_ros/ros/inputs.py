@@ -210,12 +210,21 @@ class CameraInputs:
             state.waiting = False
             while state.held:
                 frame = state.held.popleft()
-                intr = state.info
-                if intr is not None and (intr.width, intr.height) != (frame.width, frame.height):
-                    self._bad(camera, "camera_info_mismatch", f"CameraInfo is {intr.width}x{intr.height}, "
-                              f"image {frame.width}x{frame.height}; intrinsics ignored")
-                    intr = None
+                intr = self._fitting_info(camera, frame.width, frame.height)
                 self._deliver(camera, replace(frame, intrinsics=intr) if intr is not None else frame)
+
+    def _fitting_info(self, camera: str, width: int, height: int) -> CameraIntrinsics | None:
+        """The camera's latest intrinsics when they are for a ``width`` x ``height`` image.
+
+        None before the first CameraInfo, or (counted as ``camera_info_mismatch``) when the
+        CameraInfo is of another size.
+        """
+        intr = self.states[camera].info
+        if intr is not None and (intr.width, intr.height) != (width, height):
+            self._bad(camera, "camera_info_mismatch",
+                      f"CameraInfo is {intr.width}x{intr.height}, image {width}x{height}; intrinsics ignored")
+            return None
+        return intr
 
     def _to_frame(self, camera: str, msg) -> Frame | None:
         """Decode and check one image message; None (counted) when rejected."""
@@ -236,11 +245,7 @@ class CameraInputs:
             return None
         state.last_stamp_ns = stamp_ns
         h, w = rgb.shape[:2]
-        intr = state.info
-        if intr is not None and (intr.width, intr.height) != (w, h):
-            self._bad(camera, "camera_info_mismatch",
-                      f"CameraInfo is {intr.width}x{intr.height}, image {w}x{h}; intrinsics ignored")
-            intr = None
+        intr = self._fitting_info(camera, w, h)
         frame_id = state.settings.frame_id or msg.header.frame_id or f"{camera}_optical_frame"
         return Frame(image=rgb, stamp_ns=stamp_ns, camera=camera, intrinsics=intr, frame_id=frame_id)
 
