@@ -101,11 +101,6 @@ class NodeDiagnostics:
             for reason, count in stats.get("dropped", {}).items():
                 self._retired["dropped"][reason] += int(count)
 
-    def input_drops(self) -> dict[str, int]:
-        """Input drops by reason so far."""
-        with self._lock:
-            return dict(self._input_drops)
-
     def build(self, state: str, pipeline_stats: dict | None, gpu: dict[str, float] | None,
               stamp) -> DiagnosticArray:
         """The DiagnosticArray for now; resets the per-period latency window.
