@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from da3_ros.core.memory import param_bytes
 from da3_ros.model import build_model
 from da3_ros.tools.bench_common import (
     DTYPES,
@@ -36,7 +37,6 @@ from da3_ros.tools.bench_common import (
     device_name,
     images_for,
     ours_runner,
-    param_bytes,
     peak_gib,
     release,
     sync,

@@ -65,11 +65,6 @@ def peak_gib(fn: Runner, own_bytes: int = 0) -> float:
     return timed_peak(fn, own_bytes)[1]
 
 
-def param_bytes(module: torch.nn.Module) -> int:
-    """Bytes of a module's parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-
-
 def count_flops(fn: Runner) -> int:
     """FLOPs of one call of ``fn`` (matrix products, convolutions, attention; torch's count)."""
     from torch.utils.flop_counter import FlopCounterMode

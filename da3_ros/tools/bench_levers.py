@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from da3_ros.core.memory import param_bytes
 from da3_ros.model import build_model
 from da3_ros.model.accel import GraphedDA3, compile_network, compile_regions
 from da3_ros.tools.bench_common import (
@@ -21,7 +22,6 @@ from da3_ros.tools.bench_common import (
     compare,
     images_for,
     ours_runner,
-    param_bytes,
     peak_gib,
     release,
     time_ms,
