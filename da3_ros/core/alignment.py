@@ -101,6 +101,12 @@ def depth_ratio_scale(published: list[np.ndarray], new: list[np.ndarray]) -> tup
     return (float(np.exp(np.median(r))), len(r)) if len(r) else (float("nan"), 0)
 
 
+def _median_depth(depths: list[np.ndarray]) -> float | None:
+    """Median over views of each view's NaN-ignoring median depth; None when no view has a finite pixel."""
+    med = [np.nanmedian(d) for d in depths if np.isfinite(d).any()]
+    return float(np.median(med)) if med else None
+
+
 def estimate_sim3(target: np.ndarray, source: np.ndarray, with_scale: bool,
                   depth_scale: float | None = None, prefer_centres: bool = False,
                   fallback_scale: float = 1.0) -> tuple[float, np.ndarray, np.ndarray, float, float]:
@@ -180,8 +186,9 @@ class WindowChainer:
             self.drift_sq += al.residual ** 2
         al.drift = float(np.sqrt(self.drift_sq))
         self.last_scale = al.scale
-        med = [np.nanmedian(d) for d in depth if np.isfinite(d).any()]
-        self.last_median_depth = float(np.median(med)) if med else self.last_median_depth
+        if self.mode == "sim3":  # only a Sim(3) extrapolation reads it (full-resolution medians cost)
+            med = _median_depth(depth)
+            self.last_median_depth = self.last_median_depth if med is None else med
         self.windows += 1
         return out, al, is_new
 
@@ -237,8 +244,8 @@ class WindowChainer:
             target = last.pose @ step
         s = 1.0
         if with_scale:
-            med = [np.nanmedian(d) for d in pred.depth if np.isfinite(d).any()]
-            s = self.last_median_depth / float(np.median(med)) if med else self.last_scale
+            med = _median_depth(pred.depth)
+            s = self.last_median_depth / med if med is not None else self.last_scale
             s = s if np.isfinite(s) and s > 0 else self.last_scale
         P0 = pred.world_from_cam[0]
         R = target[:3, :3] @ P0[:3, :3].T
