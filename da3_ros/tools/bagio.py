@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from da3_ros.tools.cli import one_line
+
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
@@ -39,11 +41,6 @@ def typestore():
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_KILTED)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ class BagReader:
             self._reader.open()
         except Exception as exc:  # noqa: BLE001 - any failure to open is reported as one line
             raise BagError(f"cannot open bag {self.path} (corrupt, truncated or not a rosbag2?): "
-                           f"{_one_line(exc)}") from exc
+                           f"{one_line(exc)}") from exc
         self._by_topic = {}
         for conn in self._reader.connections:
             self._by_topic.setdefault(conn.topic, []).append(conn)
@@ -137,14 +134,14 @@ class BagReader:
         except BagError:
             raise
         except Exception as exc:  # noqa: BLE001 - corrupt data mid-file
-            raise BagError(f"bag {self.path} is corrupt or truncated: {_one_line(exc)}") from exc
+            raise BagError(f"bag {self.path} is corrupt or truncated: {one_line(exc)}") from exc
 
     def decode(self, raw: bytes, msgtype: str):
         """Deserialise CDR bytes into a ``rosbags`` message object (duck-types as the ROS one)."""
         try:
             return typestore().deserialize_cdr(raw, msgtype)
         except Exception as exc:  # noqa: BLE001
-            raise BagError(f"cannot decode a {msgtype} message in {self.path}: {_one_line(exc)}") from exc
+            raise BagError(f"cannot decode a {msgtype} message in {self.path}: {one_line(exc)}") from exc
 
 
 def camera_name(image_topic: str) -> str:
@@ -233,7 +230,7 @@ class BagWriter:
         try:
             self._writer.open()
         except Exception as exc:  # noqa: BLE001
-            raise BagError(f"cannot create bag {self.path}: {_one_line(exc)}") from exc
+            raise BagError(f"cannot create bag {self.path}: {one_line(exc)}") from exc
         self._conns = {}
         self.counts: dict[str, int] = {}
 
