@@ -1,15 +1,31 @@
-"""Shared entry-point wrapper: one-line errors on stderr and a non-zero exit, never a traceback."""
+"""Shared pieces of the command-line tools: one-line errors and exit codes, strict-JSON reports."""
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
+
+import numpy as np
 
 
 def one_line(exc: BaseException) -> str:
     """``exc``'s message collapsed to one line (its type name when it has none)."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def json_safe(v):
+    """``v`` for strict JSON: NaN / inf -> None, numpy scalars -> Python, through dicts, lists, tuples."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def run_main(work: Callable[[], int], prog: str, debug: bool = False) -> int:

@@ -13,19 +13,7 @@ import numpy as np
 from da3_ros.core import metrics as M
 from da3_ros.core.pipeline import Pipeline, WindowResult
 from da3_ros.tools import eval_report as R
-
-
-def _json_safe(v):
-    """NaN / inf -> None, numpy scalars -> Python (strict JSON)."""
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+from da3_ros.tools.cli import json_safe
 
 
 class EvalRun:
@@ -192,10 +180,9 @@ class EvalRun:
             if s:
                 (out / f"truth_{c}.tum").write_text("\n".join(M.tum_lines(np.array(s), np.array(r))) + "\n")
         if self.cloud:
+            if self.cloud_n > self.opts.max_cloud_points:
+                self._thin_cloud()
             pts, cols, conf = (np.concatenate(x) for x in zip(*self.cloud))
-            if len(pts) > self.opts.max_cloud_points:
-                keep = np.sort(self._rng.choice(len(pts), self.opts.max_cloud_points, replace=False))
-                pts, cols, conf = pts[keep], cols[keep], conf[keep]
             R.write_ply(out / "points.ply", points_to_fixed(pts), cols, conf)
             m["points"] = int(len(pts))
         self._write_tables(out, m)
@@ -207,7 +194,7 @@ class EvalRun:
         return m
 
     def _write_tables(self, out: Path, m: dict) -> None:
-        (out / "metrics.json").write_text(json.dumps(_json_safe(m), indent=2, sort_keys=True) + "\n")
+        (out / "metrics.json").write_text(json.dumps(json_safe(m), indent=2, sort_keys=True) + "\n")
         R.write_summary(out / "summary.md", m)
         with open(out / "per_frame.csv", "w", newline="") as f:
             cols = ["camera", "stamp_ns", "window", "scale", "abs_rel", "rmse", "delta1", "n_valid", "ate"]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from da3_ros.tools.cli import json_safe
+
 
 def _stats_ms(values_s: list[float]) -> dict[str, float]:
     if not values_s:
@@ -97,19 +99,9 @@ def build_report(run, bag: str, node_exit_code: int | None) -> dict:
     }
 
 
-def _json_safe(v):
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def write_outputs(out: Path, report: dict, run) -> None:
     """report.json, summary.md, latency.csv, memory.csv and memory.png."""
-    (out / "report.json").write_text(json.dumps(_json_safe(report), indent=2, sort_keys=True) + "\n")
+    (out / "report.json").write_text(json.dumps(json_safe(report), indent=2, sort_keys=True) + "\n")
     receipts = run.output_receipts()
     with open(out / "latency.csv", "w", newline="") as f:
         w = csv.writer(f)
