@@ -7,7 +7,7 @@ import threading
 import time
 
 from da3_ros.tools.bagio import BagError, BagReader
-from da3_ros.tools.replay_ros import ReplayRos, set_header_stamp
+from da3_ros.tools.replay_ros import ReplayRos, header_stamp_ns, set_header_stamp
 
 
 class Replayer:
@@ -103,8 +103,6 @@ class Replayer:
             self.play_end = time.monotonic()
 
     def _publish(self, topic: str, raw: bytes, shift_ns: int) -> None:
-        from da3_ros.tools.replay_ros import header_stamp_ns
-
         stamp = header_stamp_ns(raw) if self.shiftable[topic] else None
         if stamp is not None and not self.opts.keep_stamps:
             stamp += shift_ns
