@@ -47,7 +47,8 @@ class ReplayRos:
     Args:
         node_name: the node whose ``/<node_name>/...`` topics are recorded.
         writer: bag for the recorded outputs, or None.
-        qos_depth: history depth of publishers and subscriptions (reliable).
+        qos_depth: history depth of publishers (reliable) and subscriptions (reliable, or best effort
+            where the node publishes best effort).
     """
 
     def __init__(self, node_name: str, writer: BagWriter | None, qos_depth: int = 100):
@@ -57,9 +58,10 @@ class ReplayRos:
 
         self.node_name = node_name.strip("/")
         self.writer = writer
-        self._qos = {r: QoSProfile(depth=qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=r)
-                     for r in (ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT)}
         self._reliable = ReliabilityPolicy.RELIABLE
+        self._reliable_qos, self._best_effort_qos = (
+            QoSProfile(depth=qos_depth, history=HistoryPolicy.KEEP_LAST, reliability=r)
+            for r in (ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT))
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("da3_replay", context=self.context)
@@ -85,8 +87,7 @@ class ReplayRos:
     # -- playing ---------------------------------------------------------------------------
     def add_publisher(self, topic: str, msgtype: str) -> None:
         """A reliable publisher for ``topic`` (raw bytes of ``msgtype``)."""
-        qos = self._qos[self._reliable]
-        self.pubs[topic] = self.node.create_publisher(message_class(msgtype), topic, qos)
+        self.pubs[topic] = self.node.create_publisher(message_class(msgtype), topic, self._reliable_qos)
 
     def subscribers_ready(self, topics: list[str]) -> bool:
         """True when every topic's publisher has at least one matched subscription."""
@@ -109,8 +110,7 @@ class ReplayRos:
             if not infos:
                 continue
             reliable = all(i.qos_profile.reliability == self._reliable for i in infos)
-            qos = self._qos[self._reliable] if reliable else self._qos[next(k for k in self._qos
-                                                                          if k != self._reliable)]
+            qos = self._reliable_qos if reliable else self._best_effort_qos
             msgtype = types[0]
             if self.writer is not None:
                 with self.lock:
