@@ -191,9 +191,11 @@ class VisionTransformer(nn.Module):
         gh, gw = h // cfg.patch_size, w // cfg.patch_size
         x = self.embed(images.flatten(0, 1), frame_chunk)  # (B*S, N, C)
         n, c = x.shape[1:]
-        tables = None
+        local_rope = global_rope = None
         if self.rope is not None:
             tables = self.rope.get(c // cfg.num_heads, gh, gw, x.device, x.dtype)
+            local_rope = tables[0], tables[1]
+            global_rope = tables[2].repeat(s, 1, 1), tables[3].repeat(s, 1, 1)  # (S*N, 1, D)
         local_x, restore, outs = x, None, []
         for i, blk in enumerate(self.blocks):
             if i == cfg.alt_start - 1 and s >= MIN_VIEWS_FOR_SELECTION and cam_token is None:
@@ -203,12 +205,12 @@ class VisionTransformer(nn.Module):
                 local_x = x
             if i == cfg.alt_start:
                 x = self._insert_camera_token(x.view(b, s, n, c), cam_token).flatten(0, 1)
-            use_rope = tables is not None and i >= cfg.rope_start
+            use_rope = i >= cfg.rope_start
             if cfg.is_global_block(i):
-                rope = (tables[2].repeat(s, 1, 1), tables[3].repeat(s, 1, 1)) if use_rope else None
+                rope = global_rope if use_rope else None
                 x = blk(x.view(b, s * n, c), attn_fn, rope).view(b * s, n, c)
             else:
-                rope = (tables[0], tables[1]) if use_rope else None
+                rope = local_rope if use_rope else None
                 x = chunked(lambda t, blk=blk, rope=rope: blk(t, attn_fn, rope), x, frame_chunk)
                 local_x = x
             if i in cfg.out_layers:
