@@ -73,6 +73,17 @@ def process_size(width: int, height: int, process_res: int) -> tuple[tuple[int, 
     return (w1, h1), (_nearest_multiple(w1), _nearest_multiple(h1))
 
 
+def resize_steps(width: int, height: int, process_res: int,
+                 size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """The (w, h) resize targets, in order, taking a (width, height) image to the network input.
+
+    Its own process size: the long-side resize, then the rounding to multiples of 14. Another
+    ``size`` (the window's common size): one resize straight to it.
+    """
+    first, final = process_size(width, height, process_res)
+    return [first, final] if size is None or tuple(size) == final else [tuple(size)]
+
+
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     if img.shape[1] == w and img.shape[0] == h:
         return img
@@ -88,11 +99,9 @@ def preprocess_image(image: np.ndarray, process_res: int, size: tuple[int, int] 
         process_res: long-side target in pixels.
         size: force this (w, h) (the window's common size); None = the image's own process size.
     """
-    (w1, h1), (w, h) = process_size(image.shape[1], image.shape[0], process_res)
-    if size is None or size == (w, h):
-        out = _resize(_resize(image, w1, h1), w, h)
-    else:
-        out = _resize(image, *size)
+    out = image
+    for w, h in resize_steps(image.shape[1], image.shape[0], process_res, size):
+        out = _resize(out, w, h)
     x = (out.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from da3_ros.core.engine import IMAGENET_MEAN, IMAGENET_STD, process_size
+from da3_ros.core.engine import IMAGENET_MEAN, IMAGENET_STD, resize_steps
 
 
 def _resize(x: torch.Tensor, w: int, h: int) -> torch.Tensor:
@@ -56,8 +56,8 @@ def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tupl
         if pin and device.type == "cuda":
             t = t.pin_memory()
         x = t.to(device, non_blocking=True).permute(2, 0, 1)[None].float()
-        (w1, h1), (w, h) = process_size(img.shape[1], img.shape[0], process_res)
-        x = _resize(_resize(x, w1, h1), w, h) if (w, h) == tuple(size) else _resize(x, *size)
+        for w, h in resize_steps(img.shape[1], img.shape[0], process_res, size):
+            x = _resize(x, w, h)
         out[i] = (x[0] - mean) / std
     return out[None]
 
