@@ -17,8 +17,10 @@ pixel-centre rule of ``CameraIntrinsics.scaled``, poses converted from the model
 (the model's reference view).
 
 Per-view models (``da3metric-large``, ``da3mono-large``) predict no cameras: every view gets an
-identity pose (chain them with known poses), and the intrinsics are the known ones or, failing
-that, a 60-degree guess (``default_K``). The metric variant always runs with metric scaling
+identity pose (chain them with known poses), and the intrinsics are the ones the network was
+given (the known ones when conditioning, see below; the metric variant is always given them) or
+else a 60-degree guess (``default_K``): the mono variant without conditioning reports the guess
+even for views with known intrinsics. The metric variant always runs with metric scaling
 (depth x focal / 300), so its depth is in metres.
 
 Conditioning:
