@@ -39,6 +39,7 @@ from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, input_qos
 from da3_ros.ros.logs import RosLogHandler, Throttle
 from da3_ros.ros.parameters import (
+    SPEC_BY_NAME,
     NodeSettings,
     check_values,
     declare_all,
@@ -54,9 +55,8 @@ if TYPE_CHECKING:  # the core pulls in torch: imported when first needed, so sta
 PIPELINE_FIELDS = ("num_view", "stride", "slop_s", "keyframe_min_dt_s", "keyframe_min_change", "queue_size",
                    "queue_policy", "conf_threshold", "min_depth_m", "max_depth_m", "voxel_size_m",
                    "max_points", "align", "publish_all_views")
-#: Of those, the ones a running pipeline picks up (dynamic parameters).
-DYNAMIC_PIPELINE_FIELDS = ("queue_policy", "conf_threshold", "min_depth_m", "max_depth_m", "voxel_size_m",
-                           "max_points", "publish_all_views")
+#: Of those, the ones a running pipeline picks up (the dynamic parameters).
+DYNAMIC_PIPELINE_FIELDS = tuple(name for name in PIPELINE_FIELDS if SPEC_BY_NAME[name].dynamic)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
