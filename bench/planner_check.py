@@ -19,8 +19,8 @@ RAW = os.path.join(os.path.dirname(__file__), "raw")
 PARAM_GIB = {"da3-large": 0.8763113282620907, "da3-small": 0.07955982908606529}
 
 
-def measured() -> list[tuple[str, int, float, str]]:
-    """(preset, S, peak GiB, source file) for ours, from the calls with per-implementation peaks."""
+def measured() -> list[tuple[str, int, float, str, int, int]]:
+    """(preset, S, peak GiB, source file, W, H) for ours, from the calls with per-implementation peaks."""
     rows = {}
     for path in sorted(glob.glob(os.path.join(RAW, "call[23]_*.json"))):
         rep = json.load(open(path))

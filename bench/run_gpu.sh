@@ -3,7 +3,8 @@
 # time guard so the whole call ends inside the device's per-call limit (~560 s).
 #   bash bench/run_gpu.sh PHASE [OUTDIR]
 # PHASE: baseline (call 1: current code vs upstream + lever sweep), full (call 2: grid to S=512,
-# 16 GiB fit, node path), dry (tiny CPU settings to check the script before a device call).
+# 16 GiB fit, node path), final (call 3: checks, node path, 16 GiB fit); dry, dryfull and dryfinal
+# run baseline, full and final with tiny CPU settings to check the script before a device call.
 # On the GPU machine the upstream wheels come from .whl (carried); our package from the repo.
 set -u -o pipefail
 PHASE=${1:-baseline}
