@@ -4,7 +4,8 @@ One ``diagnostic_msgs/DiagnosticStatus`` named ``<fully qualified node name>: pi
 period, with key/values (all strings, as the message requires):
 
 - ``state``: lifecycle state; ``model``, ``device``, ``dtype``, ``attention_backend``,
-  ``depth_units`` (``metric`` = metres, ``relative`` = model units);
+  ``accelerate`` (the effective mode), ``depth_units`` (``metric`` = metres, ``relative`` =
+  model units);
 - ``input_rate_hz.<camera>``, ``input_count.<camera>``, ``input_age_s.<camera>``;
   ``frames_without_intrinsics.<camera>`` (a camera with a CameraInfo topic whose frames went
   on without intrinsics: none arrived yet, see ``camera_info_wait_s``; not a drop);
