@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from da3_ros.core.engine import IMAGENET_MEAN, IMAGENET_STD, resize_steps
+from da3_ros.core.pipeline_types import strided_view
 
 
 def _resize(x: torch.Tensor, w: int, h: int) -> torch.Tensor:
@@ -97,17 +98,12 @@ def window_cloud(pred, views: list[int], cfg, device: torch.device | str,
     float32 in the global frame, colours ``(N, 3)`` uint8, confidence ``(N,)`` float32.
     """
     device = torch.device(device)
-    k = cfg.cloud_pixel_step
     parts = []
     for i in views:
-        K = torch.as_tensor(pred.intrinsics[i].K, dtype=torch.float64, device=device).clone()
-        K[:2] /= k  # exact for pixels u = k * u'
-        depth = torch.as_tensor(np.ascontiguousarray(pred.depth[i][::k, ::k]), device=device)
-        conf = torch.as_tensor(np.ascontiguousarray(pred.confidence[i][::k, ::k]), device=device)
-        img = torch.as_tensor(np.ascontiguousarray(pred.frames[i].image[::k, ::k]), device=device)
-        pose = torch.as_tensor(pred.world_from_cam[i], dtype=torch.float64, device=device)
-        parts.append(_colored_points(depth.float(), K, pose, img, conf.float(), cfg.conf_threshold,
-                                     cfg.min_depth_m, cfg.max_depth_m))
+        depth, K, pose, img, conf = (torch.as_tensor(np.ascontiguousarray(a), device=device)
+                                     for a in strided_view(pred, i, cfg.cloud_pixel_step))
+        parts.append(_colored_points(depth.float(), K.double(), pose.double(), img, conf.float(),
+                                     cfg.conf_threshold, cfg.min_depth_m, cfg.max_depth_m))
     if not parts:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
     pts, cols, conf = (torch.cat(x) for x in zip(*parts))

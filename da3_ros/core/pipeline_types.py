@@ -142,17 +142,24 @@ class WindowResult:
     shrunk_from: int = 0
 
 
+def strided_view(pred: WindowPrediction, i: int, k: int) -> tuple[np.ndarray, ...]:
+    """View ``i`` of a prediction at every ``k``-th pixel, the inputs of one view's cloud.
+
+    Returns:
+        depth (h, w), K (3, 3) rescaled for the kept pixels, world_from_cam (4, 4), image
+        (h, w, 3), confidence (h, w); the maps are strided views, not copies.
+    """
+    K = pred.intrinsics[i].K.copy()
+    K[:2] /= k  # exact for pixels u = k * u'
+    return (pred.depth[i][::k, ::k], K, pred.world_from_cam[i], pred.frames[i].image[::k, ::k],
+            pred.confidence[i][::k, ::k])
+
+
 def window_cloud(pred: WindowPrediction, views: list[int], cfg: PipelineConfig,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused coloured cloud of ``views`` of an aligned prediction (global frame)."""
-    k = cfg.cloud_pixel_step
-    parts = []
-    for i in views:
-        f, K = pred.frames[i], pred.intrinsics[i].K.copy()
-        K[:2] /= k  # exact for pixels u = k * u'
-        parts.append(colored_points(pred.depth[i][::k, ::k], K, pred.world_from_cam[i], f.image[::k, ::k],
-                                    pred.confidence[i][::k, ::k], cfg.conf_threshold, cfg.min_depth_m,
-                                    cfg.max_depth_m))
+    parts = [colored_points(*strided_view(pred, i, cfg.cloud_pixel_step), cfg.conf_threshold, cfg.min_depth_m,
+                            cfg.max_depth_m) for i in views]
     if not parts:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
     pts, cols, conf = (np.concatenate(x) for x in zip(*parts))
