@@ -101,7 +101,8 @@ def write_summary(path: Path, m: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (tools write PNG files only)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,7 +115,7 @@ def plot_samples(path: Path, samples: list[dict]) -> None:
     """Grid: image | prediction (scaled to metres) | truth | abs. relative error, one row per sample."""
     if not samples:
         return
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(samples), 4, figsize=(13, 2.8 * len(samples)), squeeze=False)
     for row, s in zip(axes, samples):
         gt, pred = s["gt"], s["pred"]
@@ -142,7 +143,7 @@ def plot_trajectory(path: Path, est_xyz: np.ndarray, ref_xyz: np.ndarray, title:
     """Top (x-y) and side (x-z) views of the aligned estimate against the truth (metres)."""
     if len(est_xyz) == 0:
         return
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (i, j, name) in zip(axes, ((0, 1, "x-y (top)"), (0, 2, "x-z (side)"))):
         ax.plot(ref_xyz[:, i], ref_xyz[:, j], "k.-", ms=3, lw=1, label="truth")
@@ -161,7 +162,7 @@ def plot_per_frame(path: Path, rows: list[dict], ate_per_pose: list[float]) -> N
     """abs_rel, delta1 and ATE per evaluated frame over time."""
     if not rows:
         return
-    plt = _plt()
+    plt = pyplot()
     t0 = min(r["stamp_ns"] for r in rows)
     fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
     for cam in sorted({r["camera"] for r in rows}):

@@ -120,11 +120,9 @@ def write_outputs(out: Path, report: dict, run) -> None:
 
 
 def _plot_memory(path: Path, rows: list[dict]) -> None:
-    import matplotlib
+    from da3_ros.tools.eval_report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     t = [r["t_s"] / 60.0 for r in rows]
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.plot(t, [r["rss_mb"] for r in rows], label="node RSS (MiB)")
