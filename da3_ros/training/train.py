@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from da3_ros.model import build_model
-from da3_ros.model.weights import save_pretrained
+from da3_ros.model.weights import load_pretrained, save_pretrained
 from da3_ros.training.data import DataConfig, SyntheticWindows, worker_init
 from da3_ros.training.losses import LossWeights, total_loss
 
@@ -193,8 +193,6 @@ def train(args: argparse.Namespace) -> dict:
     seed_everything(args.seed)
     net = init_model(args.preset, device)
     if args.init_weights is not None:
-        from da3_ros.model.weights import load_pretrained
-
         net.load_state_dict(load_pretrained(args.init_weights, preset=args.preset).state_dict())
     opt = make_optimizer(net, args.lr, args.weight_decay)
     step, train_s, log = 0, 0.0, []
