@@ -187,3 +187,22 @@ def test_per_view_metric_model_is_scaled_to_metres_with_identity_poses():
                for f in frames]
     pred2 = eng.predict(frames2)
     np.testing.assert_allclose(pred2.depth[0], 2 * pred.depth[0], rtol=1e-3)
+
+
+def test_per_view_mono_model_reports_known_intrinsics_not_a_guess():
+    """A model that predicts no camera reports the CameraInfo intrinsics of views that have them."""
+    from da3_ros.model.presets import DA3Config
+
+    cfg = DA3Config(name="tiny-mono", kind="mono", embed_dim=96, depth=4, num_heads=2, ffn="mlp",
+                    alt_start=-1, qknorm_start=-1, rope_start=-1, out_layers=(0, 1, 2, 3), cat_token=False,
+                    head="dpt", head_features=16, head_out_channels=(8, 16, 32, 64))
+    torch.manual_seed(0)
+    eng = DA3Engine(build_model(cfg), process_res=70)
+    frames = _frames([(64, 48)] * 2)
+    known = CameraIntrinsics(frames[0].intrinsics.K * [[1.5], [1.5], [1]], 64, 48)
+    frames = [Frame(frames[0].image, frames[0].stamp_ns, intrinsics=known),
+              Frame(frames[1].image, frames[1].stamp_ns)]  # second view: no CameraInfo
+    pred = eng.predict(frames)
+    np.testing.assert_allclose(pred.intrinsics[0].K, known.K)
+    assert (pred.intrinsics[1].width, pred.intrinsics[1].height) == (64, 48)
+    assert not np.allclose(pred.intrinsics[1].K, known.K)  # the guess, for the view without one

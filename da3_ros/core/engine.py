@@ -18,10 +18,9 @@ pixel-centre rule of ``CameraIntrinsics.scaled``, poses converted from the model
 
 Per-view models (``da3metric-large``, ``da3mono-large``) predict no cameras: every view gets an
 identity pose (chain them with known poses), and the intrinsics are the ones the network was
-given (the known ones when conditioning, see below; the metric variant is always given them) or
-else a 60-degree guess (``default_K``): the mono variant without conditioning reports the guess
-even for views with known intrinsics. The metric variant always runs with metric scaling
-(depth x focal / 300), so its depth is in metres.
+given, else the known ones (CameraInfo), else a 60-degree guess (``default_K``): a model that
+predicts no camera never reports a guess for a view whose intrinsics are known. The metric
+variant always runs with metric scaling (depth x focal / 300), so its depth is in metres.
 
 Conditioning:
 - ``condition_on_intrinsics``: views with known intrinsics report them (rescaled to their source
@@ -270,8 +269,9 @@ class DA3Engine:
             s, _, _ = umeyama(poses[:, :3, 3], known[:, :3, 3]) if S >= 2 else (med, None, None)
             scale, poses = (s if np.isfinite(s) and s > 0 else med), known
         intr, depths, confs = [], [], []
+        predicts_cameras = out.intrinsics is not None
         for i, f in enumerate(frames):
-            if self.condition_on_intrinsics and f.intrinsics is not None:
+            if f.intrinsics is not None and (self.condition_on_intrinsics or not predicts_cameras):
                 intr.append(f.intrinsics.scaled(f.width, f.height))
             else:
                 intr.append(CameraIntrinsics(K=K_proc[i], width=w, height=h).scaled(f.width, f.height))
