@@ -245,7 +245,7 @@ class WindowChainer:
         s = 1.0
         if with_scale:
             med = _median_depth(pred.depth)
-            s = self.last_median_depth / med if med is not None else self.last_scale
+            s = self.last_median_depth / med if med else self.last_scale  # None or 0: keep the scale
             s = s if np.isfinite(s) and s > 0 else self.last_scale
         P0 = pred.world_from_cam[0]
         R = target[:3, :3] @ P0[:3, :3].T
