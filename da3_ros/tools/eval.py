@@ -159,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     p.add_argument("--attention-backend", default="auto")
     p.add_argument("--accelerate", default="auto", choices=("auto", "off", "compile", "compile_graphs"),
-                   help="GPU fast path as the node's accelerate parameter (auto: compile + CUDA graphs "
-                        "on CUDA with a half dtype; each new window shape compiles once, tens of seconds)")
+                   help="GPU fast path as the node's accelerate parameter (auto: off for now; "
+                        "compile_graphs: compile + CUDA graphs, each new window shape compiles once, "
+                        "tens of seconds)")
     p.add_argument("--ref-view-strategy", default="auto",
                    choices=("auto", "first", "middle", "saddle_balanced", "saddle_sim_range"),
                    help="reference view of each window (the node's ref_view_strategy); auto: the "
