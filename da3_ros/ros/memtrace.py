@@ -23,9 +23,13 @@ from collections import Counter
 ENV = "DA3_MEMTRACE"
 
 
-def rss_mb() -> float:
-    """Resident memory of this process, MiB (``/proc/self/status``)."""
-    with open("/proc/self/status") as f:
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of process ``pid`` (default: this one), MiB, from ``/proc/<pid>/status``.
+
+    Raises:
+        OSError: the process does not exist (any more).
+    """
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0

@@ -23,6 +23,7 @@ loopback-only DDS environment of :func:`da3_ros.dds_env.loopback_env`.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from da3_ros.dds_env import fastdds_profile_path, loopback_env, pick_domain_id
+from da3_ros.ros.memtrace import rss_mb
 from da3_ros.tools.bagio import BagError, BagReader, BagWriter, find_cameras, typestore
 from da3_ros.tools.cli import run_main
 
@@ -79,10 +81,8 @@ def node_tree_rss_mb(pid: int) -> float:
             continue
         seen.add(p)
         try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024.0
+            rss = rss_mb(p)
+            total += 0.0 if math.isnan(rss) else rss  # kernel threads have no VmRSS
         except OSError:
             if p == pid:
                 return float("nan")
