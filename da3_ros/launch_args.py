@@ -11,6 +11,16 @@ from collections.abc import Callable
 # Launch arguments that override the params file when non-empty.
 OVERRIDABLE_PARAMETERS = ("model", "device")
 
+# (name, default, description) of the arguments every da3 launch file declares.
+NODE_ARGUMENTS = (
+    ("namespace", "", "Node namespace"),
+    ("node_name", "da3_node", "Node name"),
+    ("remaps", "", "Remaps: 'from:=to from2:=to2'"),
+    ("model", "", "Override the model: preset, weights dir or hub id ('': config)"),
+    ("device", "", "Override the device ('': config)"),
+    ("log_level", "info", "Node log level"),
+)
+
 
 def split_remaps(text: str) -> list[tuple[str, str]]:
     """``'a:=b c:=d'`` -> ``[('a', 'b'), ('c', 'd')]`` (``;`` also separates).

@@ -15,7 +15,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_args import parameter_overrides, split_remaps
+from da3_ros.launch_args import NODE_ARGUMENTS, parameter_overrides, split_remaps
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
@@ -47,19 +47,14 @@ def generate_launch_description():
     default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", DEFAULT_CONFIG])
     return LaunchDescription([
         DeclareLaunchArgument("config", default_value=default_config, description="Parameters file"),
-        DeclareLaunchArgument("namespace", default_value="", description="Node namespace"),
-        DeclareLaunchArgument("node_name", default_value="da3_node", description="Node name"),
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="Remap the config's /camera/image_raw to this topic"),
         DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
                               description="Remap the config's /camera/camera_info to this topic"),
-        DeclareLaunchArgument("remaps", default_value="", description="More remaps: 'from:=to from2:=to2'"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="Configure and activate without a lifecycle manager"),
-        DeclareLaunchArgument("model", default_value="",
-                              description="Override the model: preset, weights dir or hub id ('': config)"),
-        DeclareLaunchArgument("device", default_value="", description="Override the device ('': config)"),
-        DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
+        *[DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, default, text in NODE_ARGUMENTS],
         OpaqueFunction(function=_node),
     ])

@@ -16,7 +16,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_args import parameter_overrides, split_remaps
+from da3_ros.launch_args import NODE_ARGUMENTS, parameter_overrides, split_remaps
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
@@ -56,17 +56,12 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("bag", description="Bag directory or file to play"),
         DeclareLaunchArgument("config", default_value=default_config, description="Parameters file"),
-        DeclareLaunchArgument("namespace", default_value="", description="Node namespace"),
-        DeclareLaunchArgument("node_name", default_value="da3_node", description="Node name"),
-        DeclareLaunchArgument("remaps", default_value="", description="Remaps: 'from:=to from2:=to2'"),
         DeclareLaunchArgument("rate", default_value="1.0", description="Playback rate factor"),
         DeclareLaunchArgument("delay_s", default_value="3.0",
                               description="Seconds before playback starts (model loading)"),
         DeclareLaunchArgument("loop", default_value="false", description="Loop the bag"),
         DeclareLaunchArgument("record", default_value="", description="Record the outputs to this bag"),
-        DeclareLaunchArgument("model", default_value="",
-                              description="Override the model: preset, weights dir or hub id ('': config)"),
-        DeclareLaunchArgument("device", default_value="", description="Override the device ('': config)"),
-        DeclareLaunchArgument("log_level", default_value="info", description="Node log level"),
+        *[DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, default, text in NODE_ARGUMENTS],
         OpaqueFunction(function=_actions),
     ])

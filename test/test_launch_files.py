@@ -88,7 +88,12 @@ def test_launch_file_static(path: Path):
     funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in funcs
     declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
-                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"
+                and isinstance(c.args[0], ast.Constant)}
+    if "NODE_ARGUMENTS" in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}:
+        from da3_ros.launch_args import NODE_ARGUMENTS
+
+        declared |= {name for name, _, _ in NODE_ARGUMENTS}
     used = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
             and getattr(c.func, "id", "") in ("value", "LaunchConfiguration")
             and c.args and isinstance(c.args[0], ast.Constant)}
