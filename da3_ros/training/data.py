@@ -6,7 +6,14 @@ batches it would have seen (whatever the number of DataLoader workers).
 
 A window: a random scene kind and seed, S in [min_views, max_views] views taken along the
 scene's trajectory with random time gaps (or, with probability ``rig_prob``, the cameras of
-a yawed rig at one or two instants), random horizontal field of view, colour jitter.
+a yawed rig at one or two instants), random horizontal field of view, colour jitter and, in a
+share of windows (``effects_prob``), a robot camera's degradations per view
+(:mod:`da3_ros.core.camera_effects`: sensor noise in every view, motion blur or a bad exposure
+in some), so that a view's depth sometimes has to come from its neighbours.
+
+Rendering dominates the cost of a step, so a rendered group of windows can serve ``echo``
+consecutive steps: each reuse draws new colour jitter, new camera degradations and (with
+``shuffle_prob``) a new view order, hence a new reference view and new camera truth.
 Ground truth is expressed as DA3 defines its outputs for ``ref_view_strategy="first"``:
 
 - world frame = view 0's camera (OpenCV optical axes);
@@ -26,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from da3_ros.core.camera_effects import CameraEffects, apply_view_effect, sample_window_effects
 from da3_ros.core.engine import IMAGENET_MEAN, IMAGENET_STD
 from da3_ros.core.scene import SCENE_KINDS, default_intrinsics, make_scene, rig_offsets, trajectory_at
 
@@ -51,6 +59,9 @@ class DataConfig:
             reference, is then any of them, as with a reference-view strategy other than first).
         supersample_prob: probability of rendering a window at 2x and area-downsampling
             (smooth images like a resized camera image, as the engine feeds at inference).
+        effects_prob: probability of a window getting camera degradations (``effects``).
+        effects: the degradations' distribution (sensor noise, motion blur, exposure).
+        echo: how many consecutive steps one rendered group of windows serves (>= 1).
         kinds: scene kinds to draw from.
         seed: base seed of the stream.
     """
@@ -66,6 +77,9 @@ class DataConfig:
     rig_prob: float = 0.2
     supersample_prob: float = 0.5
     shuffle_prob: float = 0.0
+    effects_prob: float = 0.0
+    effects: CameraEffects = CameraEffects()
+    echo: int = 1
     kinds: tuple[str, ...] = SCENE_KINDS
     seed: int = 0
 
@@ -174,45 +188,98 @@ def colour_jitter(rng: np.random.Generator, images: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def make_batch(step: int, cfg: DataConfig) -> dict[str, torch.Tensor]:
-    """The batch of training step ``step`` (deterministic in ``(cfg.seed, step)``).
+def _augment(rng: np.random.Generator, win: dict[str, np.ndarray], cfg: DataConfig) -> np.ndarray:
+    """(S, H, W, 3) uint8: a window's images with camera degradations (``effects_prob``), then jitter."""
+    images = win["images"]
+    if cfg.effects_prob > 0 and rng.random() < cfg.effects_prob:
+        effects = sample_window_effects(rng, cfg.effects, len(images))
+        images = np.stack([apply_view_effect(rng, im, fx) for im, fx in zip(images, effects)])
+    return colour_jitter(rng, images)
 
-    Returns:
-        images (B, S, 3, H, W) float32 normalised; depth (B, S, H, W) float32 normalised
-        (0 where invalid); valid (B, S, H, W) bool; cam_to_ref (B, S, 4, 4) float32
-        camera-to-view-0 (normalised translation); K (B, S, 3, 3) float32 pixels.
-    """
-    rng = np.random.default_rng([int(cfg.seed), int(step), 0xDA3])
-    s = int(rng.integers(cfg.min_views, cfg.max_views + 1))
-    b = max(1, cfg.views_per_batch // s)
-    hw = sample_size(rng, cfg)
-    items = []
-    for _ in range(b):
-        win = render_window(rng, s, hw, cfg)
-        norm = normalise_window(win["depth"], win["world_from_cam"])
-        norm["images"] = imagenet_normalise(colour_jitter(rng, win["images"]))
-        norm["K"] = win["K"].astype(np.float32)
-        items.append(norm)
+
+def _sample(win: dict[str, np.ndarray], images: np.ndarray) -> dict[str, np.ndarray]:
+    """One training sample (truth in DA3's convention, normalised images) of a rendered window."""
+    norm = normalise_window(win["depth"], win["world_from_cam"])
+    norm["images"] = imagenet_normalise(images)
+    norm["K"] = win["K"].astype(np.float32)
+    return norm
+
+
+def _collate(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     keys = ("images", "depth", "valid", "cam_to_ref", "K")
     return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in keys}
 
 
-class SyntheticWindows(Dataset):
-    """Map-style dataset whose item ``i`` is the whole batch of step ``start_step + i``.
+def _reordered(rng: np.random.Generator, win: dict[str, np.ndarray], cfg: DataConfig) -> dict:
+    """The window with its views in a new random order (with ``shuffle_prob``), else as it is."""
+    if cfg.shuffle_prob <= 0 or rng.random() >= cfg.shuffle_prob:
+        return win
+    order = rng.permutation(len(win["images"]))
+    return {k: v[order] for k, v in win.items()}
 
-    Use with ``DataLoader(ds, batch_size=None, num_workers=N)``.
+
+def make_group(group: int, cfg: DataConfig) -> list[dict[str, torch.Tensor]]:
+    """The ``cfg.echo`` batches of steps ``group * echo ... group * echo + echo - 1``.
+
+    The windows are rendered once (deterministic in ``(cfg.seed, group)``); the first batch is
+    exactly what ``echo = 1`` gives for step ``group``, every later one re-draws jitter, camera
+    degradations and view order from ``(cfg.seed, step)``.
+
+    Returns:
+        ``echo`` dicts: images (B, S, 3, H, W) float32 normalised; depth (B, S, H, W) float32
+        normalised (0 where invalid); valid (B, S, H, W) bool; cam_to_ref (B, S, 4, 4) float32
+        camera-to-view-0 (normalised translation); K (B, S, 3, 3) float32 pixels.
+    """
+    echo = max(1, int(cfg.echo))
+    rng = np.random.default_rng([int(cfg.seed), int(group), 0xDA3])
+    s = int(rng.integers(cfg.min_views, cfg.max_views + 1))
+    b = max(1, cfg.views_per_batch // s)
+    hw = sample_size(rng, cfg)
+    windows, first = [], []
+    for _ in range(b):
+        windows.append(render_window(rng, s, hw, cfg))
+        first.append(_sample(windows[-1], _augment(rng, windows[-1], cfg)))
+    batches = [_collate(first)]
+    for k in range(1, echo):
+        rng_k = np.random.default_rng([int(cfg.seed), int(group) * echo + k, 0xEC0])
+        items = []
+        for win in windows:
+            win = _reordered(rng_k, win, cfg)
+            items.append(_sample(win, _augment(rng_k, win, cfg)))
+        batches.append(_collate(items))
+    return batches
+
+
+def make_batch(step: int, cfg: DataConfig) -> dict[str, torch.Tensor]:
+    """The batch of training step ``step`` (deterministic in ``(cfg.seed, step)``; see make_group)."""
+    group, k = divmod(int(step), max(1, int(cfg.echo)))
+    return make_group(group, cfg)[k]
+
+
+class SyntheticWindows(Dataset):
+    """Map-style dataset whose item ``i`` is the list of batches of group ``start_group + i``.
+
+    Every batch carries its ``step``. Use with ``DataLoader(ds, batch_size=None, num_workers=N)``
+    and iterate over each item's list; a run resumed mid-group skips the steps it has done.
     """
 
     def __init__(self, cfg: DataConfig, start_step: int = 0, num_steps: int = 10**9) -> None:
-        self.cfg, self.start_step, self.num_steps = cfg, int(start_step), int(num_steps)
+        self.cfg, self.echo = cfg, max(1, int(cfg.echo))
+        self.start_step, self.num_steps = int(start_step), int(num_steps)
+        self.start_group = self.start_step // self.echo
 
     def __len__(self) -> int:
-        return self.num_steps
+        return -(-self.num_steps // self.echo)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        batch = make_batch(self.start_step + int(i), self.cfg)
-        batch["step"] = torch.tensor(self.start_step + int(i))
-        return batch
+    def __getitem__(self, i: int) -> list[dict[str, torch.Tensor]]:
+        group = self.start_group + int(i)
+        out = []
+        for k, batch in enumerate(make_group(group, self.cfg)):
+            step = group * self.echo + k
+            if step >= self.start_step:
+                batch["step"] = torch.tensor(step)
+                out.append(batch)
+        return out
 
 
 def worker_init(_worker_id: int) -> None:

@@ -12,6 +12,11 @@ median scale and no pose can be estimated (each view is its own world), so the t
 constant; its ATE is that of a constant trajectory after the best alignment (the RMS spread
 of the true camera centres), reported as ``ate``, with ``ate_note`` saying so.
 
+``--camera-effects robot`` degrades the rendered frames as a robot's camera would
+(:mod:`da3_ros.core.camera_effects`: sensor noise on every frame, and about one frame in three
+motion-blurred, under- or over-exposed), deterministically per scene and frame, so every model
+and mode sees the same degraded frames. Depth is still scored against the exact rendered depth.
+
 Usage::
 
     python -m da3_ros.training.evaluate --model data/models/da3-tiny-synth --num-view 6 --stride 3
@@ -29,6 +34,8 @@ import numpy as np
 import torch
 
 from da3_ros.core import metrics as M
+from da3_ros.core.camera_effects import PRESETS as EFFECTS
+from da3_ros.core.camera_effects import apply_view_effect, sample_view_effect
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
 from da3_ros.core.pipeline import Pipeline, PipelineConfig
@@ -73,17 +80,30 @@ class PerViewPredictor:
         return first
 
 
-def render_sequence(kind: str, seed: int, frames: int, width: int, height: int, rate_hz: float):
-    """(list of Frame, depth (N, H, W) metres, world_from_cam (N, 4, 4)) of a held-out scene."""
+def render_sequence(kind: str, seed: int, frames: int, width: int, height: int, rate_hz: float,
+                    camera_effects: str = "none"):
+    """A held-out scene: (list of Frame, depth (N, H, W) metres, world_from_cam (N, 4, 4), labels).
+
+    ``camera_effects`` names a :data:`da3_ros.core.camera_effects.PRESETS` entry applied to each
+    frame's image (drawn from ``(seed, frame index)``); the depth stays exact. ``labels`` (N,)
+    says what each frame got: "clean", "noise" (sensor noise only) or a ``BAD_KINDS`` name.
+    """
     scene = make_scene(kind, seed)
     stamps, poses = make_trajectory(kind, frames, rate_hz, seed)
     intr = default_intrinsics(width, height)
-    out, depths = [], []
-    for s, pose in zip(stamps, poses):
+    fx = EFFECTS[camera_effects]
+    out, depths, labels = [], [], []
+    for i, (s, pose) in enumerate(zip(stamps, poses)):
         rgb, depth = scene.render(pose, intr.K, width, height)
+        label = "clean"
+        if fx is not None:
+            rng = np.random.default_rng([int(seed), i, 0xEFF])
+            effect = sample_view_effect(rng, fx)
+            rgb, label = apply_view_effect(rng, rgb, effect), effect.kind or "noise"
         out.append(Frame(image=rgb, stamp_ns=int(s), camera="camera", intrinsics=intr))
         depths.append(np.where(np.isfinite(depth), depth, np.nan))
-    return out, np.stack(depths), poses
+        labels.append(label)
+    return out, np.stack(depths), poses, labels
 
 
 def _static_ate(truth: np.ndarray) -> float:
@@ -92,11 +112,16 @@ def _static_ate(truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum((c - c.mean(0)) ** 2, axis=1))))
 
 
-def evaluate_sequence(engine, config: PipelineConfig, frames, depth_gt, poses_gt) -> dict:
-    """Run one sequence through a fresh Pipeline; returns depth errors and trajectory errors."""
+def evaluate_sequence(engine, config: PipelineConfig, frames, depth_gt, poses_gt,
+                      labels: list[str] | None = None) -> dict:
+    """Run one sequence through a fresh Pipeline; returns depth errors and trajectory errors.
+
+    With per-frame ``labels`` the result also has ``frame_errors``: label -> list of
+    (abs_rel, delta1) of the frames so labelled.
+    """
     pipe = Pipeline(config, engine)
     index = {f.stamp_ns: i for i, f in enumerate(frames)}
-    errors, est = [], {}
+    errors, est, by_label = [], {}, {}
     results = [r for f in frames for r in pipe.push(f)] + pipe.flush()
     for r in results:
         idx = [index[f.stamp_ns] for f in r.prediction.frames]
@@ -104,7 +129,11 @@ def evaluate_sequence(engine, config: PipelineConfig, frames, depth_gt, poses_gt
         for j in np.flatnonzero(np.asarray(r.is_new, dtype=bool)):
             errors.append(M.depth_errors(r.prediction.depth[j], depth_gt[idx[j]], scale))
             est[idx[j]] = np.asarray(r.world_from_cam[j], dtype=np.float64)
+            if labels is not None and errors[-1].n_valid > 0:
+                by_label.setdefault(labels[idx[j]], []).append((errors[-1].abs_rel, errors[-1].delta1))
     out = M.mean_depth_errors(errors)
+    if labels is not None:
+        out["frame_errors"] = by_label
     order = sorted(est)
     stamps = np.array([frames[i].stamp_ns for i in order], np.int64)
     e_poses, t_poses = np.stack([est[i] for i in order]), poses_gt[order]
@@ -131,17 +160,26 @@ def evaluate(args: argparse.Namespace) -> dict:
     config = PipelineConfig(mode="temporal", cameras=["camera"], num_view=args.num_view,
                             stride=args.stride if args.num_view > 1 else 1,
                             dilations=tuple(args.dilations), min_views=1)
-    per_scene = {}
+    per_scene, by_label = {}, {}
     for kind, seed in HELD_OUT[: args.scenes]:
-        frames, depth, poses = render_sequence(kind, seed, args.frames, args.width, args.height, args.rate)
-        per_scene[f"{kind}_{seed}"] = evaluate_sequence(engine, config, frames, depth, poses)
+        frames, depth, poses, labels = render_sequence(kind, seed, args.frames, args.width, args.height,
+                                                       args.rate, args.camera_effects)
+        res = evaluate_sequence(engine, config, frames, depth, poses, labels)
+        for label, errs in res.pop("frame_errors").items():
+            by_label.setdefault(label, []).extend(errs)
+        per_scene[f"{kind}_{seed}"] = res
         print(kind, seed, json.dumps({k: v for k, v in per_scene[f"{kind}_{seed}"].items()
                                       if k in ("abs_rel", "delta1", "ate")}), flush=True)
     keys = ("abs_rel", "rmse", "delta1", "ate", "rpe", "rpe_rot_deg")
     mean = {k: float(np.mean([m[k] for m in per_scene.values()])) for k in keys}
+    # Depth by what the camera did to the frame, over all scenes (frame-averaged).
+    by_frame_kind = {label: {"abs_rel": float(np.mean([e[0] for e in errs])),
+                             "delta1": float(np.mean([e[1] for e in errs])), "frames": len(errs)}
+                     for label, errs in sorted(by_label.items())}
     return {"model": args.model, "per_view": args.per_view, "num_view": args.num_view,
             "stride": config.stride, "dilations": list(config.dilations), "process_res": args.process_res,
-            "ref_view_strategy": args.ref_view_strategy, "mean": mean, "per_scene": per_scene}
+            "ref_view_strategy": args.ref_view_strategy, "camera_effects": args.camera_effects,
+            "mean": mean, "by_frame_kind": by_frame_kind, "per_scene": per_scene}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,6 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dilations", type=int, nargs="+", default=[1])
     p.add_argument("--process-res", type=int, default=224)
     p.add_argument("--ref-view-strategy", default="first")
+    p.add_argument("--camera-effects", choices=sorted(EFFECTS), default="none",
+                   help="degrade the frames as a robot camera would (see module docstring)")
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from da3_ros.core.camera_effects import PRESETS as EFFECTS
 from da3_ros.model import build_model
 from da3_ros.model.weights import load_pretrained, save_pretrained
 from da3_ros.training.data import DataConfig, SyntheticWindows, worker_init
@@ -65,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="range of time gaps between consecutive views, s")
     p.add_argument("--shuffle-prob", type=float, default=0.0, help="share of windows with shuffled views")
     p.add_argument("--pose-weight", type=float, default=1.0, help="x camera centre/rotation losses")
+    p.add_argument("--effects-prob", type=float, default=0.0,
+                   help="share of windows with a robot camera's degradations (noise, blur, exposure)")
+    p.add_argument("--effects", choices=("robot", "severe"), default="robot",
+                   help="distribution of those degradations (da3_ros.core.camera_effects.PRESETS)")
+    p.add_argument("--echo", type=int, default=1,
+                   help="steps served by one rendered group of windows (re-augmented each time)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (rendering)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=20)
@@ -159,7 +166,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     """The synthetic data stream of a run."""
     return DataConfig(min_views=args.min_views, max_views=args.max_views,
                       views_per_batch=args.views_per_batch, base_hw=tuple(args.size), seed=args.seed,
-                      gap_s=tuple(args.gap_s), shuffle_prob=args.shuffle_prob)
+                      gap_s=tuple(args.gap_s), shuffle_prob=args.shuffle_prob,
+                      effects_prob=args.effects_prob, effects=EFFECTS[args.effects], echo=args.echo)
 
 
 def train_step(net, opt, batch: dict, device: torch.device, amp: bool, clip: float,
@@ -186,6 +194,12 @@ def _loader(cfg: DataConfig, start: int, workers: int) -> DataLoader:
     return DataLoader(SyntheticWindows(cfg, start_step=start), **kw)
 
 
+def _batches(cfg: DataConfig, start: int, workers: int):
+    """The batches from step ``start`` on, one at a time (each loader item is a group of them)."""
+    for group in _loader(cfg, start, workers):
+        yield from group
+
+
 def train(args: argparse.Namespace) -> dict:
     """Run training as configured; returns a summary dict (also written to train_log.json)."""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +219,7 @@ def train(args: argparse.Namespace) -> dict:
     horizon_s = train_s + budget_s  # schedule horizon when no --max-steps
     ckpt_path, last_ckpt = args.out / CHECKPOINT_NAME, time.monotonic()
     start, views = time.monotonic(), 0
-    for batch in _loader(data_config(args), step, args.workers):
+    for batch in _batches(data_config(args), step, args.workers):
         if any(n is not None and step >= n for n in (args.max_steps, args.stop_step)):
             break
         progress = step / args.max_steps if args.max_steps else train_s / horizon_s
