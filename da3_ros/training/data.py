@@ -221,9 +221,13 @@ def _reordered(rng: np.random.Generator, win: dict[str, np.ndarray], cfg: DataCo
 def make_group(group: int, cfg: DataConfig) -> list[dict[str, torch.Tensor]]:
     """The ``cfg.echo`` batches of steps ``group * echo ... group * echo + echo - 1``.
 
-    The windows are rendered once (deterministic in ``(cfg.seed, group)``); the first batch is
-    exactly what ``echo = 1`` gives for step ``group``, every later one re-draws jitter, camera
-    degradations and view order from ``(cfg.seed, step)``.
+    The windows are rendered once (deterministic in ``(cfg.seed, group)`` and the config); the
+    first batch is exactly what ``echo = 1`` gives for step ``group``, every later one re-draws
+    jitter, camera degradations and view order from ``(cfg.seed, step)``. Rendering and the first
+    batch's augmentation share one random stream (the stream of the earlier stages, kept so their
+    commands still reproduce them), so turning camera effects on also changes which scenes the
+    second and later windows of a batch show: runs with and without effects see different,
+    equally distributed, scenes.
 
     Returns:
         ``echo`` dicts: images (B, S, 3, H, W) float32 normalised; depth (B, S, H, W) float32
