@@ -10,7 +10,15 @@ Topics, per camera ``<cam>`` (``camera`` for one camera, ``cam0`` .. ``cam<K-1>`
 
 No ``/tf``. Stamps follow ``--rate`` with a small deterministic jitter; rig cameras are
 stamped within a millisecond of each other (each pose at its own stamp). A bag's
-``custom_data`` records the scene (kind, seed, size). The same arguments give the same bag.
+``custom_data`` records the scene (kind, seed, size, camera effects). The same arguments give
+the same bag.
+
+``--camera-effects robot|severe`` degrades each image as a robot camera would (sensor noise on
+every frame, some frames motion-blurred or badly exposed; :mod:`da3_ros.core.camera_effects`);
+depth, camera_info and poses stay exact. Each image's degradation is drawn from
+``(seed, frame index, 0xEFF)`` for a one-camera bag, the key ``da3_ros.training.evaluate``
+uses, so with the same scene, seed, size, rate and the default hfov its images equal
+``render_sequence``'s frames; from ``(seed, frame index, camera index, 0xEFF)`` for a rig.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from da3_ros.core.camera_effects import PRESETS as CAMERA_EFFECTS
+from da3_ros.core.camera_effects import apply_view_effect, sample_view_effect
 from da3_ros.core.scene import (
     EPOCH_NS,
     SCENE_KINDS,
@@ -92,20 +102,31 @@ def rig_stamps(body_stamps_ns: np.ndarray, n_cameras: int, seed: int) -> np.ndar
     return body_stamps_ns[:, None] + offsets
 
 
+def effect_rng(seed: int, frame_index: int, camera_index: int, n_cameras: int) -> np.random.Generator:
+    """One image's effects Generator: evaluate's key for one camera, the camera index added for a rig."""
+    if n_cameras == 1:
+        return np.random.default_rng([int(seed), int(frame_index), 0xEFF])
+    return np.random.default_rng([int(seed), int(frame_index), int(camera_index), 0xEFF])
+
+
 def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 0, fmt: str = "mcap",
                scene: str = "room", width: int = 320, height: int = 240, rate_hz: float = 10.0,
                hfov_deg: float = 70.0, compress: bool = False, overwrite: bool = False,
-               depth_quantum_m: float = 0.0, progress: bool = False) -> dict:
+               depth_quantum_m: float = 0.0, progress: bool = False, camera_effects: str = "none") -> dict:
     """Render ``frames`` time steps of ``cameras`` cameras into a new bag at ``out``.
 
     ``depth_quantum_m`` > 0 rounds ground-truth depth to that step (e.g. 0.001: millimetres),
-    which makes compressed bags about 4x smaller; 0 keeps depth exact.
+    which makes compressed bags about 4x smaller; 0 keeps depth exact. ``camera_effects`` names a
+    :data:`da3_ros.core.camera_effects.PRESETS` entry applied to the images only (see module docstring).
 
     Returns:
         A summary: topics with message counts, camera names, scene parameters.
     """
     if frames < 1 or cameras < 1 or width < 8 or height < 8 or rate_hz <= 0:
         raise BagError("need frames >= 1, cameras >= 1, width and height >= 8 and rate > 0")
+    if camera_effects not in CAMERA_EFFECTS:
+        raise BagError(f"unknown camera effects {camera_effects!r} (one of {', '.join(CAMERA_EFFECTS)})")
+    fx = CAMERA_EFFECTS[camera_effects]
     world = make_scene(scene, seed)
     body_stamps, _ = make_trajectory(scene, frames, rate_hz, seed)
     stamps = rig_stamps(body_stamps, cameras, seed)
@@ -113,7 +134,8 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
     intr = default_intrinsics(width, height, hfov_deg)
     names = camera_names(cameras)
     info = {"scene": scene, "seed": seed, "frames": frames, "cameras": names, "width": width,
-            "height": height, "rate_hz": rate_hz, "hfov_deg": hfov_deg, "depth_quantum_m": depth_quantum_m}
+            "height": height, "rate_hz": rate_hz, "hfov_deg": hfov_deg, "depth_quantum_m": depth_quantum_m,
+            "camera_effects": camera_effects}
     with BagWriter(out, fmt=fmt, compress=compress, overwrite=overwrite) as bag:
         bag.set_metadata("da3_ros.synth", json.dumps(info, sort_keys=True))
         steps = range(frames)
@@ -126,6 +148,9 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
                 stamp = int(stamps[i, k])
                 pose = trajectory_at(scene, np.array([(stamp - EPOCH_NS) * 1e-9]), seed)[0] @ rig[k]
                 rgb, depth = world.render(pose, intr.K, width, height)
+                if fx is not None:  # the image only: depth, camera_info and pose stay exact
+                    rng = effect_rng(seed, i, k, cameras)
+                    rgb = apply_view_effect(rng, rgb, sample_view_effect(rng, fx))
                 if depth_quantum_m > 0:
                     depth = np.round(depth / depth_quantum_m) * depth_quantum_m
                 depth = np.where(np.isfinite(depth), depth, np.nan).astype(np.float32)
@@ -155,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compress", action="store_true", help="zstd-compressed mcap chunks")
     p.add_argument("--depth-quantum", type=float, default=0.0,
                    help="round ground-truth depth to this step in metres (0: exact)")
+    p.add_argument("--camera-effects", choices=tuple(CAMERA_EFFECTS), default="none",
+                   help="degrade the images (not depth or poses) as a robot camera would: sensor noise, "
+                        "some frames motion-blurred or badly exposed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -168,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         summary = synthesize(args.out, args.frames, args.cameras, args.seed, args.fmt, args.scene,
                              args.width, args.height, args.rate, args.hfov, args.compress,
-                             args.overwrite, args.depth_quantum, progress=not args.quiet)
+                             args.overwrite, args.depth_quantum, progress=not args.quiet,
+                             camera_effects=args.camera_effects)
         total = sum(summary["topics"].values())
         print(f"wrote {args.out}: {total} messages, cameras {', '.join(summary['cameras'])}, "
-              f"scene {args.scene} seed {args.seed}")
+              f"scene {args.scene} seed {args.seed}"
+              + (f", camera effects {args.camera_effects}" if args.camera_effects != "none" else ""))
         return 0
 
     return run_main(work, "da3-synth", args.debug)
