@@ -3,7 +3,7 @@ import pytest
 from _core_synth import collect_published, make_sequence
 
 from da3_ros.core.alignment import WindowChainer, depth_ratio_scale, estimate_sim3
-from da3_ros.core.frames import CameraIntrinsics, Frame
+from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction
 from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, pixel_rays
 from da3_ros.core.pipeline import Pipeline, PipelineConfig
 from da3_ros.core.standin import GroundTruthPredictor
@@ -115,3 +115,26 @@ def test_estimate_sim3_from_shared_frames_and_depth_scale():
 def test_chainer_rejects_unknown_mode():
     with pytest.raises(ValueError, match="sim3"):
         WindowChainer("affine")
+
+
+def _window(stamps, depth_value, scale=1.0):
+    """A Sim(3) window of views 0.2 m apart along x, constant depth, in a frame ``scale`` times the truth."""
+    K = CameraIntrinsics(np.array([[40.0, 0, 15.5], [0, 40.0, 11.5], [0, 0, 1]]), 32, 24)
+    frames = [Frame(np.zeros((24, 32, 3), np.uint8), stamp_ns=int(s * 1e8)) for s in stamps]
+    poses = np.tile(np.eye(4), (len(stamps), 1, 1))
+    poses[:, 0, 3] = [0.2 * scale * (s - stamps[0]) for s in stamps]
+    depth = [np.full((24, 32), depth_value, np.float32) for _ in stamps]
+    return WindowPrediction(frames, depth, [np.ones((24, 32), np.float32)] * len(stamps), poses,
+                            [K] * len(stamps))
+
+
+def test_extrapolation_from_a_zero_median_depth_window_keeps_the_last_scale():
+    # Regression (233a18a): a window whose median depth is 0 divided by zero.
+    ch = WindowChainer("sim3")
+    assert ch.chain(_window([0, 1], 3.0))[1].method == "first"
+    _, al, _ = ch.chain(_window([2, 3], 6.0, scale=2.0))  # no shared frame: median-depth scale 3 / 6
+    assert (al.method, al.scale) == ("extrapolated", pytest.approx(0.5))
+    out, al, _ = ch.chain(_window([4, 5], 0.0))  # median 0: "None or 0: keep the scale"
+    assert al.method == "extrapolated"
+    assert al.scale == ch.last_scale == pytest.approx(0.5)
+    assert np.isfinite(out.world_from_cam).all()
