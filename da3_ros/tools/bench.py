@@ -235,8 +235,11 @@ class Bench:
 
         Only the implementation under test is on the GPU while it is probed (the other one is
         moved to the CPU). Ours runs without CUDA graphs (a graph per probed size is waste).
+        The weights are kept as a host copy: ``--levers`` builds its variants from them next.
         """
-        self.state = None  # it references upstream's GPU tensors
+        # The state dict references upstream's GPU tensors (moving upstream to the CPU would not
+        # free them): keep a host copy instead, so the fit is not charged for them.
+        self.state = {k: v.to("cpu") for k, v in self.state.items()}
         if hasattr(self.ours, "reset"):
             self.ours.reset()
         guesses = dict(zip(("ours", "upstream"), (int(v) for v in self.args.fit_guess.split(",")))) \
