@@ -138,3 +138,7 @@ def test_extrapolation_from_a_zero_median_depth_window_keeps_the_last_scale():
     assert al.method == "extrapolated"
     assert al.scale == ch.last_scale == pytest.approx(0.5)
     assert np.isfinite(out.world_from_cam).all()
+    # The zero window leaves the reference median (3, global units) alone: the next window of
+    # median depth 2 scales by 3 / 2 again instead of being stuck at the last scale.
+    _, al, _ = ch.chain(_window([6, 7], 2.0))
+    assert (al.method, al.scale) == ("extrapolated", pytest.approx(1.5))

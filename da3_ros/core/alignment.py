@@ -188,7 +188,8 @@ class WindowChainer:
         self.last_scale = al.scale
         if self.mode == "sim3":  # only a Sim(3) extrapolation reads it (full-resolution medians cost)
             med = _median_depth(depth)
-            self.last_median_depth = self.last_median_depth if med is None else med
+            if med is not None and med > 0:  # an all-zero window must not pin later scales to 0 / med
+                self.last_median_depth = med
         self.windows += 1
         return out, al, is_new
 
