@@ -30,7 +30,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "da3_node = da3_ros.ros.node:main",
+            "da3_node = da3_ros.ros.entry:da3_node",
             "da3-synth = da3_ros.tools.synth:main",
             "da3-eval = da3_ros.tools.eval:main",
             "da3-replay = da3_ros.tools.replay:main",

@@ -71,10 +71,34 @@ def test_launch_and_config_files_exist():
 
 def test_console_script_declared_and_importable():
     target = _console_scripts()["da3_node"]
-    assert target == "da3_ros.ros.node:main"
+    assert target == "da3_ros.ros.entry:da3_node"
     module, func = target.split(":")
     assert callable(getattr(importlib.import_module(module), func))
     assert (Path(sys.executable).parent / "da3_node").is_file(), "console script not installed in the venv"
+
+
+class _InterruptImport:
+    """A meta-path finder that raises KeyboardInterrupt on importing one module (a SIGINT then)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, name, path=None, target=None):
+        if name == self.name:
+            raise KeyboardInterrupt
+        return None
+
+
+def test_console_script_stops_cleanly_when_interrupted_while_importing_ros(monkeypatch):
+    from da3_ros.ros import entry
+
+    monkeypatch.delitem(sys.modules, "da3_ros.ros.node", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptImport("da3_ros.ros.node"), *sys.meta_path])
+    try:
+        code = entry.da3_node([])
+    except KeyboardInterrupt:  # would otherwise abort the whole pytest session
+        pytest.fail("a SIGINT while importing the node escaped as KeyboardInterrupt")
+    assert code == 0
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
