@@ -40,3 +40,25 @@ def split_remaps(text: str) -> list[tuple[str, str]]:
 def parameter_overrides(value: Callable[[str], str]) -> dict[str, str]:
     """``{name: value}`` for each of :data:`OVERRIDABLE_PARAMETERS` given a non-empty launch argument."""
     return {name: value(name) for name in OVERRIDABLE_PARAMETERS if value(name)}
+
+
+def node_kwargs(value: Callable[[str], str], package: str, executable: str, use_sim_time: bool,
+                autostart: bool, remaps: list[tuple[str, str]] = ()) -> dict:
+    """Keyword arguments of ``launch_ros.actions.Node`` for da3_node, from the shared arguments.
+
+    Reads the ``config`` argument and :data:`NODE_ARGUMENTS` through ``value`` (a launch
+    argument's string). ``remaps`` come first, then the ``remaps`` argument's pairs. Parameters:
+    the params file, then ``use_sim_time`` / ``autostart``, then :func:`parameter_overrides`.
+    """
+    return {
+        "package": package,
+        "executable": executable,
+        "name": value("node_name"),
+        "namespace": value("namespace"),
+        "output": "screen",
+        "emulate_tty": True,
+        "parameters": [value("config"), {"use_sim_time": use_sim_time, "autostart": autostart},
+                       parameter_overrides(value)],
+        "remappings": [*remaps, *split_remaps(value("remaps"))],
+        "arguments": ["--ros-args", "--log-level", value("log_level")],
+    }

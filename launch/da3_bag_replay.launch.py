@@ -16,7 +16,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_args import NODE_ARGUMENTS, parameter_overrides, split_remaps
+from da3_ros.launch_args import NODE_ARGUMENTS, node_kwargs
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
@@ -26,17 +26,7 @@ DEFAULT_CONFIG = "da3_replay.yaml"
 def _actions(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     namespace, node_name = value("namespace"), value("node_name")
-    node = Node(
-        package=PACKAGE,
-        executable=EXECUTABLE,
-        name=node_name,
-        namespace=namespace,
-        output="screen",
-        emulate_tty=True,
-        parameters=[value("config"), {"use_sim_time": True, "autostart": True}, parameter_overrides(value)],
-        remappings=split_remaps(value("remaps")),
-        arguments=["--ros-args", "--log-level", value("log_level")],
-    )
+    node = Node(**node_kwargs(value, PACKAGE, EXECUTABLE, use_sim_time=True, autostart=True))
     play = ["ros2", "bag", "play", value("bag"), "--clock", "--rate", value("rate"),
             "--delay", value("delay_s")]
     if value("loop").lower() == "true":

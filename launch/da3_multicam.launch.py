@@ -16,7 +16,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_args import NODE_ARGUMENTS, parameter_overrides, split_remaps
+from da3_ros.launch_args import NODE_ARGUMENTS, node_kwargs
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
@@ -25,20 +25,9 @@ DEFAULT_CONFIG = "da3_multicam.yaml"
 
 def _node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    return [Node(
-        package=PACKAGE,
-        executable=EXECUTABLE,
-        name=value("node_name"),
-        namespace=value("namespace"),
-        output="screen",
-        emulate_tty=True,
-        parameters=[value("config"),
-                    {"use_sim_time": value("use_sim_time").lower() == "true",
-                     "autostart": value("autostart").lower() == "true"},
-                    parameter_overrides(value)],
-        remappings=split_remaps(value("remaps")),
-        arguments=["--ros-args", "--log-level", value("log_level")],
-    )]
+    return [Node(**node_kwargs(value, PACKAGE, EXECUTABLE,
+                               use_sim_time=value("use_sim_time").lower() == "true",
+                               autostart=value("autostart").lower() == "true"))]
 
 
 def generate_launch_description():
