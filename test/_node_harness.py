@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from da3_ros.dds_env import loopback_env
+from da3_ros.tools.replay import NodeRunner
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_EXE = Path(sys.executable).parent / "da3_node"
@@ -38,7 +36,7 @@ def unique_namespace() -> str:
     return f"/t{os.getpid()}_{next(_domain_counter)}"
 
 
-class NodeProcess:
+class NodeProcess(NodeRunner):
     """``da3_node --ros-args --params-file <yaml>`` as a child process on loopback DDS.
 
     Args:
@@ -56,42 +54,16 @@ class NodeProcess:
         if params_file is None:
             params_file = self.tmp_path / "node_params.yaml"
             params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        self.log_path = self.tmp_path / "node.log"
-        log_dir = self.tmp_path / "ros_logs"
-        log_dir.mkdir(exist_ok=True)
-        env = loopback_env(domain_id, log_dir=str(log_dir))
-        env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
         remap_ns = ["-r", f"__ns:={ns}"] if ns else []
         cmd = [str(NODE_EXE), "--ros-args", "--params-file", str(params_file), *remap_ns, *extra_args]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=str(REPO))
-
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self.proc.poll() is None
+        super().__init__(cmd, domain_id, self.tmp_path, cwd=REPO,
+                         extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
 
     def log(self) -> str:
         """Everything the node printed so far."""
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> int | None:
-        """Send ``sig``, wait up to ``timeout_s``; kill if needed. Returns the exit code (None if killed)."""
-        code = None
-        if self.alive():
-            self.proc.send_signal(sig)
-            try:
-                code = self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                code = None
-        else:
-            code = self.proc.returncode
-        self._log.close()
-        return code
 
     def __enter__(self) -> NodeProcess:
         return self

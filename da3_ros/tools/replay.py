@@ -91,16 +91,23 @@ def node_tree_rss_mb(pid: int) -> float:
 
 
 class NodeRunner:
-    """The node as a child process (``--spawn-node`` / ``--node-cmd``), logs in ``out/node.log``."""
+    """The node as a child process (``--spawn-node`` / ``--node-cmd``), logs in ``out/node.log``.
 
-    def __init__(self, cmd: list[str], domain_id: int, out: Path):
+    DDS stays on loopback with ROS_DOMAIN_ID ``domain_id`` (:func:`loopback_env`; ROS logs in
+    ``out/ros_logs``); ``extra_env`` adds variables, ``cwd`` sets the working directory.
+    """
+
+    def __init__(self, cmd: list[str], domain_id: int, out: Path, extra_env: dict[str, str] | None = None,
+                 cwd: Path | None = None):
         log_dir = out / "ros_logs"
         log_dir.mkdir(parents=True, exist_ok=True)
+        env = loopback_env(domain_id, log_dir=str(log_dir))
+        env.update(extra_env or {})
         self.log_path = out / "node.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         try:
-            self.proc = subprocess.Popen(cmd, env=loopback_env(domain_id, log_dir=str(log_dir)),
-                                         stdout=self._log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                         cwd=None if cwd is None else str(cwd))
         except OSError as exc:
             self._log.close()
             raise BagError(f"cannot start the node ({shlex.join(cmd)}): {exc}") from exc
@@ -116,11 +123,11 @@ class NodeRunner:
         lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
         return " | ".join(lines[-n:]) if lines else "(no output)"
 
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit code (None if killed)."""
+    def stop(self, sig: int = signal.SIGINT, timeout_s: float = 30.0) -> int | None:
+        """Send ``sig`` (SIGINT), SIGKILL after ``timeout_s``; returns the exit code (None if killed)."""
         code = self.proc.poll()
         if code is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 code = self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
