@@ -131,3 +131,25 @@ def test_rig_offsets():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="unknown scene kind"):
         make_scene("moon", 0)
+
+
+@pytest.mark.parametrize("kind", SCENE_KINDS)
+def test_scan_style_pans_from_the_same_positions_and_sees_near_and_far(kind):
+    t = np.linspace(0, 30, 301)
+    survey, scan = trajectory_at(kind, t, seed=5), trajectory_at(kind, t, seed=5, style="scan")
+    assert np.array_equal(survey[:, :3, 3], scan[:, :3, 3])  # same free-space positions
+    cos = np.clip(np.einsum("ni,ni->n", survey[:, :3, 2], scan[:, :3, 2]), -1, 1)
+    assert np.degrees(np.arccos(cos)).max() > 50  # pans far from the survey heading
+    assert np.all(np.abs(scan[:, 2, 2]) < 0.3)  # still roughly horizontal
+    scene, intr = make_scene(kind, 5), default_intrinsics(W, H)
+
+    def log_mean_depth_range(poses):
+        means = []
+        for p in poses[::10]:
+            d = scene.render(p, intr.K, W, H)[1]
+            means.append(np.log(d[np.isfinite(d)].mean()))
+        return np.ptp(means)
+
+    assert log_mean_depth_range(scan) > log_mean_depth_range(survey) + 0.05
+    with pytest.raises(ValueError, match="trajectory style"):
+        trajectory_at(kind, t, seed=5, style="orbit")

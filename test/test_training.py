@@ -243,3 +243,35 @@ def test_resume_mid_echo_group_gives_identical_weights(tmp_path: Path):
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert [r["total"] for r in a["log"]] == [r["total"] for r in b["log"]]
+
+
+def test_view_scale_loss_is_zero_for_any_pixel_error_that_keeps_view_means_and_log_of_a_view_scale():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(2, 3, 5, 6, generator=g) + 0.5
+    valid = torch.rand(2, 3, 5, 6, generator=g) > 0.2
+    valid[1, 2] = False  # a view without valid pixels is left out
+    assert float(L.view_scale_loss(gt, gt, valid)) == pytest.approx(0.0, abs=1e-6)
+    # Each view's mean kept, pixels permuted: per-pixel losses see it, the view-scale loss does not.
+    flipped = gt.flip(-1)
+    same_mean = flipped * ((gt * valid).sum((-1, -2), keepdim=True)
+                         / (flipped * valid).sum((-1, -2), keepdim=True).clamp_min(1e-6))
+    assert float(L.depth_l1_loss(same_mean, gt, valid)) > 0.05
+    assert float(L.view_scale_loss(same_mean, gt, valid)) == pytest.approx(0.0, abs=1e-5)
+    # One view of the 5 that have pixels scaled by 2: mean |log| error = log(2) / 5.
+    scaled = gt.clone()
+    scaled[0, 1] *= 2.0
+    assert float(L.view_scale_loss(scaled, gt, valid)) == pytest.approx(math.log(2.0) / 5, rel=1e-5)
+
+
+def test_scan_windows_look_around_more_than_survey_windows():
+    # The same steps with and without the scan style: the views of scan windows turn further.
+    def spread_deg(cfg):
+        out = []
+        for step in range(4):
+            rel = make_batch(step, cfg)["cam_to_ref"][..., :3, 2]  # optical axes in view 0
+            cos = rel[..., 2].clamp(-1, 1)  # against view 0's axis
+            out.append(float(torch.rad2deg(torch.arccos(cos)).max()))
+        return np.mean(out)
+
+    base = dict(views_per_batch=8, min_views=8, max_views=8, rig_prob=0.0, gap_s=(0.4, 0.5))
+    assert spread_deg(_small(scan_prob=1.0, **base)) > 2 * spread_deg(_small(**base)) + 10

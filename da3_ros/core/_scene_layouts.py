@@ -2,7 +2,10 @@
 
 World frame: metres, z up, floor / ground at ``z = 0``. Each scene kind has one closed-form
 camera path (position and viewing direction as smooth functions of time, phases drawn
-from the seed); objects are placed by rejection sampling so that every point the path
+from the seed), seen in one of :data:`TRAJECTORY_STYLES`: ``survey`` looks roughly along the
+path (the distance to what the camera sees changes slowly), ``scan`` follows the same
+positions while the camera pans far left and right (as a robot turning or panning its head:
+it faces a wall one second and the length of the room the next). Objects are placed by rejection sampling so that every point the path
 can ever reach keeps a clearance from them, so any duration stays in free space.
 """
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _CLEARANCE_M = 0.7
+TRAJECTORY_STYLES = ("survey", "scan")
 
 
 def look_pose(position: np.ndarray, forward: np.ndarray, roll_rad: float = 0.0) -> np.ndarray:
@@ -81,8 +85,22 @@ def _ring_path(t: np.ndarray, ph: np.ndarray, a: float, b: float, speed: float, 
     return pos, fwd
 
 
-def _path(kind: str, t: np.ndarray, seed: int):
+def _scan_yaw(kind: str, t: np.ndarray, seed: int) -> np.ndarray:
+    """(N,) extra yaw (rad) of the ``scan`` style: a pan of 57-92 degrees amplitude, 6-12 s period.
+
+    Two sines (the second at 0.37x the frequency and a third of the amplitude), so the pan is
+    not periodic; peak rate about 1.4 rad/s. Drawn from its own stream of ``seed``.
+    """
+    rng = np.random.default_rng([int(seed), 15485863, len(kind)])
+    amp, period, ph0, ph1 = rng.uniform(1.0, 1.6), rng.uniform(6.0, 12.0), *rng.uniform(0, 2 * np.pi, 2)
+    w = 2 * np.pi / period
+    return amp * np.sin(w * t + ph0) + (amp / 3) * np.sin(0.37 * w * t + ph1)
+
+
+def _path(kind: str, t: np.ndarray, seed: int, style: str = "survey"):
     """Body position (N, 3) and forward (N, 3) for times ``t`` (N,) seconds."""
+    if style not in TRAJECTORY_STYLES:
+        raise ValueError(f"unknown trajectory style {style!r}; expected one of {', '.join(TRAJECTORY_STYLES)}")
     ph = _phases(kind, seed)
     if kind == "room":
         pos, fwd = _ring_path(t, ph, 2.6, 1.9, 0.5, 1.4, 25.0)
@@ -96,15 +114,17 @@ def _path(kind: str, t: np.ndarray, seed: int):
         pos = np.stack([x, 0.35 * np.sin(0.3 * t + ph[1]), 1.45 + 0.05 * np.sin(0.7 * t + ph[2])], 1)
         fwd = np.stack([np.ones_like(t), 0 * t, 0 * t], 1)
     yaw = 0.10 * np.sin(0.6 * t + ph[3])
+    if style == "scan":
+        yaw = yaw + _scan_yaw(kind, t, seed)
     c, s = np.cos(yaw), np.sin(yaw)
     fwd = np.stack([c * fwd[:, 0] - s * fwd[:, 1], s * fwd[:, 0] + c * fwd[:, 1],
                     fwd[:, 2] - 0.08 + 0.05 * np.sin(0.45 * t + ph[4])], 1)
     return pos, fwd
 
 
-def body_poses_at(kind: str, t: np.ndarray, seed: int) -> np.ndarray:
-    """(N, 4, 4) body world_from_cam (optical axes) at times ``t`` (N,) seconds."""
-    pos, fwd = _path(kind, t, seed)
+def body_poses_at(kind: str, t: np.ndarray, seed: int, style: str = "survey") -> np.ndarray:
+    """(N, 4, 4) body world_from_cam (optical axes) at times ``t`` (N,) seconds, in ``style``."""
+    pos, fwd = _path(kind, t, seed, style)
     roll = 0.03 * np.sin(0.5 * t + _phases(kind, seed)[5])
     return np.stack([look_pose(p, f, r) for p, f, r in zip(pos, fwd, roll)])
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3_ros.core._scene_layouts import body_poses_at, build_layout, look_pose
+from da3_ros.core._scene_layouts import TRAJECTORY_STYLES, body_poses_at, build_layout, look_pose
 from da3_ros.core.frames import CameraIntrinsics
 
-__all__ = ["EPOCH_NS", "SCENE_KINDS", "Scene", "default_intrinsics", "look_pose", "make_scene",
+__all__ = ["EPOCH_NS", "SCENE_KINDS", "TRAJECTORY_STYLES", "Scene", "default_intrinsics", "look_pose", "make_scene",
            "make_trajectory", "rig_offsets", "trajectory_at"]
 
 SCENE_KINDS = ("room", "corridor", "outdoor", "boxes")
@@ -323,16 +323,22 @@ def make_scene(kind: str, seed: int) -> Scene:
     return Scene(kind=kind, seed=int(seed), materials=materials, **layout.fields())
 
 
-def trajectory_at(scene_kind: str, times_s: np.ndarray, seed: int) -> np.ndarray:
-    """(N, 4, 4) body ``world_from_cam`` (optical axes) at times ``times_s`` (N,) seconds."""
+def trajectory_at(scene_kind: str, times_s: np.ndarray, seed: int, style: str = "survey") -> np.ndarray:
+    """(N, 4, 4) body ``world_from_cam`` (optical axes) at times ``times_s`` (N,) seconds.
+
+    ``style`` is one of :data:`TRAJECTORY_STYLES`: ``survey`` (looking roughly along the path)
+    or ``scan`` (the same positions, panning far left and right, so depth changes fast).
+    """
     if scene_kind not in SCENE_KINDS:
         raise ValueError(f"unknown scene kind {scene_kind!r}")
-    return body_poses_at(scene_kind, np.asarray(times_s, dtype=np.float64), int(seed))
+    return body_poses_at(scene_kind, np.asarray(times_s, dtype=np.float64), int(seed), style)
 
 
 def make_trajectory(scene_kind: str, n_frames: int, rate_hz: float,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+                    seed: int, style: str = "survey") -> tuple[np.ndarray, np.ndarray]:
     """A smooth camera trajectory through the free space of ``make_scene(scene_kind, seed)``.
+
+    ``style``: see :func:`trajectory_at` (the positions are the same in every style).
 
     Returns:
         stamps_ns: (N,) int64 stamps at ``rate_hz`` with a small deterministic jitter
@@ -344,4 +350,4 @@ def make_trajectory(scene_kind: str, n_frames: int, rate_hz: float,
     jitter = rng.uniform(-0.02, 0.02, int(n_frames)) * period_ns
     stamps_ns = (EPOCH_NS + np.round(np.arange(int(n_frames)) * period_ns + jitter)).astype(np.int64)
     times_s = (stamps_ns - EPOCH_NS).astype(np.float64) * 1e-9
-    return stamps_ns, trajectory_at(scene_kind, times_s, seed)
+    return stamps_ns, trajectory_at(scene_kind, times_s, seed, style)

@@ -5,7 +5,9 @@ Every training step gets one *batch* of windows sharing a view count S and an in
 batches it would have seen (whatever the number of DataLoader workers).
 
 A window: a random scene kind and seed, S in [min_views, max_views] views taken along the
-scene's trajectory with random time gaps (or, with probability ``rig_prob``, the cameras of
+scene's trajectory (in a share ``scan_prob`` of windows its ``scan`` style, panning far left and
+right, so that a window's views see surfaces at very different distances and one view's scale
+relative to the others is something the network has to get right) with random time gaps (or, with probability ``rig_prob``, the cameras of
 a yawed rig at one or two instants), random horizontal field of view, colour jitter and, in a
 share of windows (``effects_prob``), a robot camera's degradations per view
 (:mod:`da3_ros.core.camera_effects`: sensor noise in every view, motion blur or a bad exposure
@@ -59,6 +61,8 @@ class DataConfig:
             reference, is then any of them, as with a reference-view strategy other than first).
         supersample_prob: probability of rendering a window at 2x and area-downsampling
             (smooth images like a resized camera image, as the engine feeds at inference).
+        scan_prob: probability of a window following the ``scan`` trajectory style (the same
+            positions, panning far left and right) instead of ``survey``.
         effects_prob: probability of a window getting camera degradations (``effects``).
         effects: the degradations' distribution (sensor noise, motion blur, exposure).
         echo: how many consecutive steps one rendered group of windows serves (>= 1).
@@ -77,6 +81,7 @@ class DataConfig:
     rig_prob: float = 0.2
     supersample_prob: float = 0.5
     shuffle_prob: float = 0.0
+    scan_prob: float = 0.0
     effects_prob: float = 0.0
     effects: CameraEffects = CameraEffects()
     echo: int = 1
@@ -95,19 +100,24 @@ def sample_size(rng: np.random.Generator, cfg: DataConfig) -> tuple[int, int]:
 
 def _window_poses(rng: np.random.Generator, kind: str, seed: int, s: int,
                   cfg: DataConfig) -> np.ndarray:
-    """(S, 4, 4) camera-to-world poses of one window (temporal or rig)."""
+    """(S, 4, 4) camera-to-world poses of one window (temporal or rig).
+
+    The trajectory style is drawn only when ``cfg.scan_prob > 0``, so streams without it are
+    those of the earlier training stages.
+    """
+    style = "scan" if cfg.scan_prob > 0 and rng.random() < cfg.scan_prob else "survey"
     t0 = rng.uniform(0.0, 300.0)
     if s >= 2 and rng.random() < cfg.rig_prob:
         n_cam = int(rng.integers(2, min(s, 4) + 1))
         n_t = -(-s // n_cam)
         times = t0 + np.cumsum(np.r_[0.0, rng.uniform(*cfg.gap_s, n_t - 1)])
-        body = trajectory_at(kind, times, seed)
+        body = trajectory_at(kind, times, seed, style)
         rig = rig_offsets(n_cam, spacing_deg=rng.uniform(25.0, 50.0))
         poses = np.concatenate([b @ rig for b in body])[:s]
         return poses[rng.permutation(s)] if rng.random() < 0.5 else poses
     gaps = rng.uniform(*cfg.gap_s, s - 1) * rng.choice([1.0, 0.5, 2.0], p=[0.6, 0.2, 0.2])
     times = t0 + np.cumsum(np.r_[0.0, gaps])
-    poses = trajectory_at(kind, times, seed)
+    poses = trajectory_at(kind, times, seed, style)
     return poses[rng.permutation(s)] if cfg.shuffle_prob > 0 and rng.random() < cfg.shuffle_prob else poses
 
 

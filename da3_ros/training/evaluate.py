@@ -39,7 +39,7 @@ from da3_ros.core.camera_effects import apply_view_effect, sample_view_effect
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
 from da3_ros.core.pipeline import Pipeline, PipelineConfig
-from da3_ros.core.scene import default_intrinsics, make_scene, make_trajectory
+from da3_ros.core.scene import TRAJECTORY_STYLES, default_intrinsics, make_scene, make_trajectory
 
 HELD_OUT = (("room", 501), ("corridor", 502), ("outdoor", 503), ("boxes", 504))
 
@@ -81,15 +81,16 @@ class PerViewPredictor:
 
 
 def render_sequence(kind: str, seed: int, frames: int, width: int, height: int, rate_hz: float,
-                    camera_effects: str = "none"):
+                    camera_effects: str = "none", trajectory: str = "survey"):
     """A held-out scene: (list of Frame, depth (N, H, W) metres, world_from_cam (N, 4, 4), labels).
 
     ``camera_effects`` names a :data:`da3_ros.core.camera_effects.PRESETS` entry applied to each
     frame's image (drawn from ``(seed, frame index)``); the depth stays exact. ``labels`` (N,)
     says what each frame got: "clean", "noise" (sensor noise only) or a ``BAD_KINDS`` name.
+    ``trajectory`` is a :data:`~da3_ros.core.scene.TRAJECTORY_STYLES` entry.
     """
     scene = make_scene(kind, seed)
-    stamps, poses = make_trajectory(kind, frames, rate_hz, seed)
+    stamps, poses = make_trajectory(kind, frames, rate_hz, seed, trajectory)
     intr = default_intrinsics(width, height)
     fx = EFFECTS[camera_effects]
     out, depths, labels = [], [], []
@@ -163,7 +164,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     per_scene, by_label = {}, {}
     for kind, seed in HELD_OUT[: args.scenes]:
         frames, depth, poses, labels = render_sequence(kind, seed, args.frames, args.width, args.height,
-                                                       args.rate, args.camera_effects)
+                                                       args.rate, args.camera_effects, args.trajectory)
         res = evaluate_sequence(engine, config, frames, depth, poses, labels)
         for label, errs in res.pop("frame_errors").items():
             by_label.setdefault(label, []).extend(errs)
@@ -179,6 +180,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     return {"model": args.model, "per_view": args.per_view, "num_view": args.num_view,
             "stride": config.stride, "dilations": list(config.dilations), "process_res": args.process_res,
             "ref_view_strategy": args.ref_view_strategy, "camera_effects": args.camera_effects,
+            "trajectory": args.trajectory,
             "mean": mean, "by_frame_kind": by_frame_kind, "per_scene": per_scene}
 
 
@@ -195,6 +197,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ref-view-strategy", default="first")
     p.add_argument("--camera-effects", choices=sorted(EFFECTS), default="none",
                    help="degrade the frames as a robot camera would (see module docstring)")
+    p.add_argument("--trajectory", choices=TRAJECTORY_STYLES, default="survey",
+                   help="camera path style: survey (looking along the path) or scan (panning far "
+                        "left and right, so a window's views see near and far surfaces)")
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)

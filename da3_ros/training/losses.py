@@ -26,6 +26,7 @@ class LossWeights:
     cam_t: float = 1.0
     cam_rot: float = 1.0
     focal: float = 1.0
+    view_scale: float = 0.0
     conf_alpha: float = 0.2
 
 
@@ -62,6 +63,25 @@ def depth_grad_loss(depth: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) 
     gx = (diff[..., :, 1:] - diff[..., :, :-1]).abs()
     gy = (diff[..., 1:, :] - diff[..., :-1, :]).abs()
     return 0.5 * (_masked_mean(gx, vx) + _masked_mean(gy, vy))
+
+
+def view_scale_loss(depth: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over views of ``|log(mean d) - log(mean gt)|`` (means over each view's valid pixels).
+
+    Each view's scale relative to the window: the error a one-view-at-a-time network cannot
+    avoid when its views lie at different distances. Views without valid pixels are left out.
+
+    Args:
+        depth, gt: ``(B, S, H, W)`` predicted and true depth (same units, > 0 where valid).
+        valid: ``(B, S, H, W)`` bool.
+    """
+    m = valid.to(depth.dtype)
+    n = m.sum((-1, -2))
+    has = n > 0
+    mean_d = (depth * m).sum((-1, -2)) / n.clamp_min(1.0)
+    mean_g = (gt * m).sum((-1, -2)) / n.clamp_min(1.0)
+    err = (torch.log(mean_d.clamp_min(1e-6)) - torch.log(mean_g.clamp_min(1e-6))).abs()
+    return _masked_mean(err, has)
 
 
 def sky_conf_loss(conf: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -122,6 +142,7 @@ def total_loss(out, batch: dict[str, torch.Tensor],
         "depth_conf": depth_conf_loss(depth, conf, gt, valid, weights.conf_alpha),
         "depth_l1": depth_l1_loss(depth, gt, valid),
         "depth_grad": depth_grad_loss(depth, gt, valid),
+        "view_scale": view_scale_loss(depth, gt, valid),
         "sky_conf": sky_conf_loss(conf, valid),
     }
     terms.update(camera_losses(out.extrinsics, out.intrinsics, batch["cam_to_ref"], batch["K"],

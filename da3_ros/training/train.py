@@ -65,7 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gap-s", type=float, nargs=2, default=(0.08, 0.8), metavar=("LO", "HI"),
                    help="range of time gaps between consecutive views, s")
     p.add_argument("--shuffle-prob", type=float, default=0.0, help="share of windows with shuffled views")
+    p.add_argument("--scan-prob", type=float, default=0.0,
+                   help="share of windows on the scan trajectory style (panning, depth changes fast)")
     p.add_argument("--pose-weight", type=float, default=1.0, help="x camera centre/rotation losses")
+    p.add_argument("--view-scale-weight", type=float, default=0.0,
+                   help="weight of the per-view scale loss (each view's mean depth relative to the window)")
     p.add_argument("--effects-prob", type=float, default=0.0,
                    help="share of windows with a robot camera's degradations (noise, blur, exposure)")
     p.add_argument("--effects", choices=("robot", "severe"), default="robot",
@@ -166,7 +170,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     """The synthetic data stream of a run."""
     return DataConfig(min_views=args.min_views, max_views=args.max_views,
                       views_per_batch=args.views_per_batch, base_hw=tuple(args.size), seed=args.seed,
-                      gap_s=tuple(args.gap_s), shuffle_prob=args.shuffle_prob,
+                      gap_s=tuple(args.gap_s), shuffle_prob=args.shuffle_prob, scan_prob=args.scan_prob,
                       effects_prob=args.effects_prob, effects=EFFECTS[args.effects], echo=args.echo)
 
 
@@ -214,7 +218,7 @@ def train(args: argparse.Namespace) -> dict:
         step, train_s, log = load_checkpoint(args.resume, net, opt)
         print(f"resumed from {args.resume} at step {step} ({train_s:.0f} s trained)", flush=True)
     amp = device.type == "cuda" and not args.no_amp
-    weights = LossWeights(cam_t=args.pose_weight, cam_rot=args.pose_weight)
+    weights = LossWeights(cam_t=args.pose_weight, cam_rot=args.pose_weight, view_scale=args.view_scale_weight)
     budget_s = args.minutes * 60.0
     horizon_s = train_s + budget_s  # schedule horizon when no --max-steps
     ckpt_path, last_ckpt = args.out / CHECKPOINT_NAME, time.monotonic()
