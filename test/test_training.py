@@ -273,5 +273,5 @@ def test_scan_windows_look_around_more_than_survey_windows():
             out.append(float(torch.rad2deg(torch.arccos(cos)).max()))
         return np.mean(out)
 
-    base = dict(views_per_batch=8, min_views=8, max_views=8, rig_prob=0.0, gap_s=(0.4, 0.5))
+    base = {"views_per_batch": 8, "min_views": 8, "max_views": 8, "rig_prob": 0.0, "gap_s": (0.4, 0.5)}
     assert spread_deg(_small(scan_prob=1.0, **base)) > 2 * spread_deg(_small(**base)) + 10

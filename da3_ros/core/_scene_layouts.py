@@ -5,8 +5,9 @@ camera path (position and viewing direction as smooth functions of time, phases 
 from the seed), seen in one of :data:`TRAJECTORY_STYLES`: ``survey`` looks roughly along the
 path (the distance to what the camera sees changes slowly), ``scan`` follows the same
 positions while the camera pans far left and right (as a robot turning or panning its head:
-it faces a wall one second and the length of the room the next). Objects are placed by rejection sampling so that every point the path
-can ever reach keeps a clearance from them, so any duration stays in free space.
+it faces a wall one second and the length of the room the next). Objects are placed by
+rejection sampling so that every point the path can ever reach keeps a clearance from them,
+so any duration stays in free space.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def _scan_yaw(kind: str, t: np.ndarray, seed: int) -> np.ndarray:
 def _path(kind: str, t: np.ndarray, seed: int, style: str = "survey"):
     """Body position (N, 3) and forward (N, 3) for times ``t`` (N,) seconds."""
     if style not in TRAJECTORY_STYLES:
-        raise ValueError(f"unknown trajectory style {style!r}; expected one of {', '.join(TRAJECTORY_STYLES)}")
+        raise ValueError(f"unknown trajectory style {style!r}; "
+                         f"expected one of {', '.join(TRAJECTORY_STYLES)}")
     ph = _phases(kind, seed)
     if kind == "room":
         pos, fwd = _ring_path(t, ph, 2.6, 1.9, 0.5, 1.4, 25.0)

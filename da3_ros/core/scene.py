@@ -25,8 +25,8 @@ import numpy as np
 from da3_ros.core._scene_layouts import TRAJECTORY_STYLES, body_poses_at, build_layout, look_pose
 from da3_ros.core.frames import CameraIntrinsics
 
-__all__ = ["EPOCH_NS", "SCENE_KINDS", "TRAJECTORY_STYLES", "Scene", "default_intrinsics", "look_pose", "make_scene",
-           "make_trajectory", "rig_offsets", "trajectory_at"]
+__all__ = ["EPOCH_NS", "SCENE_KINDS", "TRAJECTORY_STYLES", "Scene", "default_intrinsics", "look_pose",
+           "make_scene", "make_trajectory", "rig_offsets", "trajectory_at"]
 
 SCENE_KINDS = ("room", "corridor", "outdoor", "boxes")
 _NEAR = 1e-3

@@ -72,7 +72,8 @@ def view_scale_loss(depth: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) 
     avoid when its views lie at different distances. Views without valid pixels are left out.
 
     Args:
-        depth, gt: ``(B, S, H, W)`` predicted and true depth (same units, > 0 where valid).
+        depth: ``(B, S, H, W)`` predicted depth (> 0 where valid).
+        gt: ``(B, S, H, W)`` true depth (same units).
         valid: ``(B, S, H, W)`` bool.
     """
     m = valid.to(depth.dtype)
