@@ -8,10 +8,11 @@ A window: a random scene kind and seed, S in [min_views, max_views] views taken 
 scene's trajectory (in a share ``scan_prob`` of windows its ``scan`` style, panning far left and
 right, so that a window's views see surfaces at very different distances and one view's scale
 relative to the others is something the network has to get right) with random time gaps
-(or, with probability ``rig_prob``, the cameras of a yawed rig at one or two instants), random horizontal field of view, colour jitter and, in a
-share of windows (``effects_prob``), a robot camera's degradations per view
-(:mod:`da3_ros.core.camera_effects`: sensor noise in every view, motion blur or a bad exposure
-in some), so that a view's depth sometimes has to come from its neighbours.
+(or, with probability ``rig_prob``, the cameras of a yawed rig at one or two instants), random
+horizontal field of view, colour jitter and, in a share of windows (``effects_prob``), a robot
+camera's degradations per view (:mod:`da3_ros.core.camera_effects`: sensor noise in every view,
+motion blur or a bad exposure in some), so that a view's depth sometimes has to come from its
+neighbours.
 
 Rendering dominates the cost of a step, so a rendered group of windows can serve ``echo``
 consecutive steps: each reuse draws new colour jitter, new camera degradations and (with
