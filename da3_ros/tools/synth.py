@@ -10,8 +10,13 @@ Topics, per camera ``<cam>`` (``camera`` for one camera, ``cam0`` .. ``cam<K-1>`
 
 No ``/tf``. Stamps follow ``--rate`` with a small deterministic jitter; rig cameras are
 stamped within a millisecond of each other (each pose at its own stamp). A bag's
-``custom_data`` records the scene (kind, seed, size, camera effects). The same arguments give
-the same bag.
+``custom_data`` records the scene (kind, seed, size, trajectory, camera effects). The same
+arguments give the same bag.
+
+``--trajectory scan`` keeps the camera positions of the default ``survey`` but pans the camera far
+left and right, so a window's views see near and far surfaces (a robot turning;
+:data:`da3_ros.core.scene.TRAJECTORY_STYLES`). With the same scene, seed, size, rate and the default
+hfov a one-camera scan bag's images equal ``render_sequence(..., trajectory="scan")``'s frames.
 
 ``--camera-effects robot|severe`` degrades each image as a robot camera would (sensor noise on
 every frame, some frames motion-blurred or badly exposed; :mod:`da3_ros.core.camera_effects`);
@@ -36,6 +41,7 @@ from da3_ros.core.camera_effects import apply_view_effect, sample_view_effect
 from da3_ros.core.scene import (
     EPOCH_NS,
     SCENE_KINDS,
+    TRAJECTORY_STYLES,
     default_intrinsics,
     make_scene,
     make_trajectory,
@@ -112,12 +118,14 @@ def effect_rng(seed: int, frame_index: int, camera_index: int, n_cameras: int) -
 def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 0, fmt: str = "mcap",
                scene: str = "room", width: int = 320, height: int = 240, rate_hz: float = 10.0,
                hfov_deg: float = 70.0, compress: bool = False, overwrite: bool = False,
-               depth_quantum_m: float = 0.0, progress: bool = False, camera_effects: str = "none") -> dict:
+               depth_quantum_m: float = 0.0, progress: bool = False, camera_effects: str = "none",
+               trajectory: str = "survey") -> dict:
     """Render ``frames`` time steps of ``cameras`` cameras into a new bag at ``out``.
 
     ``depth_quantum_m`` > 0 rounds ground-truth depth to that step (e.g. 0.001: millimetres),
     which makes compressed bags about 4x smaller; 0 keeps depth exact. ``camera_effects`` names a
     :data:`da3_ros.core.camera_effects.PRESETS` entry applied to the images only (see module docstring).
+    ``trajectory`` is a :data:`da3_ros.core.scene.TRAJECTORY_STYLES` entry (``survey``: today's bags).
 
     Returns:
         A summary: topics with message counts, camera names, scene parameters.
@@ -126,16 +134,18 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
         raise BagError("need frames >= 1, cameras >= 1, width and height >= 8 and rate > 0")
     if camera_effects not in CAMERA_EFFECTS:
         raise BagError(f"unknown camera effects {camera_effects!r} (one of {', '.join(CAMERA_EFFECTS)})")
+    if trajectory not in TRAJECTORY_STYLES:
+        raise BagError(f"unknown trajectory {trajectory!r} (one of {', '.join(TRAJECTORY_STYLES)})")
     fx = CAMERA_EFFECTS[camera_effects]
     world = make_scene(scene, seed)
-    body_stamps, _ = make_trajectory(scene, frames, rate_hz, seed)
+    body_stamps, _ = make_trajectory(scene, frames, rate_hz, seed, trajectory)
     stamps = rig_stamps(body_stamps, cameras, seed)
     rig = rig_offsets(cameras)
     intr = default_intrinsics(width, height, hfov_deg)
     names = camera_names(cameras)
     info = {"scene": scene, "seed": seed, "frames": frames, "cameras": names, "width": width,
             "height": height, "rate_hz": rate_hz, "hfov_deg": hfov_deg, "depth_quantum_m": depth_quantum_m,
-            "camera_effects": camera_effects}
+            "camera_effects": camera_effects, "trajectory": trajectory}
     with BagWriter(out, fmt=fmt, compress=compress, overwrite=overwrite) as bag:
         bag.set_metadata("da3_ros.synth", json.dumps(info, sort_keys=True))
         steps = range(frames)
@@ -146,7 +156,8 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
         for i in steps:
             for k, cam in enumerate(names):
                 stamp = int(stamps[i, k])
-                pose = trajectory_at(scene, np.array([(stamp - EPOCH_NS) * 1e-9]), seed)[0] @ rig[k]
+                t_s = np.array([(stamp - EPOCH_NS) * 1e-9])
+                pose = trajectory_at(scene, t_s, seed, trajectory)[0] @ rig[k]
                 rgb, depth = world.render(pose, intr.K, width, height)
                 if fx is not None:  # the image only: depth, camera_info and pose stay exact
                     rng = effect_rng(seed, i, k, cameras)
@@ -183,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-effects", choices=tuple(CAMERA_EFFECTS), default="none",
                    help="degrade the images (not depth or poses) as a robot camera would: sensor noise, "
                         "some frames motion-blurred or badly exposed")
+    p.add_argument("--trajectory", choices=TRAJECTORY_STYLES, default="survey",
+                   help="camera path: survey looks roughly along it; scan keeps the positions but pans "
+                        "far left and right (a robot turning), so views see near and far surfaces")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -197,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = synthesize(args.out, args.frames, args.cameras, args.seed, args.fmt, args.scene,
                              args.width, args.height, args.rate, args.hfov, args.compress,
                              args.overwrite, args.depth_quantum, progress=not args.quiet,
-                             camera_effects=args.camera_effects)
+                             camera_effects=args.camera_effects, trajectory=args.trajectory)
         total = sum(summary["topics"].values())
         print(f"wrote {args.out}: {total} messages, cameras {', '.join(summary['cameras'])}, "
               f"scene {args.scene} seed {args.seed}"
-              + (f", camera effects {args.camera_effects}" if args.camera_effects != "none" else ""))
+              + (f", camera effects {args.camera_effects}" if args.camera_effects != "none" else "")
+              + (f", trajectory {args.trajectory}" if args.trajectory != "survey" else ""))
         return 0
 
     return run_main(work, "da3-synth", args.debug)
