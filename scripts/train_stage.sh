@@ -6,8 +6,9 @@
 # Trains with `python -m da3_ros.training.train --out /tmp/stage TRAIN_ARGS...`, copies the
 # exported weights (model/config.json with the bundled model's `da3_ros` block, fp16
 # model.safetensors) and train_log.json to OUT_DIR, then scores the new weights on the held-out
-# scenes (da3_ros.training.evaluate, CPU) four ways, in parallel, into OUT_DIR/eval_*.json:
-# 6-view windows and one view at a time, on clean frames and with a robot camera's degradations.
+# scenes (da3_ros.training.evaluate, CPU) six ways, in parallel, into OUT_DIR/eval_*.json:
+# 6-view windows and one view at a time, on clean frames, with a robot camera's degradations and
+# on the scan camera path.
 set -euo pipefail
 out=$1; shift
 mkdir -p "$out/model"
@@ -22,7 +23,8 @@ fi
 ev() { python3 -m da3_ros.training.evaluate --model "$out/model" --num-view 6 --stride 3 "${@:2}" \
          --json "$out/eval_$1.json" > "$out/eval_$1.log" 2>&1; }
 ev clean & ev clean_1view --per-view & ev robot --camera-effects robot &
-ev robot_1view --camera-effects robot --per-view & wait
+ev robot_1view --camera-effects robot --per-view &
+ev scan --trajectory scan & ev scan_1view --trajectory scan --per-view & wait
 for f in "$out"/eval_*.log; do
   [ -f "${f%.log}.json" ] || { echo "FAILED: $f"; tail -n 15 "$f"; }
 done
