@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["BAD_KINDS", "PRESETS", "CameraEffects", "ViewEffect", "apply_view_effect",
+__all__ = ["BAD_KINDS", "PRESETS", "CameraEffects", "ViewEffect", "apply_view_effect", "degrade_frame",
            "sample_view_effect", "sample_window_effects"]
 
 BAD_KINDS = ("motion_blur", "dark", "bright")
@@ -129,3 +129,25 @@ def apply_view_effect(rng: np.random.Generator, image: np.ndarray, effect: ViewE
     std = np.sqrt(np.float32(effect.read_noise) ** 2 + np.float32(effect.shot_gain) * x)
     x = x + std * rng.standard_normal(x.shape, dtype=np.float32)
     return np.clip(x + 0.5, 0.0, 255.0).astype(np.uint8)
+
+
+def degrade_frame(image: np.ndarray, fx: CameraEffects, seed: int, frame_index: int,
+                  camera_index: int | None = None) -> tuple[np.ndarray, ViewEffect]:
+    """A recorded sequence's frame degraded by its own draw: ``(image, the effect it got)``.
+
+    The draw comes from the key ``(seed, frame_index, 0xEFF)``, or ``(seed, frame_index,
+    camera_index, 0xEFF)`` for a camera of a rig, so the held-out evaluation
+    (``da3_ros.training.evaluate``) and one-camera ``da3-synth`` bags degrade the same frame
+    the same way, whatever else is drawn.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        fx: the camera's degradation distribution.
+        seed: the scene seed.
+        frame_index: index of the frame in its sequence.
+        camera_index: the camera of a rig, None for a one-camera sequence.
+    """
+    key = [int(seed), int(frame_index)] + ([] if camera_index is None else [int(camera_index)])
+    rng = np.random.default_rng(key + [0xEFF])
+    effect = sample_view_effect(rng, fx)
+    return apply_view_effect(rng, image, effect), effect

@@ -20,10 +20,10 @@ hfov a one-camera scan bag's images equal ``render_sequence(..., trajectory="sca
 
 ``--camera-effects robot|severe`` degrades each image as a robot camera would (sensor noise on
 every frame, some frames motion-blurred or badly exposed; :mod:`da3_ros.core.camera_effects`);
-depth, camera_info and poses stay exact. Each image's degradation is drawn from
-``(seed, frame index, 0xEFF)`` for a one-camera bag, the key ``da3_ros.training.evaluate``
-uses, so with the same scene, seed, size, rate and the default hfov its images equal
-``render_sequence``'s frames; from ``(seed, frame index, camera index, 0xEFF)`` for a rig.
+depth, camera_info and poses stay exact. Each image is degraded by
+:func:`da3_ros.core.camera_effects.degrade_frame` (its own draw per frame, and per camera of a
+rig), as ``da3_ros.training.evaluate`` degrades its frames, so with the same scene, seed, size,
+rate and the default hfov a one-camera bag's images equal ``render_sequence``'s frames.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from da3_ros.core.camera_effects import PRESETS as CAMERA_EFFECTS
-from da3_ros.core.camera_effects import apply_view_effect, sample_view_effect
+from da3_ros.core.camera_effects import degrade_frame
 from da3_ros.core.scene import (
     EPOCH_NS,
     SCENE_KINDS,
@@ -108,13 +108,6 @@ def rig_stamps(body_stamps_ns: np.ndarray, n_cameras: int, seed: int) -> np.ndar
     return body_stamps_ns[:, None] + offsets
 
 
-def effect_rng(seed: int, frame_index: int, camera_index: int, n_cameras: int) -> np.random.Generator:
-    """One image's effects Generator: evaluate's key for one camera, the camera index added for a rig."""
-    if n_cameras == 1:
-        return np.random.default_rng([int(seed), int(frame_index), 0xEFF])
-    return np.random.default_rng([int(seed), int(frame_index), int(camera_index), 0xEFF])
-
-
 def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 0, fmt: str = "mcap",
                scene: str = "room", width: int = 320, height: int = 240, rate_hz: float = 10.0,
                hfov_deg: float = 70.0, compress: bool = False, overwrite: bool = False,
@@ -160,8 +153,7 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
                 pose = trajectory_at(scene, t_s, seed, trajectory)[0] @ rig[k]
                 rgb, depth = world.render(pose, intr.K, width, height)
                 if fx is not None:  # the image only: depth, camera_info and pose stay exact
-                    rng = effect_rng(seed, i, k, cameras)
-                    rgb = apply_view_effect(rng, rgb, sample_view_effect(rng, fx))
+                    rgb, _ = degrade_frame(rgb, fx, seed, i, None if cameras == 1 else k)
                 if depth_quantum_m > 0:
                     depth = np.round(depth / depth_quantum_m) * depth_quantum_m
                 depth = np.where(np.isfinite(depth), depth, np.nan).astype(np.float32)

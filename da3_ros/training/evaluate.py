@@ -35,7 +35,7 @@ import torch
 
 from da3_ros.core import metrics as M
 from da3_ros.core.camera_effects import PRESETS as EFFECTS
-from da3_ros.core.camera_effects import apply_view_effect, sample_view_effect
+from da3_ros.core.camera_effects import degrade_frame
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
 from da3_ros.core.pipeline import Pipeline, PipelineConfig
@@ -98,9 +98,8 @@ def render_sequence(kind: str, seed: int, frames: int, width: int, height: int, 
         rgb, depth = scene.render(pose, intr.K, width, height)
         label = "clean"
         if fx is not None:
-            rng = np.random.default_rng([int(seed), i, 0xEFF])
-            effect = sample_view_effect(rng, fx)
-            rgb, label = apply_view_effect(rng, rgb, effect), effect.kind or "noise"
+            rgb, effect = degrade_frame(rgb, fx, seed, i)
+            label = effect.kind or "noise"
         out.append(Frame(image=rgb, stamp_ns=int(s), camera="camera", intrinsics=intr))
         depths.append(np.where(np.isfinite(depth), depth, np.nan))
         labels.append(label)
