@@ -33,8 +33,8 @@ setup(
             "da3_node = da3_ros.ros.entry:da3_node",
             "da3-synth = da3_ros.tools.synth:main",
             "da3-eval = da3_ros.tools.eval:main",
-            "da3-replay = da3_ros.tools.replay:main",
-            "da3-bench = da3_ros.tools.bench:main",
+            "da3-replay = da3_ros.tools.replay.cli:main",
+            "da3-bench = da3_ros.tools.bench_checkout:main",
         ],
     },
 )

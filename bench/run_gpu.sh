@@ -20,7 +20,7 @@ step() {  # step NAME MAXSEC ARGS... : run da3-bench with --max-seconds, killed 
   if (( l < 20 )); then echo "## skip $name: $l s left"; return; fi
   (( max > l - 10 )) && max=$(( l - 10 ))
   echo "## $name (max $max s, $(left) s left) : da3-bench $*"
-  timeout $(( max + 60 < l ? max + 60 : l )) $PY -m da3_ros.tools.bench "$@" --max-seconds "$max" \
+  timeout $(( max + 60 < l ? max + 60 : l )) $PY -m bench.network "$@" --max-seconds "$max" \
     --json "$OUT/$name.json" 2>&1 | grep -v "Selecting reference view\|using MLP layer" | tee -a "$OUT/log.txt"
 }
 if [[ $PHASE == dry ]]; then

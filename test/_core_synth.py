@@ -1,4 +1,4 @@
-"""Synthetic sequences with exact depth and poses for the core tests (uses da3_ros.core.scene)."""
+"""Synthetic sequences with exact depth and poses for the core tests (uses da3_ros.sim.scene)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.core.geometry import umeyama
-from da3_ros.core.scene import default_intrinsics, make_scene, make_trajectory, rig_offsets
+from da3_ros.sim.scene import default_intrinsics, make_scene, make_trajectory, rig_offsets
 
 
 @dataclass

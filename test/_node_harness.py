@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from da3_ros.tools.replay import NodeRunner
+from da3_ros.tools.replay.node_runner import NodeRunner
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_EXE = Path(sys.executable).parent / "da3_node"
@@ -179,7 +179,7 @@ def render_sequence(cameras: list[str], n_frames: int, width: int, height: int, 
     Returns:
         per time step, one SynthFrame per camera.
     """
-    from da3_ros.core.scene import default_intrinsics, make_scene, make_trajectory, rig_offsets
+    from da3_ros.sim.scene import default_intrinsics, make_scene, make_trajectory, rig_offsets
 
     scene = make_scene(kind, seed)
     stamps, body = make_trajectory(kind, n_frames, rate_hz, seed)

@@ -16,10 +16,12 @@ import torch
 from da3_ros.core import memory
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
+from da3_ros.inference import build
+from da3_ros.inference.settings import InferenceSettings, PredictorInfo
+from da3_ros.inference.sources import bundled_model_dir, resolve_process_settings
 from da3_ros.model import build_model
 from da3_ros.model.accel import GraphedDA3, compile_network
-from da3_ros.ros import predictors
-from da3_ros.ros.parameters import SPEC_BY_NAME, SPECS, check_values
+from da3_ros.ros.parameters import SPEC_BY_NAME, check_values
 
 LOG = logging.getLogger("test_accelerate")
 
@@ -38,10 +40,10 @@ class _Log:
 
 
 def _settings(**over):
-    values = {s.name: s.default for s in SPECS}
-    values.update(model="da3-tiny", device="cpu", dtype="auto", process_res=56,
-                  ref_view_strategy="first", **over)
-    return values
+    values = {"model": "da3-tiny", "device": "cpu", "dtype": "auto", "process_res": 56,
+              "ref_view_strategy": "first"}
+    values.update(over)
+    return InferenceSettings(**values)
 
 
 def _frames(n, w=64, h=48, seed=0):
@@ -67,12 +69,12 @@ def test_accelerate_parameter_is_declared_restart_only_and_validated():
     ("cpu", "compile_graphs", "off"),
 ])
 def test_resolve_accelerate(device, setting, want):
-    assert predictors.resolve_accelerate(device, setting) == want
+    assert build.resolve_accelerate(device, setting) == want
 
 
 def test_resolve_accelerate_rejects_unknown_modes_on_cuda():
     with pytest.raises(ValueError, match="accelerate"):
-        predictors.resolve_accelerate("cuda", "turbo")
+        build.resolve_accelerate("cuda", "turbo")
 
 
 @pytest.mark.parametrize("setting", ["off", "auto", "compile_graphs"])
@@ -82,7 +84,7 @@ def test_build_engine_on_cpu_is_the_plain_fp32_engine(setting):
     ref = DA3Engine(ref_net, process_res=56, ref_view_strategy="first", attention="flash")
     torch.manual_seed(0)
     log = _Log()
-    engine, info = predictors.build_engine(_settings(accelerate=setting), log)
+    engine, info = build.build_engine(_settings(accelerate=setting), log)
     assert engine.model.__class__ is ref_net.__class__  # not wrapped on the CPU
     assert engine.dtype == torch.float32 and info.accelerate == "off"
     assert next(engine.model.parameters()).dtype == torch.float32
@@ -100,7 +102,7 @@ def test_engine_counts_the_weights_of_accel_wrappers():
     want = memory.param_bytes(net)
     assert want > 0 and plain._param_bytes == want
     wrappers = [GraphedDA3(net), GraphedDA3(compile_network(net), module=net), compile_network(net),
-                predictors.ShapeLoggedNet(GraphedDA3(net), net, _Log(), "compile_graphs")]
+                build.ShapeLoggedNet(GraphedDA3(net), net, _Log(), "compile_graphs")]
     for wrapped in wrappers:
         engine = DA3Engine(wrapped, process_res=56)
         assert engine._param_bytes == want, type(wrapped).__name__
@@ -112,7 +114,7 @@ def test_half_weights_are_estimated_with_two_byte_activations():
     fp32 = DA3Engine(net, process_res=56).estimate_bytes(4, 56, 42)
     net.set_dtype(torch.bfloat16)
     assert memory.weight_dtype(net) == torch.bfloat16
-    engine = DA3Engine(predictors.ShapeLoggedNet(GraphedDA3(net), net, _Log(), "compile_graphs"),
+    engine = DA3Engine(build.ShapeLoggedNet(GraphedDA3(net), net, _Log(), "compile_graphs"),
                        process_res=56, dtype=torch.float32)
     got = engine.estimate_bytes(4, 56, 42)
     want = memory.estimate_peak_bytes(net.preset, 4, 42, 56, memory.param_bytes(net), act_bytes=2,
@@ -128,7 +130,7 @@ def test_bf16_weights_without_autocast_through_the_wrapper_match_fp32():
     ref = DA3Engine(net, process_res=56, ref_view_strategy="first").predict(frames)
     log = _Log()
     net.set_dtype(torch.bfloat16)
-    fast = predictors.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
+    fast = build.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
     engine = DA3Engine(fast, process_res=56, ref_view_strategy="first", dtype=torch.float32)
     out = engine.predict(frames)
     for x, y in zip(out.depth, ref.depth, strict=True):
@@ -141,9 +143,9 @@ def test_bf16_weights_without_autocast_through_the_wrapper_match_fp32():
 def test_warm_up_compiles_the_shape_real_frames_of_its_size_produce():
     net = build_model("da3-tiny").eval()
     log = _Log()
-    fast = predictors.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
+    fast = build.ShapeLoggedNet(GraphedDA3(net), net, log, "compile_graphs")
     engine = DA3Engine(fast, process_res=56, ref_view_strategy="first")
-    predictors.warm_up(engine, 2, LOG, size=(80, 60))
+    build.warm_up(engine, 2, LOG, size=(80, 60))
     assert len(fast.shapes_seen) == 1
     engine.predict(_frames(2, w=80, h=60))
     assert len(fast.shapes_seen) == 1 and len(log.infos) == 1  # no new compile for real frames
@@ -161,10 +163,10 @@ def test_da3_eval_passes_accelerate_to_build_engine(monkeypatch):
     seen = {}
 
     def fake_build(settings, logger):
-        seen.update(settings)
-        return DA3Engine(build_model("da3-tiny").eval(), process_res=56), predictors.PredictorInfo("x")
+        seen.update(vars(settings))
+        return DA3Engine(build_model("da3-tiny").eval(), process_res=56), PredictorInfo("x")
 
-    monkeypatch.setattr(predictors, "build_engine", fake_build)
+    monkeypatch.setattr(da3_eval, "build_engine", fake_build)
     da3_eval.make_predictor(opts, truth_fn=None)
     assert seen["accelerate"] == "compile" and seen["device"] == "cpu"
 
@@ -173,8 +175,8 @@ def test_release_drops_the_graphs_of_an_accelerated_engine():
     net = build_model("da3-tiny").eval()
     fast = GraphedDA3(net)
     fast._graphs["k"] = object()  # stands for a captured graph (none are captured on the CPU)
-    engine = DA3Engine(predictors.ShapeLoggedNet(fast, net, _Log(), "compile_graphs"), process_res=56)
-    predictors.release(engine)
+    engine = DA3Engine(build.ShapeLoggedNet(fast, net, _Log(), "compile_graphs"), process_res=56)
+    build.release(engine)
     assert fast.cached_keys() == []
 
 
@@ -182,14 +184,14 @@ def test_weights_recommend_their_inference_settings(tmp_path):
     """process_res 0 / ref_view_strategy auto take the weights' config.json da3_ros block."""
     (tmp_path / "config.json").write_text('{"model_name": "da3-tiny", '
                                           '"da3_ros": {"process_res": 224, "ref_view_strategy": "first"}}')
-    auto = {"process_res": 0, "ref_view_strategy": "auto"}
-    assert predictors.inference_settings(auto, "path", str(tmp_path)) == (224, "first")
-    explicit = {"process_res": 336, "ref_view_strategy": "middle"}
-    assert predictors.inference_settings(explicit, "path", str(tmp_path)) == (336, "middle")
+    auto = InferenceSettings(process_res=0, ref_view_strategy="auto")
+    assert resolve_process_settings(auto, "path", str(tmp_path)) == (224, "first")
+    explicit = InferenceSettings(process_res=336, ref_view_strategy="middle")
+    assert resolve_process_settings(explicit, "path", str(tmp_path)) == (336, "middle")
     # official checkpoints and hub ids carry no recommendation: upstream's defaults
     (tmp_path / "config.json").write_text('{"model_name": "da3-large"}')
-    assert predictors.inference_settings(auto, "path", str(tmp_path)) == (504, "saddle_balanced")
-    assert predictors.inference_settings(auto, "hub", "depth-anything/DA3-LARGE") == (504, "saddle_balanced")
+    assert resolve_process_settings(auto, "path", str(tmp_path)) == (504, "saddle_balanced")
+    assert resolve_process_settings(auto, "hub", "depth-anything/DA3-LARGE") == (504, "saddle_balanced")
     # the bundled model records what it was trained with
-    bundled = str(predictors.bundled_model_dir())
-    assert predictors.inference_settings(auto, "path", bundled) == (224, "first")
+    bundled = str(bundled_model_dir())
+    assert resolve_process_settings(auto, "path", bundled) == (224, "first")

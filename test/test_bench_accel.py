@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from bench import network as bench
+from bench.common import FlopModel, compare, count_flops, ours_runner, timed_peak
+from bench.node_path import encode_payloads, node_path
 from da3_ros.model import build_model
 from da3_ros.model.accel import GraphedDA3
-from da3_ros.tools import bench
-from da3_ros.tools.bench_common import FlopModel, compare, count_flops, ours_runner, timed_peak
-from da3_ros.tools.bench_node import encode_payloads, node_path
 
 
 @pytest.fixture(scope="module")

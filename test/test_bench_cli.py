@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from da3_ros.tools import bench
-from da3_ros.tools.bench_levers import sweep
+from bench import network as bench
+from bench.levers import sweep
 
 
 def test_lever_sweep_still_has_the_weights_after_the_16gib_fit(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from da3_ros.core.camera_effects import (
+from da3_ros.sim.camera_effects import (
     BAD_KINDS,
     PRESETS,
     CameraEffects,

@@ -3,10 +3,11 @@ import pytest
 from _core_synth import collect_published, make_sequence
 
 from da3_ros.core.alignment import WindowChainer, depth_ratio_scale, estimate_sim3
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction
 from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, pixel_rays
-from da3_ros.core.pipeline import Pipeline, PipelineConfig
-from da3_ros.core.standin import GroundTruthPredictor
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.sim.standin import GroundTruthPredictor
 
 
 def _run(seq, predictor, **cfg):

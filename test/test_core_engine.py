@@ -4,17 +4,12 @@ import torch
 from _core_synth import make_sequence
 from scipy.spatial.transform import Rotation
 
-from da3_ros.core.engine import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DA3Engine,
-    normalise_extrinsics,
-    preprocess_image,
-    process_size,
-)
+from da3_ros.core.config import PipelineConfig
+from da3_ros.core.engine import DA3Engine, normalise_extrinsics
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.core.geometry import invert_rigid
-from da3_ros.core.pipeline import Pipeline, PipelineConfig
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.core.resampling import IMAGENET_MEAN, IMAGENET_STD, preprocess_image, process_size
 from da3_ros.model import DA3Output, build_model, get_preset
 
 

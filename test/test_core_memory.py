@@ -6,9 +6,10 @@ import torch
 from _core_synth import make_sequence
 
 from da3_ros.core import memory
-from da3_ros.core.pipeline import Pipeline, PipelineConfig
-from da3_ros.core.standin import GroundTruthPredictor
+from da3_ros.core.config import PipelineConfig
+from da3_ros.core.pipeline import Pipeline
 from da3_ros.model.presets import get_preset
+from da3_ros.sim.standin import GroundTruthPredictor
 
 
 def test_estimate_grows_with_views_resolution_and_model():

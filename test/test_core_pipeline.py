@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from _core_synth import ate_after_sim3, collect_published, make_sequence
 
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import Frame
-from da3_ros.core.pipeline import AsyncPipeline, Pipeline, PipelineConfig
-from da3_ros.core.standin import GroundTruthPredictor
+from da3_ros.core.pipeline import AsyncPipeline, Pipeline
+from da3_ros.sim.standin import GroundTruthPredictor
 
 
 def _run(seq_frames, predictor, **cfg):
@@ -134,6 +135,7 @@ def test_async_queue_policies_count_every_drop(policy, processed, dropped):
     results = []
     ap = AsyncPipeline(PipelineConfig(num_view=2, stride=1, queue_size=3, queue_policy=policy), gate,
                        on_result=results.append)
+    ap.start()
     ap.submit(seq.frames[0])
     ap.submit(seq.frames[1])
     assert gate.entered.wait(30)  # worker is now inside predict for window (0, 1)
@@ -159,6 +161,7 @@ def test_async_close_without_drain_and_consumer_errors():
 
     ap = AsyncPipeline(PipelineConfig(num_view=2, stride=1, queue_size=8), gate, on_result=bad_consumer,
                        on_error=errors.append)
+    ap.start()
     for f in seq.frames[:2]:
         ap.submit(f)
     assert gate.entered.wait(30)
@@ -169,6 +172,33 @@ def test_async_close_without_drain_and_consumer_errors():
     s = ap.stats
     assert s.dropped == {"closed": 6} and s.processed == 2 and s.received == 8
     assert any(isinstance(e, ValueError) for e in errors)
+
+
+def test_async_reset_restarts_windows_on_the_same_worker_and_accounts_for_every_frame():
+    """A time-jump reset drops the old epoch's waiting frames, discards the in-flight window's
+    result and chains the new epoch from scratch; counts carry on."""
+    seq = make_sequence(12)
+    gate = _Gate(GroundTruthPredictor(seq, seed=0))
+    results = []
+    ap = AsyncPipeline(PipelineConfig(num_view=2, stride=1, queue_size=8), gate, on_result=results.append)
+    ap.start()
+    for f in seq.frames[:2]:
+        ap.submit(f)
+    assert gate.entered.wait(30)  # window (0, 1) is running
+    for f in seq.frames[2:4]:
+        ap.submit(f)
+    ap.reset("time_jump_reset")  # frames 2, 3 were waiting: dropped; window (0, 1) is stale
+    gate.release.set()
+    for f in seq.frames[4:12]:  # the new epoch (stamps later here; a real jump goes back)
+        ap.submit(f)
+    assert ap.close(timeout_s=30)
+    s = ap.stats
+    assert s.received == 12 and s.pending == 0
+    assert s.dropped == {"time_jump_reset": 2} and s.processed == 10
+    assert s.events["restarts"] == 1
+    published = [f.stamp_ns for r in results for f, new in zip(r.prediction.frames, r.is_new) if new]
+    assert published == [f.stamp_ns for f in seq.frames[4:12]]  # nothing of the stale window
+    assert results[0].alignment.method != "shared"  # the new epoch's first window starts a chain
 
 
 def test_dilated_windows_align_onto_published_frames():

@@ -17,7 +17,7 @@ from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.inputs import CameraInputs
 from da3_ros.ros.parameters import CameraSettings
-from da3_ros.ros.predictors import TruthTopics
+from da3_ros.ros.truth_topics import TruthTopics
 
 W, H = 8, 6
 K = CameraIntrinsics(K=np.array([[6.0, 0, 4], [0, 6.0, 3], [0, 0, 1]]), width=W, height=H)

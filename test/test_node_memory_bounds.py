@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import CameraIntrinsics, Frame
-from da3_ros.core.pipeline import Pipeline, PipelineConfig
-from da3_ros.core.standin import GroundTruthPredictor
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.sim.standin import GroundTruthPredictor
 
 W, H = 16, 12
 K = CameraIntrinsics(K=np.array([[12.0, 0, 8], [0, 12.0, 6], [0, 0, 1]]), width=W, height=H)
@@ -81,8 +82,8 @@ def container_sizes(root, name: str, depth: int = 4, seen: set | None = None) ->
 @pytest.fixture(scope="module")
 def streamed():
     from da3_ros.ros.diagnostics import NodeDiagnostics
-    from da3_ros.ros.predictors import TruthTopics
     from da3_ros.ros.publishers import OutputPublishers
+    from da3_ros.ros.truth_topics import TruthTopics
 
     class SmallHistoryTruth(GroundTruthPredictor):
         SCALES_KEPT = 300  # fewer than the windows run, so the cap is exercised
@@ -153,7 +154,7 @@ def test_chainer_keeps_compact_thumbnails_not_views_of_full_depth(streamed):
 
 
 def test_truth_capacity_follows_the_queues_and_window_span():
-    from da3_ros.ros.predictors import truth_capacity
+    from da3_ros.ros.truth_topics import truth_capacity
 
     values = {"num_view": 4, "dilations": [1, 3], "queue_size": 8, "input_queue_depth": 5}
     cap = truth_capacity(_Settings(values, ["a", "b"]))

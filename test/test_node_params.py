@@ -17,10 +17,10 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
-from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL
+from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL, fixed_from_model_world, points_to_fixed
 from da3_ros.ros.node import Da3Node
-from da3_ros.ros.parameters import ATTENTION_BACKENDS, REF_VIEW_STRATEGIES, SPECS
-from da3_ros.ros.publishers import colorize_depth, fixed_from_model_world, points_to_fixed
+from da3_ros.ros.parameters import SPEC_BY_NAME, SPECS
+from da3_ros.ros.publishers import colorize_depth
 
 pytestmark = pytest.mark.timeout(120)
 OK = TransitionCallbackReturn.SUCCESS
@@ -136,12 +136,25 @@ def test_invalid_params_file_exits_with_a_message(tmp_path, params, needle):
         assert "Traceback" not in node.log()
 
 
-def test_choices_mirror_the_model():
+def test_choices_and_defaults_come_from_their_one_home():
+    """The parameter table reads choice lists and defaults from the model and config dataclasses."""
+    from dataclasses import fields
+
+    from da3_ros.core.config import PipelineConfig
+    from da3_ros.inference.settings import InferenceSettings
     from da3_ros.model.attention import BACKENDS
     from da3_ros.model.refview import STRATEGIES
 
-    assert tuple(ATTENTION_BACKENDS) == tuple(BACKENDS)
-    assert tuple(REF_VIEW_STRATEGIES) == tuple(STRATEGIES)
+    assert SPEC_BY_NAME["attention_backend"].choices is BACKENDS
+    assert SPEC_BY_NAME["ref_view_strategy"].choices == ("auto",) + STRATEGIES
+    for cls, skip in ((InferenceSettings, ()), (PipelineConfig, ("mode", "cameras", "max_depth_m"))):
+        for f in fields(cls):
+            if f.name in SPEC_BY_NAME and f.name not in skip:
+                default = SPEC_BY_NAME[f.name].default
+                want = getattr(cls(), f.name)
+                assert (list(want) if isinstance(want, tuple) else want) == default, f.name
+    assert SPEC_BY_NAME["max_depth_m"].default == 0.0  # "no limit", which PipelineConfig spells inf
+    assert PipelineConfig.normalised({"max_depth_m": 0.0})["max_depth_m"] == float("inf")
 
 
 def test_fixed_frame_is_rep103():

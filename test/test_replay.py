@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from da3_ros.dds_env import loopback_env
-from da3_ros.tools.bagio import BagReader
+from da3_ros.tools.bag.io import BagReader
 from da3_ros.tools.synth import synthesize
 
 BIN = Path(sys.executable).parent

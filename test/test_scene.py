@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from da3_ros.core.scene import (
+from da3_ros.sim.scene import (
     SCENE_KINDS,
     default_intrinsics,
     make_scene,

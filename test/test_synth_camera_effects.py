@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from da3_ros.core.camera_effects import PRESETS, apply_view_effect, sample_view_effect
-from da3_ros.tools.bagio import BagReader
+from da3_ros.sim.camera_effects import PRESETS, apply_view_effect, sample_view_effect
+from da3_ros.tools.bag.io import BagReader
 from da3_ros.tools.synth import main as synth_main
 from da3_ros.tools.synth import synthesize
 

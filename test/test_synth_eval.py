@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from da3_ros.core import metrics as M
-from da3_ros.core.scene import default_intrinsics, make_scene, make_trajectory
-from da3_ros.core.standin import GroundTruthPredictor
 from da3_ros.dds_env import loopback_env
-from da3_ros.tools.bagio import BagError, BagReader, BagWriter, find_cameras
+from da3_ros.evaluation import metrics as M
+from da3_ros.sim.scene import default_intrinsics, make_scene, make_trajectory
+from da3_ros.sim.standin import GroundTruthPredictor
+from da3_ros.tools.bag.io import BagError, BagReader, BagWriter, find_cameras
 from da3_ros.tools.eval import EvalOptions, evaluate
 from da3_ros.tools.synth import synthesize
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from test_synth_camera_effects import _by_topic, _images, _recorded
 
-from da3_ros.tools.bagio import BagError, BagReader
+from da3_ros.tools.bag.io import BagError, BagReader
 from da3_ros.tools.synth import main as synth_main
 from da3_ros.tools.synth import synthesize
 

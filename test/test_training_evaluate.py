@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from da3_ros.core.camera_effects import BAD_KINDS
+from da3_ros.sim.camera_effects import BAD_KINDS
 from da3_ros.training import evaluate as E
 
 SIZE = {"frames": 12, "width": 56, "height": 42, "rate_hz": 10.0}

@@ -18,7 +18,7 @@ pixel-centre rule of ``CameraIntrinsics.scaled``, poses converted from the model
 
 Per-view models (``da3metric-large``, ``da3mono-large``) predict no cameras: every view gets an
 identity pose (chain them with known poses), and the intrinsics are the ones the network was
-given, else the known ones (CameraInfo), else a 60-degree guess (``default_K``): a model that
+given, else the known ones (CameraInfo), else a 60-degree guess (:func:`guess_K`): a model that
 predicts no camera never reports a guess for a view whose intrinsics are known. The metric
 variant always runs with metric scaling (depth x focal / 300), so its depth is in metres.
 
@@ -40,86 +40,21 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from da3_ros.core import memory
-from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction
+from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction, pinhole_intrinsics
 from da3_ros.core.geometry import cam_from_world_to_world_from_cam, invert_rigid, umeyama
+from da3_ros.core.resampling import preprocess_image, process_size, resize_map
 
-PATCH = 14
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def _nearest_multiple(x: int, p: int = PATCH) -> int:
-    """Nearest multiple of p (ties go up, as upstream), at least p."""
-    down = (x // p) * p
-    up = down + p
-    return max(p, up if abs(up - x) <= abs(x - down) else down)
+#: Horizontal field of view assumed for a view whose intrinsics nobody knows (per-view models).
+GUESS_HFOV_DEG = 60.0
 
 
-def process_size(width: int, height: int, process_res: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Upstream's two resize targets for a (width, height) image.
-
-    Returns:
-        ((w1, h1) after the long-side resize, (w, h) after rounding each to a multiple of 14).
-    """
-    if max(width, height) == process_res:
-        w1, h1 = width, height
-    else:
-        s = process_res / float(max(width, height))
-        w1, h1 = max(1, int(round(width * s))), max(1, int(round(height * s)))
-    return (w1, h1), (_nearest_multiple(w1), _nearest_multiple(h1))
-
-
-def resize_steps(width: int, height: int, process_res: int,
-                 size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
-    """The (w, h) resize targets, in order, taking a (width, height) image to the network input.
-
-    Its own process size: the long-side resize, then the rounding to multiples of 14. Another
-    ``size`` (the window's common size): one resize straight to it.
-    """
-    first, final = process_size(width, height, process_res)
-    return [first, final] if size is None or tuple(size) == final else [tuple(size)]
-
-
-def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    if img.shape[1] == w and img.shape[0] == h:
-        return img
-    enlarge = w > img.shape[1] or h > img.shape[0]
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA)
-
-
-def preprocess_image(image: np.ndarray, process_res: int, size: tuple[int, int] | None = None) -> np.ndarray:
-    """One RGB uint8 image (H, W, 3) to a normalised (3, h, w) float32 array.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        process_res: long-side target in pixels.
-        size: force this (w, h) (the window's common size); None = the image's own process size.
-    """
-    out = image
-    for w, h in resize_steps(image.shape[1], image.shape[0], process_res, size):
-        out = _resize(out, w, h)
-    x = (out.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
-def resize_map(x: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a float map (h, w) to (height, width): bilinear when enlarging, area when shrinking."""
-    if x.shape == (height, width):
-        return x.astype(np.float32, copy=False)
-    enlarge = width > x.shape[1] or height > x.shape[0]
-    return cv2.resize(x.astype(np.float32), (width, height),
-                      interpolation=cv2.INTER_LINEAR if enlarge else cv2.INTER_AREA)
-
-
-def default_K(width: int, height: int, hfov_deg: float = 60.0) -> np.ndarray:
+def guess_K(width: int, height: int) -> np.ndarray:
     """(3, 3) guess used when a per-view model needs a focal and none is known (60 deg FOV)."""
-    f = 0.5 * width / np.tan(np.radians(hfov_deg / 2))
-    return np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+    return pinhole_intrinsics(width, height, GUESS_HFOV_DEG).K
 
 
 def normalise_extrinsics(cam_from_world: np.ndarray) -> tuple[np.ndarray, float]:
@@ -208,7 +143,7 @@ class DA3Engine:
         have_K = all(k is not None for k in Ks)
         K_in = np.stack(Ks) if have_K and (self.condition_on_intrinsics or self.condition_on_poses) else None
         if self._metric_variant and K_in is None:  # metric scaling needs a focal length
-            K_in = np.stack([k if k is not None else default_K(w, h) for k in Ks])
+            K_in = np.stack([k if k is not None else guess_K(w, h) for k in Ks])
         ex, med = None, 1.0
         if (self.condition_on_poses and have_K and all(f.world_from_cam is not None for f in frames)
                 and getattr(self.model.preset, "has_camera", True)):
@@ -262,7 +197,7 @@ class DA3Engine:
         elif K_in is not None:
             K_proc = K_in
         else:  # no camera prediction and none known
-            K_proc = np.tile(default_K(w, h), (S, 1, 1))
+            K_proc = np.tile(guess_K(w, h), (S, 1, 1))
         scale = 1.0
         if ex is not None:
             known = np.stack([np.asarray(f.world_from_cam, dtype=np.float64) for f in frames])

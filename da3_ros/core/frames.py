@@ -15,6 +15,27 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 
+def principal_point(width: int, height: int) -> tuple[float, float]:
+    """The centre of a ``width`` x ``height`` image in pixels: ``((width - 1) / 2, (height - 1) / 2)``.
+
+    Pixel centres are at integer coordinates (the :class:`CameraIntrinsics` convention), so the
+    first pixel's centre is 0 and the last one's ``width - 1``.
+    """
+    return (width - 1) / 2.0, (height - 1) / 2.0
+
+
+def pinhole_intrinsics(width: int, height: int, hfov_deg: float) -> CameraIntrinsics:
+    """Distortion-free intrinsics with square pixels and a ``hfov_deg`` horizontal field of view.
+
+    The principal point is the image centre (:func:`principal_point`).
+    """
+    f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+    cx, cy = principal_point(width, height)
+    K = np.array([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]])
+    return CameraIntrinsics(K=K, width=int(width), height=int(height), D=np.zeros(5),
+                            distortion_model="plumb_bob")
+
+
 @dataclass(frozen=True)
 class CameraIntrinsics:
     """Pinhole intrinsics of one camera at a given image size.

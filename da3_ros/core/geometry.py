@@ -94,6 +94,31 @@ def ros_world_from_optical_world() -> np.ndarray:
     return T
 
 
+_FIXED_FROM_WORLD = ros_world_from_optical_world()
+
+
+def fixed_from_model_world(world_from_cam: np.ndarray) -> np.ndarray:
+    """Camera optical-frame poses in the REP-103 fixed frame from poses in the pipeline's world frame.
+
+    The pipeline's world frame has OpenCV optical axes (it is the first window's
+    reference camera frame). The fixed frame has the same origin with REP-103
+    axes (x forward, y left, z up); the camera side stays the optical frame,
+    since the pose is that of ``<camera>_optical_frame``.
+
+    Args:
+        world_from_cam: (..., 4, 4) camera-to-world, OpenCV optical axes on both sides.
+
+    Returns:
+        (..., 4, 4) ``fixed_from_optical``.
+    """
+    return _FIXED_FROM_WORLD @ np.asarray(world_from_cam, dtype=np.float64)
+
+
+def points_to_fixed(points_world: np.ndarray) -> np.ndarray:
+    """(N, 3) points in the pipeline's world frame -> (N, 3) float32 in the fixed frame."""
+    return (np.asarray(points_world, dtype=np.float32) @ _FIXED_FROM_WORLD[:3, :3].T.astype(np.float32))
+
+
 def pixel_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:
     """Rays ``K^-1 [u, v, 1]`` for every pixel centre; (H, W, 3) float64 with z == 1."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))

@@ -34,17 +34,13 @@ import numpy as np
 
 from da3_ros.core import memory
 from da3_ros.core.alignment import WindowChainer, frame_key
+from da3_ros.core.cloud import window_cloud
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import Frame, WindowPrediction
-from da3_ros.core.pipeline_types import (
-    PipelineConfig,
-    PipelineStats,
-    WindowResult,
-    check_prediction,
-    window_cloud,
-)
+from da3_ros.core.results import PipelineStats, WindowResult, check_prediction
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
-__all__ = ["AsyncPipeline", "Pipeline", "PipelineConfig", "PipelineStats", "WindowResult", "window_cloud"]
+__all__ = ["AsyncPipeline", "Pipeline"]
 
 LOG = logging.getLogger("da3_ros.core.pipeline")
 
@@ -63,18 +59,9 @@ class Pipeline:
                  on_error: Callable[[BaseException], None] | None = None):
         config.validate()
         self.config, self.predictor, self.on_error = config, predictor, on_error
-        self.windower = FrameWindower(config.mode, config.cameras, config.num_view, config.stride,
-                                      config.dilations, config.slop_s, config.keyframe_min_dt_s,
-                                      config.keyframe_min_change)
-        mode = config.align
-        if mode == "auto":
-            mode = "se3" if getattr(predictor, "is_metric", False) else "sim3"
         self.group = len(config.cameras) if config.mode == "multicam" else 1
-        # A window only holds frames of the windower's history (span items of `group` frames),
-        # so the chainer never needs more published frames than that (at least two items, for
-        # the constant-velocity extrapolation of windows that share no frame).
-        span = max(self.windower.windower.span, 2)
-        self.chainer = WindowChainer(mode, keep_frames=min(config.keep_frames, span * self.group))
+        self.windower = self._make_windower()
+        self.chainer = self._make_chainer()
         self.stats = PipelineStats()
         self.lock = threading.RLock()
         self._pending: dict[int, str | None] = {}
@@ -83,6 +70,21 @@ class Pipeline:
         self._latency_sum = self._window_time_sum = 0.0
         self._events: Counter = Counter()
         self._rng = np.random.default_rng(0)
+
+    def _make_windower(self) -> FrameWindower:
+        c = self.config
+        return FrameWindower(c.mode, c.cameras, c.num_view, c.stride, c.dilations, c.slop_s,
+                             c.keyframe_min_dt_s, c.keyframe_min_change)
+
+    def _make_chainer(self) -> WindowChainer:
+        mode = self.config.align
+        if mode == "auto":
+            mode = "se3" if getattr(self.predictor, "is_metric", False) else "sim3"
+        # A window only holds frames of the windower's history (span items of `group` frames),
+        # so the chainer never needs more published frames than that (at least two items, for
+        # the constant-velocity extrapolation of windows that share no frame).
+        span = max(self.windower.windower.span, 2)
+        return WindowChainer(mode, keep_frames=min(self.config.keep_frames, span * self.group))
 
     # -- accounting -------------------------------------------------------------------------
     def admit(self, frame: Frame) -> Frame:
@@ -129,6 +131,30 @@ class Pipeline:
         LOG.warning("window failed: %s", self.stats.last_error)
         if self.on_error is not None:
             self.on_error(exc)
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next admitted frame gets."""
+        return self._seq
+
+    def restart(self, before_seq: int, reason: str) -> None:
+        """Fresh windowing and chaining; pending frames admitted before ``before_seq`` drop (``reason``).
+
+        Statistics (counts, latencies) carry on. Call between windows (the worker does).
+        """
+        with self.lock:
+            for seq in [q for q in self._pending if q < before_seq]:
+                self._drop_seq(seq, reason)
+            self._events.update(self.windower.events)  # keep the old windower's counts
+            self.windower = self._make_windower()
+            self.chainer = self._make_chainer()
+            self._events["restarts"] += 1
+
+    def discard_pending(self, reason: str) -> None:
+        """Drop every pending frame with ``reason`` (a pipeline that will never run again)."""
+        with self.lock:
+            for seq in list(self._pending):
+                self._drop_seq(seq, reason)
 
     # -- public API ---------------------------------------------------------------------------
     def push(self, frame: Frame) -> list[WindowResult]:
@@ -244,9 +270,13 @@ class Pipeline:
 class AsyncPipeline:
     """A Pipeline on a worker thread behind a bounded queue; ``submit`` never blocks.
 
+    The owner starts the worker explicitly (:meth:`start`) and stops it with :meth:`close`;
+    :meth:`reset` (stamps jumped back: a looping bag) restarts windowing and chaining on the
+    same worker, and :meth:`update_config` changes the dynamic settings under the lock.
+
     Args:
         config, predictor: as for :class:`Pipeline`.
-        on_result: called on the worker thread with each WindowResult.
+        on_result: called on the worker thread with each WindowResult of the current epoch.
         on_error: called on the worker thread with exceptions from windows or ``on_result``.
     """
 
@@ -257,8 +287,14 @@ class AsyncPipeline:
         self._queue: deque[Frame] = deque()
         self._cond = threading.Condition(self.pipeline.lock)
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="da3_pipeline", daemon=True)
-        self._thread.start()
+        self._reset_before_seq: int | None = None  # frames admitted before this seq belong to the old epoch
+        self._thread: threading.Thread | None = None
+
+    def start(self, name: str = "da3_inference") -> None:
+        """Start the worker thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
 
     @property
     def stats(self) -> PipelineStats:
@@ -266,6 +302,12 @@ class AsyncPipeline:
         with self._cond:
             self.pipeline.stats.queue_len = len(self._queue)
             return self.pipeline.stats
+
+    def update_config(self, updates: dict) -> None:
+        """Set config fields (the dynamic ones: read by the next window or submit) under the lock."""
+        with self._cond:
+            for key, value in updates.items():
+                setattr(self.config, key, value)
 
     def submit(self, frame: Frame) -> bool:
         """Queue a frame without blocking; returns False when it was dropped at once (closed)."""
@@ -285,8 +327,26 @@ class AsyncPipeline:
             self._cond.notify()
             return True
 
+    def reset(self, reason: str = "reset") -> None:
+        """Start over (windows, chaining) with the frames submitted from now on.
+
+        Queued frames are dropped with ``reason``; the worker drops the frames still in its
+        window history the same way before it takes the next frame, and a window already
+        running finishes (its frames count as processed) without being delivered.
+        """
+        with self._cond:
+            while self._queue:
+                self.pipeline.drop(self._queue.popleft(), reason)
+            self._reset_before_seq = self.pipeline.next_seq
+            self._reset_reason = reason
+            self._cond.notify()
+
     def _deliver(self, results: list[WindowResult]) -> None:
         for r in results:
+            with self._cond:
+                stale = self._reset_before_seq is not None
+            if stale:
+                continue  # started before a reset: its frames are processed, its output is not wanted
             try:
                 self.on_result(r)
             except Exception as exc:  # noqa: BLE001 - a consumer bug must not kill the worker
@@ -295,8 +355,12 @@ class AsyncPipeline:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._closed and self._reset_before_seq is None:
                     self._cond.wait()
+                if self._reset_before_seq is not None:
+                    self.pipeline.restart(self._reset_before_seq, self._reset_reason)
+                    self._reset_before_seq = None
+                    continue
                 if not self._queue:
                     break
                 frame = self._queue.popleft()
@@ -308,13 +372,17 @@ class AsyncPipeline:
         """Stop accepting frames, process (``drain``) or drop (``closed``) the queue, flush, join.
 
         Returns:
-            True when the worker finished within ``timeout_s``.
+            True when the worker finished within ``timeout_s`` (or was never started; then the
+            queue is dropped here).
         """
         with self._cond:
             self._closed = True
-            if not drain:
+            if not drain or self._thread is None:
                 while self._queue:
                     self.pipeline.drop(self._queue.popleft(), "closed")
             self._cond.notify_all()
+        if self._thread is None:
+            self.pipeline.discard_pending("closed")
+            return True
         self._thread.join(timeout_s)
         return not self._thread.is_alive()

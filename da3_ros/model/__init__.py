@@ -1,15 +1,29 @@
 """Our implementation of the Depth Anything 3 network (loads the official checkpoints).
 
 Public API: :func:`build_model`, :func:`load_pretrained`, :func:`save_pretrained`,
-:class:`DA3Output`, :data:`PRESETS`.
+:class:`DA3Output`, :data:`PRESETS`. Attributes load on first use (PEP 562), so the torch-free
+:mod:`da3_ros.model.options` imports without torch.
 """
 
-from da3_ros.model.net import DA3Net, DA3Output, NestedDA3Net, build_model
-from da3_ros.model.presets import OFFICIAL_PRESETS, PRESETS, DA3Config, NestedConfig, get_preset
-from da3_ros.model.weights import CheckpointError, checkpoint_filter_fn, load_pretrained, save_pretrained
+from __future__ import annotations
 
-__all__ = [
-    "DA3Config", "DA3Net", "DA3Output", "NestedConfig", "NestedDA3Net", "OFFICIAL_PRESETS", "PRESETS",
-    "CheckpointError", "build_model", "checkpoint_filter_fn", "get_preset", "load_pretrained",
-    "save_pretrained",
-]
+import importlib
+
+_EXPORTS = {
+    "DA3Net": "net", "DA3Output": "net", "NestedDA3Net": "net", "build_model": "net",
+    "OFFICIAL_PRESETS": "presets", "PRESETS": "presets", "DA3Config": "presets", "NestedConfig": "presets",
+    "get_preset": "presets",
+    "CheckpointError": "weights", "checkpoint_filter_fn": "weights", "load_pretrained": "weights",
+    "save_pretrained": "weights",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Load ``name`` from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

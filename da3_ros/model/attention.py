@@ -37,10 +37,12 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from da3_ros.model.options import ATTENTION_BACKENDS
+
 LOG = logging.getLogger(__name__)
 
 ENV_VAR = "DA3_ATTENTION_BACKEND"
-BACKENDS: tuple[str, ...] = ("auto", "flash_attn", "sdpa", "sdpa_cudnn", "sdpa_flash", "manual")
+BACKENDS: tuple[str, ...] = ATTENTION_BACKENDS
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 _HALF = (torch.float16, torch.bfloat16)
 _logged: set[tuple[str, str, str]] = set()

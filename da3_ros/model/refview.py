@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from da3_ros.model.options import REF_VIEW_STRATEGIES
+
 MIN_VIEWS_FOR_SELECTION = 3
-STRATEGIES: tuple[str, ...] = ("first", "middle", "saddle_balanced", "saddle_sim_range")
+STRATEGIES: tuple[str, ...] = REF_VIEW_STRATEGIES
 
 
 def check_strategy(strategy: str) -> str:

@@ -2,28 +2,36 @@
 
 Lifecycle:
 
-- configure: read and validate parameters, create output publishers and /diagnostics;
-- activate: load the model, warm it up with a dummy window, start the pipeline worker,
+- configure: read and validate parameters, create output publishers, /diagnostics and timers;
+- activate: load the model, warm it up with a dummy window, start the inference worker,
   subscribe to the cameras;
 - deactivate: unsubscribe, stop the worker, release the model and GPU memory;
-- cleanup / shutdown: destroy publishers.
+- cleanup / shutdown: destroy publishers and timers.
 
 With ``autostart`` (default) the node configures and activates itself, so
 ``da3_node --ros-args --params-file config/da3.yaml`` just runs; a lifecycle
 manager (launch_ros ``LifecycleNode``, nav2 lifecycle manager) can set it false.
 
-Threads: a ``MultiThreadedExecutor`` runs the image callbacks (one callback group
-per camera; they only decode and enqueue), the timers and the services; the
-``AsyncPipeline`` worker thread runs inference and publishes the results.
-Topics, frames and parameters: see :mod:`da3_ros.ros.publishers`,
-:mod:`da3_ros.ros.inputs` and :mod:`da3_ros.ros.parameters`.
+Threads (all created here):
+
+- the executor thread (:func:`main` spins a ``SingleThreadedExecutor``; one thread, so no
+  callback groups are needed): image and CameraInfo callbacks (decode, check, submit: they
+  never wait on inference), the timers (``/diagnostics``, the ``~/path`` flush, the release of
+  images held for a first CameraInfo), parameter and lifecycle services;
+- the inference worker (:class:`~da3_ros.core.pipeline.AsyncPipeline`, started in
+  :meth:`Da3Node._start_pipeline`): windows, the network, alignment, and publishing each result.
+
+Lock order (a thread holding one may take those after it, never before):
+``CameraInputs`` hold lock -> ``Da3Node._lock`` (which pipeline is current) -> the pipeline's
+lock -> ``NodeDiagnostics`` lock. ``OutputPublishers``' path lock is taken alone.
+Topics, frames and parameters: see :mod:`da3_ros.ros.publishers`, :mod:`da3_ros.ros.inputs`
+and :mod:`da3_ros.ros.parameters`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 import sys
 import threading
 import traceback
@@ -31,33 +39,32 @@ from typing import TYPE_CHECKING
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from da3_ros.ros import memtrace, predictors
+from da3_ros.core.config import PipelineConfig
+from da3_ros.inference.settings import InferenceSettings
+from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, input_qos
 from da3_ros.ros.logs import RosLogHandler, Throttle
 from da3_ros.ros.parameters import (
-    SPEC_BY_NAME,
+    DYNAMIC_PIPELINE_FIELDS,
     NodeSettings,
     check_values,
     declare_all,
+    pipeline_config,
     read_settings,
     validation_callback,
 )
 from da3_ros.ros.publishers import OutputPublishers
 
-if TYPE_CHECKING:  # the core pulls in torch: imported when first needed, so start-up stays interruptible
-    from da3_ros.core.pipeline import AsyncPipeline, PipelineConfig
+if TYPE_CHECKING:
+    from da3_ros.core.pipeline import AsyncPipeline
 
-#: Parameters that map one-to-one onto PipelineConfig fields.
-PIPELINE_FIELDS = ("num_view", "stride", "slop_s", "keyframe_min_dt_s", "keyframe_min_change", "queue_size",
-                   "queue_policy", "conf_threshold", "min_depth_m", "max_depth_m", "voxel_size_m",
-                   "max_points", "align", "publish_all_views")
-#: Of those, the ones a running pipeline picks up (the dynamic parameters).
-DYNAMIC_PIPELINE_FIELDS = tuple(name for name in PIPELINE_FIELDS if SPEC_BY_NAME[name].dynamic)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+#: How often images held for a first CameraInfo are checked against ``camera_info_wait_s``.
+HELD_CHECK_PERIOD_S = 0.1
 
 
 def _logs_exceptions(transition):
@@ -75,30 +82,6 @@ def _logs_exceptions(transition):
     return wrapper
 
 
-def pipeline_config(settings: NodeSettings) -> PipelineConfig:
-    """The core PipelineConfig for these parameter values."""
-    from da3_ros.core.pipeline import PipelineConfig
-
-    fields = {name: settings[name] for name in PIPELINE_FIELDS}
-    fields["max_depth_m"] = fields["max_depth_m"] or math.inf  # 0: no limit
-    return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras],
-                          dilations=tuple(int(d) for d in settings["dilations"]), **fields)
-
-
-def update_pipeline_config(pipeline: AsyncPipeline, updates: dict) -> None:
-    """Apply dynamic parameter values to a running pipeline (read by its next window / submit).
-
-    The core reads these config fields at use time, so changing them on the shared
-    config object under the pipeline's lock is enough.
-    """
-    updates = dict(updates)
-    if "max_depth_m" in updates:
-        updates["max_depth_m"] = updates["max_depth_m"] or math.inf
-    with pipeline.pipeline.lock:
-        for key, value in updates.items():
-            setattr(pipeline.config, key, value)
-
-
 class Da3Node(LifecycleNode):
     """The DA3 depth / pose / point-cloud node (see module docstring)."""
 
@@ -114,17 +97,18 @@ class Da3Node(LifecycleNode):
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
+        self.state_label = "unconfigured"  # lifecycle state, kept by the transition callbacks
         self._device = "cpu"  # the loaded predictor's device (GPU memory in diagnostics)
         self._diag_pub = None
-        self._diag_timer = None
-        self._generation = 0
-        self._lock = threading.RLock()  # guards pipeline swaps (time jumps) against callbacks
+        self._own_timers: dict[str, object] = {}
+        self._generation = 0  # which pipeline's results are wanted (guarded by _lock)
+        self._lock = threading.RLock()
         self._throttle = Throttle(5.0)
 
     # ----------------------------------------------------------------- lifecycle
     @_logs_exceptions
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Read and validate parameters; create publishers and diagnostics."""
+        """Read and validate parameters; create publishers, diagnostics and timers."""
         settings = read_settings(self)
         reason = check_values(settings.values)
         if reason:
@@ -140,9 +124,11 @@ class Da3Node(LifecycleNode):
         self.diag.info.update({"model": settings["model"], "mode": settings.mode})
         self._apply_dynamic([self.get_parameter(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(settings["diagnostics_period_s"], self._publish_diagnostics)
+        self._set_timer("diagnostics", settings["diagnostics_period_s"], self._publish_diagnostics)
+        self._set_timer("held_frames", HELD_CHECK_PERIOD_S, self._release_held_frames)
         self.get_logger().info(f"configured: cameras {cams}, mode {settings.mode}, "
                                f"fixed frame {settings['fixed_frame']}")
+        self.state_label = "inactive"
         return super().on_configure(state)
 
     @_logs_exceptions
@@ -168,6 +154,7 @@ class Da3Node(LifecycleNode):
             self.truth_topics.intrinsics_source = self.inputs.intrinsics
         topics = ", ".join(f"{c.name}: {c.image_topic} ({c.transport})" for c in s.cameras)
         self.get_logger().info(f"active; subscribed to {topics}")
+        self.state_label = "active"
         return ret
 
     @_logs_exceptions
@@ -175,12 +162,14 @@ class Da3Node(LifecycleNode):
         """Unsubscribe, stop the worker, release the model and GPU memory."""
         self._stop()
         self.get_logger().info("deactivated; model released")
+        self.state_label = "inactive"
         return super().on_deactivate(state)
 
     @_logs_exceptions
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Destroy publishers and timers."""
         self._destroy_outputs()
+        self.state_label = "unconfigured"
         return super().on_cleanup(state)
 
     @_logs_exceptions
@@ -188,6 +177,7 @@ class Da3Node(LifecycleNode):
         """Release everything, whatever the state."""
         self._stop()
         self._destroy_outputs()
+        self.state_label = "finalized"
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -195,19 +185,26 @@ class Da3Node(LifecycleNode):
         self.get_logger().error(f"lifecycle error in state {state.label}; releasing resources")
         self._stop()
         self._destroy_outputs()
+        self.state_label = "unconfigured"
         return SUCCESS
 
     # ----------------------------------------------------------------- model and pipeline
     def _load_predictor(self, qos) -> None:
         s = self.settings
         if s["model"] == "truth":
+            from da3_ros.ros.truth_topics import build_truth  # TEST AID, never on a robot
+
             self.get_logger().warning("model 'truth': TEST AID ground-truth stand-in, not a network")
-            self.predictor, info, self.truth_topics = predictors.build_truth(self, s, qos)
+            self.predictor, info, self.truth_topics = build_truth(self, s, qos)
         else:
-            self.predictor, info = predictors.build_engine(s, self.get_logger())
-            if s["warmup"]:
+            # torch loads here, not at start-up: a signal during start-up stays a clean stop
+            from da3_ros.inference import build
+
+            inference = InferenceSettings.from_mapping(s.values)
+            self.predictor, info = build.build_engine(inference, self.get_logger())
+            if inference.warmup:
                 n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
-                predictors.warm_up(self.predictor, n, self.get_logger())
+                build.warm_up(self.predictor, n, self.get_logger())
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": "metric" if info.is_metric else "relative"})
@@ -224,10 +221,13 @@ class Da3Node(LifecycleNode):
             self.truth_topics.destroy()
             self.truth_topics = None
         predictor, self.predictor = self.predictor, None
-        if predictor is not None:
-            predictors.release(predictor)
+        if predictor is not None and self.settings["model"] != "truth":
+            from da3_ros.inference.build import release
+
+            release(predictor)
 
     def _start_pipeline(self) -> None:
+        """Create the inference worker for the loaded predictor and start its thread."""
         from da3_ros.core.pipeline import AsyncPipeline
 
         with self._lock:
@@ -235,12 +235,7 @@ class Da3Node(LifecycleNode):
             gen = self._generation
             self.pipeline = AsyncPipeline(pipeline_config(self.settings), self.predictor,
                                           on_result=lambda r: self._on_result(gen, r))
-
-    def _retire(self, pipeline, timeout_s: float) -> None:
-        """Close a pipeline (its waiting frames count as dropped) and keep its counts in diagnostics."""
-        pipeline.close(timeout_s=timeout_s, drain=False)
-        if self.diag is not None:
-            self.diag.retire_pipeline(pipeline.stats.as_dict())
+            self.pipeline.start()
 
     def _stop(self) -> None:
         if self.inputs is not None:
@@ -250,7 +245,9 @@ class Da3Node(LifecycleNode):
             pipeline, self.pipeline = self.pipeline, None
             self._generation += 1
         if pipeline is not None:
-            self._retire(pipeline, 5.0)
+            pipeline.close(timeout_s=5.0, drain=False)  # waiting frames count as dropped ("closed")
+            if self.diag is not None:
+                self.diag.retire_pipeline(pipeline.stats.as_dict())
             del pipeline  # it references the predictor: drop it before releasing the model
         self._release_predictor()
 
@@ -258,12 +255,20 @@ class Da3Node(LifecycleNode):
         if self.outputs is not None:
             self.outputs.destroy()
             self.outputs = None
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
+        for timer in self._own_timers.values():
+            self.destroy_timer(timer)
+        self._own_timers.clear()
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
+
+    def _set_timer(self, name: str, period_s: float, callback) -> None:
+        """(Re)create the named timer with ``period_s``; a period of 0 removes it."""
+        old = self._own_timers.pop(name, None)
+        if old is not None:
+            self.destroy_timer(old)
+        if period_s > 0:
+            self._own_timers[name] = self.create_timer(period_s, callback)
 
     def _submit(self, frame) -> None:
         with self._lock:
@@ -271,22 +276,22 @@ class Da3Node(LifecycleNode):
                 self.pipeline.submit(frame)
 
     def _on_time_jump(self, camera: str) -> None:
-        """Stamps went back (bag loop): start a fresh pipeline, path and stamp history."""
+        """Stamps went back (bag loop): restart windows, chaining, path and stamp history."""
         with self._lock:
-            old = self.pipeline
-            self._start_pipeline()
+            if self.pipeline is not None:
+                self.pipeline.reset("time_jump_reset")
             self.inputs.reset_stamps()
             self.outputs.reset()
-            self.diag.on_bad_input(camera, "time_jump_reset")
-        if old is not None:  # an in-flight window may take a while: close off the executor thread
-            threading.Thread(target=self._retire, args=(old, 30.0), daemon=True).start()
+        self.diag.on_bad_input(camera, "time_jump_reset")
 
     # ----------------------------------------------------------------- results (worker thread)
     def _on_result(self, generation: int, result) -> None:
-        if generation != self._generation or self.outputs is None:
-            return  # a result of a pipeline replaced after a time jump
+        with self._lock:
+            outputs = self.outputs if generation == self._generation else None
+        if outputs is None:
+            return  # a result of a pipeline stopped meanwhile
         try:
-            self.outputs.publish_result(result)
+            outputs.publish_result(result)
         except Exception as exc:  # noqa: BLE001 - one bad window must not stop the worker
             self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
 
@@ -298,7 +303,7 @@ class Da3Node(LifecycleNode):
         if self._throttle.ready(key):
             self.get_logger().error(msg + " (repeats are throttled)")
 
-    # ----------------------------------------------------------------- parameters and diagnostics
+    # ----------------------------------------------------------------- parameters and timers
     def _apply_dynamic(self, params) -> None:
         """Post-set callback: push dynamic parameter values into the running objects."""
         if self.settings is None:
@@ -313,30 +318,32 @@ class Da3Node(LifecycleNode):
             self.outputs.colored_range = tuple(float(v) for v in s["depth_colored_range"])
             self.outputs.set_path_max_length(int(s["path_max_length"]))
             self.outputs.path_period_s = float(s["path_period_s"])
+            if "path_period_s" in changed:
+                self._set_timer("path", float(s["path_period_s"]), self.outputs.publish_path_if_due)
         if self.diag is not None:
             self.diag.stale_input_s = float(s["stale_input_s"])
         self._throttle.period_s = float(s["log_throttle_s"])
         if self.inputs is not None:
             self.inputs.time_jump_reset_s = float(s["time_jump_reset_s"])
             self.inputs.throttle.period_s = float(s["log_throttle_s"])
-        updates = {k: s[k] for k in DYNAMIC_PIPELINE_FIELDS if k in changed}
+        updates = PipelineConfig.normalised({k: s[k] for k in DYNAMIC_PIPELINE_FIELDS if k in changed})
         with self._lock:
             if updates and self.pipeline is not None:
-                update_pipeline_config(self.pipeline, updates)
+                self.pipeline.update_config(updates)
+
+    def _release_held_frames(self) -> None:
+        """Timer: images waiting too long for a first CameraInfo go on without intrinsics."""
+        inputs = self.inputs
+        if inputs is not None:
+            inputs.check_held()
 
     def _publish_diagnostics(self) -> None:
-        outputs, inputs = self.outputs, self.inputs
-        if outputs is not None:  # the newest ~/path poses held back by path_period_s
-            outputs.publish_path_if_due()
-        if inputs is not None:  # images waiting too long for a first CameraInfo go on without
-            inputs.check_held()
         if self._diag_pub is None or self.diag is None:
             return
         pipeline = self.pipeline
         stats = pipeline.stats.as_dict() if pipeline is not None else None
         gpu = gpu_memory(self._device) if self.predictor is not None else None
-        msg = self.diag.build(self._state_machine.current_state[1], stats, gpu,
-                              self.get_clock().now().to_msg())
+        msg = self.diag.build(self.state_label, stats, gpu, self.get_clock().now().to_msg())
         self._diag_pub.publish(msg)
 
 
@@ -350,7 +357,7 @@ def main(args: list[str] | None = None) -> int:
     trace = memtrace.start_from_env()  # DEBUG aid (DA3_MEMTRACE); None normally
     try:
         rclpy.init(args=args)
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()
     except KeyboardInterrupt:
         return 0
     try:

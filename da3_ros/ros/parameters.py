@@ -21,7 +21,7 @@ Per-camera parameters live under ``camera.<name>.`` and are declared after the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rcl_interfaces.msg import (
@@ -30,6 +30,17 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     ParameterType,
     SetParametersResult,
+)
+
+from da3_ros.core.config import ALIGN_MODES, QUEUE_POLICIES, WINDOW_MODES, PipelineConfig
+from da3_ros.inference.settings import (
+    ACCELERATE_SETTINGS,
+    ATTENTION_BACKENDS,
+    DEFAULT_PROCESS_RES,
+    DEFAULT_REF_VIEW_STRATEGY,
+    DTYPES,
+    REF_VIEW_SETTINGS,
+    InferenceSettings,
 )
 
 _T = ParameterType
@@ -84,43 +95,41 @@ class ParamSpec:
 
 
 _BIG = 1.0e6
-#: Mirrors ``da3_ros.model.attention.BACKENDS`` (a test keeps them equal; no torch import here).
-ATTENTION_BACKENDS = ("auto", "flash_attn", "sdpa", "sdpa_cudnn", "sdpa_flash", "manual")
-
-#: Mirrors ``da3_ros.model.refview.STRATEGIES``.
-REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
-
-#: Values of the ``accelerate`` parameter (see ``da3_ros.ros.predictors.resolve_accelerate``).
-ACCELERATE_MODES = ("auto", "off", "compile", "compile_graphs")
+# Defaults and choices come from the config dataclasses (their one home); the table adds ROS
+# types, ranges, descriptions and which parameters are dynamic.
+_INF, _PIPE = InferenceSettings(), PipelineConfig()
 
 #: Node-wide parameters, in declaration order.
 SPECS: tuple[ParamSpec, ...] = (
     # --- model and device (restart) ---
-    ParamSpec("model", "default", "'default' (bundled trained model if present, else da3-tiny random), "
+    ParamSpec("model", _INF.model, "'default' (bundled trained model if present, else da3-tiny random), "
               "a preset name (random weights, plumbing only), a local weights directory, a Hugging Face "
               "hub id, or 'truth' (TEST AID: stand-in fed by ground-truth topics)"),
-    ParamSpec("device", "auto", "Torch device: auto, cpu, cuda, cuda:N"),
-    ParamSpec("dtype", "auto", "Inference dtype", choices=("auto", "float32", "float16", "bfloat16")),
-    ParamSpec("attention_backend", "auto", "Attention kernel (da3_ros.model.attention)",
+    ParamSpec("device", _INF.device, "Torch device: auto, cpu, cuda, cuda:N"),
+    ParamSpec("dtype", _INF.dtype, "Inference dtype", choices=DTYPES),
+    ParamSpec("attention_backend", _INF.attention_backend, "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
-    ParamSpec("accelerate", "auto", "GPU fast path (da3_ros.model.accel): compile_graphs = torch.compile "
-              "+ one CUDA graph per window shape (first use of a shape compiles, ~30-60 s); auto: off "
-              "(half-precision weights, eager) until the node's compiled path is GPU-verified; "
+    ParamSpec("accelerate", _INF.accelerate, "GPU fast path (da3_ros.model.accel): compile_graphs = "
+              "torch.compile + one CUDA graph per window shape (first use of a shape compiles, ~30-60 s); "
+              "auto: off (half-precision weights, eager) until the node's compiled path is GPU-verified; "
               "always off on CPU",
-              choices=ACCELERATE_MODES),
-    ParamSpec("process_res", 0, "Long side of the network input in pixels (28-4096); 0: what the "
-              "weights' config.json recommends (da3_ros block), else 504", lo=0, hi=4096),
-    ParamSpec("ref_view_strategy", "auto", "Reference-view choice inside a window; auto: what the "
-              "weights' config.json recommends (da3_ros block), else saddle_balanced",
-              choices=("auto",) + REF_VIEW_STRATEGIES),
-    ParamSpec("condition_on_intrinsics", False, "Feed CameraInfo intrinsics to the network"),
-    ParamSpec("condition_on_poses", False, "Feed known poses to the network"),
-    ParamSpec("warmup", True, "Run one dummy window on activation (first real window is then fast)"),
+              choices=ACCELERATE_SETTINGS),
+    ParamSpec("process_res", _INF.process_res, "Long side of the network input in pixels (28-4096); 0: "
+              f"what the weights' config.json recommends (da3_ros block), else {DEFAULT_PROCESS_RES}",
+              lo=0, hi=4096),
+    ParamSpec("ref_view_strategy", _INF.ref_view_strategy, "Reference-view choice inside a window; auto: "
+              "what the weights' config.json recommends (da3_ros block), else "
+              f"{DEFAULT_REF_VIEW_STRATEGY}",
+              choices=REF_VIEW_SETTINGS),
+    ParamSpec("condition_on_intrinsics", _INF.condition_on_intrinsics,
+              "Feed CameraInfo intrinsics to the network"),
+    ParamSpec("condition_on_poses", _INF.condition_on_poses, "Feed known poses to the network"),
+    ParamSpec("warmup", _INF.warmup, "Run one dummy window on activation (first real window is then fast)"),
     # --- inputs (restart) ---
     ParamSpec("cameras", ["camera"], "Camera names; per-camera settings under camera.<name>.*",
               array_of=str),
     ParamSpec("mode", "auto", "Windowing: temporal (one camera), multicam (synchronised rig), "
-              "auto (multicam when more than one camera)", choices=("auto", "temporal", "multicam")),
+              "auto (multicam when more than one camera)", choices=("auto",) + WINDOW_MODES),
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
@@ -128,20 +137,20 @@ SPECS: tuple[ParamSpec, ...] = (
               "condition_on_poses, model truth), hold a camera's images up to this long for its first "
               "CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
     # --- windowing (restart) ---
-    ParamSpec("num_view", 4, "Time steps (temporal) or synchronised sets (multicam) per window",
+    ParamSpec("num_view", _PIPE.num_view, "Time steps (temporal) or synchronised sets (multicam) per window",
               lo=1, hi=64),
-    ParamSpec("stride", 2, "New frames (sets) per window", lo=1, hi=64),
-    ParamSpec("dilations", [1], "Frame gaps inside a window (RollingDepth style)", lo=1, hi=64,
-              array_of=int),
-    ParamSpec("slop_s", 0.02, "Multi-camera sync tolerance, seconds", lo=0.0, hi=10.0),
-    ParamSpec("keyframe_min_dt_s", 0.0, "Minimum time between keyframes (0: every frame)",
-              lo=0.0, hi=3600.0),
-    ParamSpec("keyframe_min_change", 0.0, "Minimum image change for a keyframe (0: off)",
-              lo=0.0, hi=1.0),
-    ParamSpec("queue_size", 8, "Frames waiting for the inference worker before drops (queue_policy)",
-              lo=1, hi=10000),
-    ParamSpec("align", "auto", "Cross-window alignment (auto: sim3 relative, se3 metric)",
-              choices=("auto", "sim3", "se3", "none")),
+    ParamSpec("stride", _PIPE.stride, "New frames (sets) per window", lo=1, hi=64),
+    ParamSpec("dilations", list(_PIPE.dilations), "Frame gaps inside a window (RollingDepth style)",
+              lo=1, hi=64, array_of=int),
+    ParamSpec("slop_s", _PIPE.slop_s, "Multi-camera sync tolerance, seconds", lo=0.0, hi=10.0),
+    ParamSpec("keyframe_min_dt_s", _PIPE.keyframe_min_dt_s,
+              "Minimum time between keyframes (0: every frame)", lo=0.0, hi=3600.0),
+    ParamSpec("keyframe_min_change", _PIPE.keyframe_min_change,
+              "Minimum image change for a keyframe (0: off)", lo=0.0, hi=1.0),
+    ParamSpec("queue_size", _PIPE.queue_size,
+              "Frames waiting for the inference worker before drops (queue_policy)", lo=1, hi=10000),
+    ParamSpec("align", _PIPE.align, "Cross-window alignment (auto: sim3 relative, se3 metric)",
+              choices=ALIGN_MODES),
     # --- outputs (restart) ---
     ParamSpec("fixed_frame", "da3_odom", "Frame of poses, path, odometry and points"),
     ParamSpec("points_qos", "reliable", "QoS of ~/points and ~/<camera>/depth_colored",
@@ -149,20 +158,20 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics", lo=0.05, hi=60.0),
     ParamSpec("autostart", True, "Configure and activate at start (no lifecycle manager needed)"),
     # --- dynamic: take effect on the next window ---
-    ParamSpec("queue_policy", "drop_oldest", "What to drop when the inference queue is full",
-              dynamic=True, choices=("drop_oldest", "keep_latest")),
-    ParamSpec("conf_threshold", 0.0, "Minimum confidence of published points (DA3: >= 1)", dynamic=True,
-              lo=0.0, hi=_BIG),
-    ParamSpec("min_depth_m", 0.0, "Nearest published point (model units when relative)",
+    ParamSpec("queue_policy", _PIPE.queue_policy, "What to drop when the inference queue is full",
+              dynamic=True, choices=QUEUE_POLICIES),
+    ParamSpec("conf_threshold", _PIPE.conf_threshold, "Minimum confidence of published points (DA3: >= 1)",
+              dynamic=True, lo=0.0, hi=_BIG),
+    ParamSpec("min_depth_m", _PIPE.min_depth_m, "Nearest published point (model units when relative)",
               dynamic=True, lo=0.0, hi=_BIG),
     ParamSpec("max_depth_m", 0.0, "Farthest published point, 0: no limit (model units when relative)",
               dynamic=True, lo=0.0, hi=_BIG),
-    ParamSpec("voxel_size_m", 0.0, "Voxel downsampling of ~/points (0: off)", dynamic=True,
+    ParamSpec("voxel_size_m", _PIPE.voxel_size_m, "Voxel downsampling of ~/points (0: off)", dynamic=True,
               lo=0.0, hi=_BIG),
-    ParamSpec("max_points", 200000, "Cap on points per ~/points message", dynamic=True,
+    ParamSpec("max_points", _PIPE.max_points, "Cap on points per ~/points message", dynamic=True,
               lo=1, hi=100_000_000),
-    ParamSpec("publish_all_views", False, "Republish every view of every window (not only new ones)",
-              dynamic=True),
+    ParamSpec("publish_all_views", _PIPE.publish_all_views,
+              "Republish every view of every window (not only new ones)", dynamic=True),
     ParamSpec("publish.depth", True, "Publish ~/<camera>/depth", dynamic=True),
     ParamSpec("publish.confidence", True, "Publish ~/<camera>/confidence", dynamic=True),
     ParamSpec("publish.camera_info", True, "Publish ~/<camera>/camera_info", dynamic=True),
@@ -207,6 +216,11 @@ CAMERA_SPECS: tuple[ParamSpec, ...] = (
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
+#: Parameters that map one-to-one onto PipelineConfig fields.
+PIPELINE_FIELDS = tuple(f.name for f in fields(PipelineConfig)
+                        if f.name in SPEC_BY_NAME and f.name not in ("mode", "cameras"))
+#: Of those, the ones a running pipeline picks up (the dynamic parameters).
+DYNAMIC_PIPELINE_FIELDS = tuple(name for name in PIPELINE_FIELDS if SPEC_BY_NAME[name].dynamic)
 
 
 def camera_param(camera: str, key: str) -> str:
@@ -242,6 +256,12 @@ class NodeSettings:
         if mode == "auto":
             return "multicam" if len(self.cameras) > 1 else "temporal"
         return mode
+
+
+def pipeline_config(settings: NodeSettings) -> PipelineConfig:
+    """The core PipelineConfig for these parameter values."""
+    fields_ = PipelineConfig.normalised({name: settings[name] for name in PIPELINE_FIELDS})
+    return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras], **fields_)
 
 
 def declare_all(node) -> None:

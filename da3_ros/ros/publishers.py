@@ -37,38 +37,13 @@ from nav_msgs.msg import Odometry, Path
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from da3_ros.core.geometry import ros_world_from_optical_world
+from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
 from da3_ros.ros import conversions as conv
 
 try:  # tf2_ros is not on PyPI; a real ROS install has it.
     from tf2_ros import TransformBroadcaster  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the install
     TransformBroadcaster = None
-
-_FIXED_FROM_WORLD = ros_world_from_optical_world()
-
-
-def fixed_from_model_world(world_from_cam: np.ndarray) -> np.ndarray:
-    """Camera optical-frame poses in the REP-103 fixed frame from poses in the pipeline's world frame.
-
-    The pipeline's world frame has OpenCV optical axes (it is the first window's
-    reference camera frame). The fixed frame has the same origin with REP-103
-    axes (x forward, y left, z up); the camera side stays the optical frame,
-    since the pose is that of ``<camera>_optical_frame``.
-
-    Args:
-        world_from_cam: (..., 4, 4) camera-to-world, OpenCV optical axes on both sides.
-
-    Returns:
-        (..., 4, 4) ``fixed_from_optical``.
-    """
-    return _FIXED_FROM_WORLD @ np.asarray(world_from_cam, dtype=np.float64)
-
-
-def points_to_fixed(points_world: np.ndarray) -> np.ndarray:
-    """(N, 3) points in the pipeline's world frame -> (N, 3) float32 in the fixed frame."""
-    return (np.asarray(points_world, dtype=np.float32) @ _FIXED_FROM_WORLD[:3, :3].T.astype(np.float32))
-
 
 def colorize_depth(depth: np.ndarray, near: float = 0.0, far: float = 0.0) -> np.ndarray:
     """Turbo colormap of a depth image, for viewing.

@@ -1,12 +1,13 @@
-"""Shared pieces of the command-line tools: one-line errors and exit codes, strict-JSON reports."""
+"""Shared pieces of the command-line tools: user errors, one-line messages and exit codes."""
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 
-import numpy as np
+
+class ToolError(RuntimeError):
+    """A problem the user can fix (a bad path, a missing topic, a broken bag): one line, exit 1."""
 
 
 def one_line(exc: BaseException) -> str:
@@ -15,26 +16,11 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def json_safe(v):
-    """``v`` for strict JSON: NaN / inf -> None, numpy scalars -> Python, through dicts, lists, tuples."""
-    if isinstance(v, dict):
-        return {k: json_safe(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [json_safe(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
-
-
 def run_main(work: Callable[[], int], prog: str, debug: bool = False) -> int:
     """Run ``work()`` and turn any exception into ``<prog>: error: <one line>`` and exit code 1.
 
     With ``debug`` the exception propagates (full traceback). Ctrl-C exits with 130.
     """
-    from da3_ros.tools.bagio import BagError
-
     try:
         return int(work() or 0)
     except KeyboardInterrupt:
@@ -43,7 +29,7 @@ def run_main(work: Callable[[], int], prog: str, debug: bool = False) -> int:
     except Exception as exc:  # noqa: BLE001 - the user gets one line; --debug shows the trace
         if debug:
             raise
-        known = isinstance(exc, BagError | FileNotFoundError | ValueError | OSError)
+        known = isinstance(exc, ToolError | FileNotFoundError | ValueError | OSError)
         prefix = "" if known else f"{type(exc).__name__}: "
         hint = "" if known else " (run with --debug for a traceback)"
         print(f"{prog}: error: {prefix}{one_line(exc)}{hint}", file=sys.stderr)

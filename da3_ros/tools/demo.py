@@ -26,19 +26,20 @@ from pathlib import Path
 
 import yaml
 
+from da3_ros.inference.sources import BUNDLED_MODEL, bundled_model_dir
 from da3_ros.tools.cli import run_main
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BAG = REPO / "data" / "room"
-BUNDLED_MODEL = REPO / "data" / "models" / "da3-tiny-synth"
 
 
 def resolve_weights(weights: str) -> str:
     """The model the demo runs: ``default`` -> the bundled trained model directory."""
     if weights != "default":
         return weights
-    if (BUNDLED_MODEL / "model.safetensors").is_file():
-        return str(BUNDLED_MODEL)
+    bundled = bundled_model_dir()
+    if bundled is not None and (bundled / "model.safetensors").is_file():
+        return str(bundled)
     print(f"demo: warning: bundled model {BUNDLED_MODEL} not found; the node falls back to "
           "da3-tiny with random weights (plumbing only)", file=sys.stderr)
     return "default"
@@ -64,7 +65,7 @@ def step(title: str) -> float:
 def run_demo(args: argparse.Namespace) -> int:
     """The three steps; returns the exit code."""
     from da3_ros.tools.eval import EvalOptions, evaluate
-    from da3_ros.tools.replay import ReplayOptions, replay
+    from da3_ros.tools.replay.cli import ReplayOptions, replay
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ bag's ``depth_gt`` / ``pose_gt`` (``--scale-range``, ``--depth-noise``, ``--pose
 With ground truth in the bag (``/<cam>/depth_gt``, ``/<cam>/pose_gt`` as ``da3-synth`` writes),
 each view is scored once, in the window that publishes it first. Depth: abs_rel, rmse, delta1 after
 per-window median scaling (relative models) or as is (metric). Trajectory: ATE after Sim(3)
-(relative) or SE(3) (metric) alignment, RPE; see :mod:`da3_ros.core.metrics`.
+(relative) or SE(3) (metric) alignment, RPE; see :mod:`da3_ros.evaluation.metrics`.
 
 Writes into ``--out``: metrics.json, summary.md, per_frame.csv, samples.png, trajectory.png,
 per_frame.png, predictions/ (rosbag2 with the node's topics ``/da3_node/...``),
@@ -29,7 +29,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from da3_ros.tools.bagio import BagError, BagReader, BagWriter, find_cameras
+from da3_ros.core.config import PipelineConfig
+from da3_ros.evaluation.run import EvalRun
+from da3_ros.inference.build import build_engine
+from da3_ros.inference.settings import InferenceSettings
+from da3_ros.ros.publishers import OutputPublishers
+from da3_ros.sim.standin import GroundTruthPredictor
+from da3_ros.tools.bag.frames import BagFrameStream, TruthCache
+from da3_ros.tools.bag.io import BagError, BagReader, BagWriter, find_cameras
+from da3_ros.tools.bag.node import BagNode
 from da3_ros.tools.cli import run_main
 
 LOG = logging.getLogger("da3_ros.tools.eval")
@@ -41,8 +49,8 @@ class EvalOptions:
 
     model: str = "truth"
     image_topics: list[str] = field(default_factory=list)
-    num_view: int = 4
-    stride: int = 2
+    num_view: int = PipelineConfig.num_view
+    stride: int = PipelineConfig.stride
     dilations: tuple[int, ...] = (1,)
     slop_s: float = 0.02
     process_res: int = 0  # 0: the weights' recommendation, else 504
@@ -70,26 +78,17 @@ class EvalOptions:
 def make_predictor(opts: EvalOptions, truth_fn):
     """The predictor ``opts.model`` names: the truth stand-in or a DA3Engine (as the node builds it)."""
     if opts.model == "truth":
-        from da3_ros.core.standin import GroundTruthPredictor
-
         return GroundTruthPredictor(truth_fn, scale_range=opts.scale_range, depth_noise=opts.depth_noise,
                                     pose_noise=opts.pose_noise, seed=opts.seed, metric=opts.truth_metric)
-    from da3_ros.ros.parameters import SPECS
-    from da3_ros.ros.predictors import build_engine
-
-    settings = {s.name: s.default for s in SPECS}
-    settings.update(model=opts.model, device=opts.device, dtype=opts.dtype, process_res=opts.process_res,
-                    attention_backend=opts.attention_backend, ref_view_strategy=opts.ref_view_strategy,
-                    accelerate=opts.accelerate)
-    engine, info = build_engine(settings, LOG)
-    engine.name = info.name
+    settings = InferenceSettings(model=opts.model, device=opts.device, dtype=opts.dtype,
+                                 process_res=opts.process_res, attention_backend=opts.attention_backend,
+                                 ref_view_strategy=opts.ref_view_strategy, accelerate=opts.accelerate)
+    engine, _ = build_engine(settings, LOG)
     return engine
 
 
-def pipeline_config(opts: EvalOptions, cameras: list[str]):
+def pipeline_config(opts: EvalOptions, cameras: list[str]) -> PipelineConfig:
     """PipelineConfig for these options (node defaults otherwise)."""
-    from da3_ros.core.pipeline import PipelineConfig
-
     return PipelineConfig(mode="multicam" if len(cameras) > 1 else "temporal", cameras=cameras,
                           num_view=opts.num_view, stride=opts.stride, dilations=opts.dilations,
                           slop_s=opts.slop_s, voxel_size_m=opts.voxel_size_m)
@@ -104,9 +103,6 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
     Raises:
         BagError: unreadable bag, missing topics, or ``truth`` without ground truth in the bag.
     """
-    from da3_ros.tools.bagframes import BagFrameStream, TruthCache
-    from da3_ros.tools.eval_run import EvalRun
-
     out = Path(out_dir)
     with BagReader(bag) as reader:
         cams = find_cameras(reader, opts.image_topics)
@@ -121,10 +117,11 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
         stream = BagFrameStream(reader, cams, truth, max_frames=opts.max_frames)
         predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
         out.mkdir(parents=True, exist_ok=True)
-        writer = None
+        writer = sink = None
         if opts.write_bag:
             writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True)
-        run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, writer,
+            sink = OutputPublishers(BagNode(writer), names, "da3_odom").publish_result
+        run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, sink,
                       have_truth=all(c.depth_gt and c.pose_gt for c in cams),
                       total=stream.total_frames())
         t0 = time.perf_counter()

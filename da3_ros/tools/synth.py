@@ -15,13 +15,13 @@ arguments give the same bag.
 
 ``--trajectory scan`` keeps the camera positions of the default ``survey`` but pans the camera far
 left and right, so a window's views see near and far surfaces (a robot turning;
-:data:`da3_ros.core.scene.TRAJECTORY_STYLES`). With the same scene, seed, size, rate and the default
+:data:`da3_ros.sim.scene.TRAJECTORY_STYLES`). With the same scene, seed, size, rate and the default
 hfov a one-camera scan bag's images equal ``render_sequence(..., trajectory="scan")``'s frames.
 
 ``--camera-effects robot|severe`` degrades each image as a robot camera would (sensor noise on
-every frame, some frames motion-blurred or badly exposed; :mod:`da3_ros.core.camera_effects`);
+every frame, some frames motion-blurred or badly exposed; :mod:`da3_ros.sim.camera_effects`);
 depth, camera_info and poses stay exact. Each image is degraded by
-:func:`da3_ros.core.camera_effects.degrade_frame` (its own draw per frame, and per camera of a
+:func:`da3_ros.sim.camera_effects.degrade_frame` (its own draw per frame, and per camera of a
 rig), as ``da3_ros.training.evaluate`` degrades its frames, so with the same scene, seed, size,
 rate and the default hfov a one-camera bag's images equal ``render_sequence``'s frames.
 """
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from da3_ros.core.camera_effects import PRESETS as CAMERA_EFFECTS
-from da3_ros.core.camera_effects import degrade_frame
-from da3_ros.core.scene import (
+from da3_ros.sim.camera_effects import PRESETS as CAMERA_EFFECTS
+from da3_ros.sim.camera_effects import degrade_frame
+from da3_ros.sim.scene import (
     EPOCH_NS,
     SCENE_KINDS,
     TRAJECTORY_STYLES,
@@ -48,7 +48,7 @@ from da3_ros.core.scene import (
     rig_offsets,
     trajectory_at,
 )
-from da3_ros.tools.bagio import BagError, BagWriter, typestore
+from da3_ros.tools.bag.io import BagError, BagWriter, typestore
 from da3_ros.tools.cli import run_main
 
 
@@ -117,8 +117,8 @@ def synthesize(out: str | Path, frames: int = 60, cameras: int = 1, seed: int = 
 
     ``depth_quantum_m`` > 0 rounds ground-truth depth to that step (e.g. 0.001: millimetres),
     which makes compressed bags about 4x smaller; 0 keeps depth exact. ``camera_effects`` names a
-    :data:`da3_ros.core.camera_effects.PRESETS` entry applied to the images only (see module docstring).
-    ``trajectory`` is a :data:`da3_ros.core.scene.TRAJECTORY_STYLES` entry (``survey``: today's bags).
+    :data:`da3_ros.sim.camera_effects.PRESETS` entry applied to the images only (see module docstring).
+    ``trajectory`` is a :data:`da3_ros.sim.scene.TRAJECTORY_STYLES` entry (``survey``: today's bags).
 
     Returns:
         A summary: topics with message counts, camera names, scene parameters.

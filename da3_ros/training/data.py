@@ -1,4 +1,4 @@
-"""Synthetic multi-view training windows rendered from :mod:`da3_ros.core.scene`.
+"""Synthetic multi-view training windows rendered from :mod:`da3_ros.sim.scene`.
 
 Every training step gets one *batch* of windows sharing a view count S and an input size
 (H, W), generated deterministically from ``(seed, step)`` so a resumed run sees exactly the
@@ -10,7 +10,7 @@ right, so that a window's views see surfaces at very different distances and one
 relative to the others is something the network has to get right) with random time gaps
 (or, with probability ``rig_prob``, the cameras of a yawed rig at one or two instants), random
 horizontal field of view, colour jitter and, in a share of windows (``effects_prob``), a robot
-camera's degradations per view (:mod:`da3_ros.core.camera_effects`: sensor noise in every view,
+camera's degradations per view (:mod:`da3_ros.sim.camera_effects`: sensor noise in every view,
 motion blur or a bad exposure in some), so that a view's depth sometimes has to come from its
 neighbours.
 
@@ -36,11 +36,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from da3_ros.core.camera_effects import CameraEffects, apply_view_effect, sample_window_effects
-from da3_ros.core.engine import IMAGENET_MEAN, IMAGENET_STD
-from da3_ros.core.scene import SCENE_KINDS, default_intrinsics, make_scene, rig_offsets, trajectory_at
+from da3_ros.core.resampling import IMAGENET_MEAN, IMAGENET_STD, PATCH
+from da3_ros.sim.camera_effects import CameraEffects, apply_view_effect, sample_window_effects
+from da3_ros.sim.scene import SCENE_KINDS, default_intrinsics, make_scene, rig_offsets, trajectory_at
 
-PATCH = 14
 TRAIN_SEED_MIN = 1000
 _MAX_SEED = 2**31 - 1
 

@@ -1,9 +1,9 @@
 """Held-out evaluation of a DA3 network on synthetic scenes, through the core pipeline.
 
-Frames are rendered straight from :mod:`da3_ros.core.scene` (the content ``da3-synth`` writes,
+Frames are rendered straight from :mod:`da3_ros.sim.scene` (the content ``da3-synth`` writes,
 with exact depth), fed to the same :class:`~da3_ros.core.pipeline.Pipeline` +
 :class:`~da3_ros.core.engine.DA3Engine` the node and ``da3-eval`` use, and scored with
-:mod:`da3_ros.core.metrics` exactly as ``da3-eval`` scores them: depth after one median scale
+:mod:`da3_ros.evaluation.metrics` exactly as ``da3-eval`` scores them: depth after one median scale
 per window (relative model), each frame scored the first time it is published; ATE / RPE after
 one Sim(3) alignment of the whole trajectory.
 
@@ -13,7 +13,7 @@ constant; its ATE is that of a constant trajectory after the best alignment (the
 of the true camera centres), reported as ``ate``, with ``ate_note`` saying so.
 
 ``--camera-effects robot`` degrades the rendered frames as a robot's camera would
-(:mod:`da3_ros.core.camera_effects`: sensor noise on every frame, and about one frame in three
+(:mod:`da3_ros.sim.camera_effects`: sensor noise on every frame, and about one frame in three
 motion-blurred, under- or over-exposed), deterministically per scene and frame, so every model
 and mode sees the same degraded frames. Depth is still scored against the exact rendered depth.
 
@@ -33,26 +33,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from da3_ros.core import metrics as M
-from da3_ros.core.camera_effects import PRESETS as EFFECTS
-from da3_ros.core.camera_effects import degrade_frame
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
-from da3_ros.core.pipeline import Pipeline, PipelineConfig
-from da3_ros.core.scene import TRAJECTORY_STYLES, default_intrinsics, make_scene, make_trajectory
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.evaluation import metrics as M
+from da3_ros.inference.build import load_network
+from da3_ros.sim.camera_effects import PRESETS as EFFECTS
+from da3_ros.sim.camera_effects import degrade_frame
+from da3_ros.sim.scene import TRAJECTORY_STYLES, default_intrinsics, make_scene, make_trajectory
 
 HELD_OUT = (("room", 501), ("corridor", 502), ("outdoor", 503), ("boxes", 504))
 
 
 def load_model(model: str, seed: int = 0) -> torch.nn.Module:
-    """A weights directory / hub id through ``load_pretrained``, or a preset (random weights)."""
-    from da3_ros.model import PRESETS, build_model
-    from da3_ros.model.weights import load_pretrained
-
-    if model in PRESETS:
-        torch.manual_seed(seed)
-        return build_model(model)
-    return load_pretrained(model)
+    """A weights directory / hub id (strict load), or a preset with random weights seeded by ``seed``."""
+    net, _, _ = load_network(model, seed=seed)
+    return net
 
 
 class PerViewPredictor:
@@ -84,10 +81,10 @@ def render_sequence(kind: str, seed: int, frames: int, width: int, height: int, 
                     camera_effects: str = "none", trajectory: str = "survey"):
     """A held-out scene: (list of Frame, depth (N, H, W) metres, world_from_cam (N, 4, 4), labels).
 
-    ``camera_effects`` names a :data:`da3_ros.core.camera_effects.PRESETS` entry applied to each
+    ``camera_effects`` names a :data:`da3_ros.sim.camera_effects.PRESETS` entry applied to each
     frame's image (drawn from ``(seed, frame index)``); the depth stays exact. ``labels`` (N,)
     says what each frame got: "clean", "noise" (sensor noise only) or a ``BAD_KINDS`` name.
-    ``trajectory`` is a :data:`~da3_ros.core.scene.TRAJECTORY_STYLES` entry.
+    ``trajectory`` is a :data:`~da3_ros.sim.scene.TRAJECTORY_STYLES` entry.
     """
     scene = make_scene(kind, seed)
     stamps, poses = make_trajectory(kind, frames, rate_hz, seed, trajectory)

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from da3_ros.core.camera_effects import PRESETS as EFFECTS
 from da3_ros.model import build_model
 from da3_ros.model.weights import load_pretrained, save_pretrained
+from da3_ros.sim.camera_effects import PRESETS as EFFECTS
 from da3_ros.training.data import DataConfig, SyntheticWindows, worker_init
 from da3_ros.training.losses import LossWeights, total_loss
 
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--effects-prob", type=float, default=0.0,
                    help="share of windows with a robot camera's degradations (noise, blur, exposure)")
     p.add_argument("--effects", choices=("robot", "severe"), default="robot",
-                   help="distribution of those degradations (da3_ros.core.camera_effects.PRESETS)")
+                   help="distribution of those degradations (da3_ros.sim.camera_effects.PRESETS)")
     p.add_argument("--echo", type=int, default=1,
                    help="steps served by one rendered group of windows (re-augmented each time)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers (rendering)")

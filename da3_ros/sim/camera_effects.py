@@ -1,6 +1,6 @@
 """Realistic per-frame camera degradations for synthetic images: sensor noise, motion blur, exposure.
 
-A robot's camera rarely delivers the clean images :mod:`da3_ros.core.scene` renders: every frame
+A robot's camera rarely delivers the clean images :mod:`da3_ros.sim.scene` renders: every frame
 carries sensor noise, and some frames are smeared by motion blur during a fast turn, or under- or
 over-exposed while auto-exposure catches up with a change of light. A network that sees several
 views of a window can fill in what one bad frame lost from its neighbours; a single-view network

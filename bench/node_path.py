@@ -17,10 +17,12 @@ import time
 import numpy as np
 import torch
 
+from bench.common import sync
+from da3_ros.core.cloud import window_cloud, window_cloud_torch
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
-from da3_ros.core.pipeline import PipelineConfig, window_cloud
-from da3_ros.tools.bench_common import sync
+from da3_ros.core.resampling import preprocess_frames
 
 CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("confidence", "<f4")])
 
@@ -56,10 +58,9 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
 
     ``model`` is what the node would hold (a network or a ``GraphedDA3``); the engine runs
     it with reference view ``first`` like the network benchmark. ``gpu_steps``: preprocess and
-    build the cloud with :mod:`da3_ros.core.gpu_preprocess` on ``device`` instead of the CPU.
+    build the cloud with the torch twins (:mod:`da3_ros.core.resampling`, :mod:`da3_ros.core.cloud`)
+    on ``device`` instead of the CPU.
     """
-    from da3_ros.core import gpu_preprocess
-
     engine = DA3Engine(model, process_res=process_res, device=device, dtype=dtype, ref_view_strategy="first")
     cfg = PipelineConfig(num_view=views)
     rng = np.random.default_rng(0)
@@ -70,7 +71,7 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
         t0 = time.perf_counter()
         if gpu_steps:
             size = engine.window_size(frames)
-            imgs = gpu_preprocess.preprocess_frames([f.image for f in frames], process_res, size, device)[0]
+            imgs = preprocess_frames([f.image for f in frames], process_res, size, device)[0]
             t_pre = time.perf_counter()
             out = engine._forward(imgs, None, None)
             sync()
@@ -82,7 +83,7 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
             pred = engine.predict(frames)
         t1 = time.perf_counter()
         if gpu_steps:
-            pts, cols, conf = gpu_preprocess.window_cloud(pred, list(range(views)), cfg, device)
+            pts, cols, conf = window_cloud_torch(pred, list(range(views)), cfg, device)
         else:
             pts, cols, conf = window_cloud(pred, list(range(views)), cfg, rng)
         t2 = time.perf_counter()

@@ -6,11 +6,11 @@ Run on the CPU here; the same code runs on CUDA (bench/RESULTS.md times it there
 import numpy as np
 import torch
 
-from da3_ros.core.engine import preprocess_image, process_size
+from da3_ros.core.cloud import window_cloud as cpu_window_cloud
+from da3_ros.core.cloud import window_cloud_torch as window_cloud
+from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction
-from da3_ros.core.gpu_preprocess import preprocess_frames, window_cloud
-from da3_ros.core.pipeline import PipelineConfig
-from da3_ros.core.pipeline_types import window_cloud as cpu_window_cloud
+from da3_ros.core.resampling import preprocess_frames, preprocess_image, process_size
 
 
 def _smooth_image(h, w, seed):

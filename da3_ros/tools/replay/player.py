@@ -6,8 +6,9 @@ import math
 import threading
 import time
 
-from da3_ros.tools.bagio import BagError, BagReader
-from da3_ros.tools.replay_ros import ReplayRos, header_stamp_ns, set_header_stamp
+from da3_ros.tools.bag.io import BagError, BagReader, has_header
+from da3_ros.tools.replay.node_runner import node_tree_rss_mb
+from da3_ros.tools.replay.ros_io import ReplayRos, header_stamp_ns, set_header_stamp
 
 
 class Replayer:
@@ -23,8 +24,6 @@ class Replayer:
     """
 
     def __init__(self, reader: BagReader, topics: list[str], image_cam: dict[str, str], opts, writer, node):
-        from da3_ros.tools.replay import has_header
-
         self.reader, self.topics, self.image_cam, self.opts, self.node = reader, topics, image_cam, opts, node
         self.ros = ReplayRos(opts.node_name, writer)
         for t in topics:
@@ -145,8 +144,6 @@ class Replayer:
 
     def sample_memory(self) -> None:
         """Every ``sample_period_s``: node RSS (process tree) and GPU memory from diagnostics."""
-        from da3_ros.tools.replay import node_tree_rss_mb
-
         pid = self.node.pid if self.node is not None else self.opts.node_pid
         while not self.stop_sampling.is_set():
             _, _, diag = self.ros.snapshot()

@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 
-from da3_ros.tools.bagio import BagWriter
+from da3_ros.tools.bag.io import BagWriter
 
 
 def message_class(msgtype: str):

@@ -5,8 +5,8 @@ the peak GPU memory, counts FLOPs (torch's FlopCounterMode, each implementation 
 report achieved TFLOP/s, and prints the ratio ours / upstream. Optional parts:
 ``--checks`` (our bf16 against our fp32 and upstream), ``--backends`` (each attention
 backend against ``manual``), ``--fit-16gib`` (largest window in 16 GiB, both),
-``--levers`` (each performance lever alone, see :mod:`da3_ros.tools.bench_levers`),
-``--node-path`` (the node's whole path, see :mod:`da3_ros.tools.bench_node`). Results go to
+``--levers`` (each performance lever alone, see :mod:`bench.levers`),
+``--node-path`` (the node's whole path, see :mod:`bench.node_path`). Results go to
 stdout as markdown and, with ``--json``, to a file that ``bench/RESULTS.md`` quotes.
 
 Example (GPU machine)::
@@ -26,9 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from da3_ros.core.memory import param_bytes
-from da3_ros.model import build_model
-from da3_ros.tools.bench_common import (
+from bench.common import (
     DTYPES,
     GIB,
     FlopModel,
@@ -44,7 +42,9 @@ from da3_ros.tools.bench_common import (
     timed_peak,
     upstream_runner,
 )
-from da3_ros.tools.bench_levers import VARIANTS, levers_from_args, make_ours, sweep
+from bench.levers import VARIANTS, levers_from_args, make_ours, sweep
+from da3_ros.core.memory import param_bytes
+from da3_ros.model import build_model
 
 
 @dataclass
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             step()
             save()
     if args.node_path:
-        from da3_ros.tools.bench_node import node_path
+        from bench.node_path import node_path
 
         for s in [int(v) for v in args.node_path.split(",")]:
             # the network already has bf16 weights: the engine needs no autocast on top
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         b.fit_16gib()
     if b.report.rows:
         try:
-            from da3_ros.tools.bench_node import planner_vs_measured
+            from bench.node_path import planner_vs_measured
 
             b.report.planner = planner_vs_measured(args.preset, b.module, b.report.rows, b.width,
                                                    b.height, DTYPES[args.dtype])

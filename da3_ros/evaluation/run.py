@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from da3_ros.core import metrics as M
-from da3_ros.core.pipeline import Pipeline, WindowResult
-from da3_ros.tools import eval_report as R
-from da3_ros.tools.cli import json_safe
+from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.core.results import WindowResult
+from da3_ros.evaluation import metrics as M
+from da3_ros.evaluation import report as R
+from da3_ros.evaluation.report import json_safe
 
 
 class EvalRun:
@@ -25,23 +27,20 @@ class EvalRun:
         predictor: the predictor under test.
         config: PipelineConfig.
         truth: ``TruthCache`` with the bag's ground truth.
-        writer: output ``BagWriter`` or None.
+        sink: called with every WindowResult before it is scored (e.g. the node's publishers
+            writing into an output bag), or None.
         have_truth: every camera has depth and pose ground truth.
         total: frames expected (progress bar, sample spacing).
     """
 
-    def __init__(self, opts, cameras: list[str], predictor, config, truth, writer, have_truth: bool,
+    def __init__(self, opts, cameras: list[str], predictor, config, truth, sink, have_truth: bool,
                  total: int):
         self.opts, self.cameras, self.predictor, self.truth = opts, cameras, predictor, truth
         self.pipeline = Pipeline(config, predictor)
         self.have_truth = have_truth
         self.total = total
         self.is_metric = bool(getattr(predictor, "is_metric", False))
-        self.publishers = None
-        if writer is not None:
-            from da3_ros.ros.publishers import OutputPublishers
-
-            self.publishers = OutputPublishers(R.BagNode(writer), cameras, "da3_odom")
+        self.sink = sink
         self.rows: list[dict] = []
         self.est = {c: ([], []) for c in cameras}  # stamps, poses of every published view
         self.ref: dict[str, tuple[list, list, list]] = {c: ([], [], []) for c in cameras}  # stamps, est, ref
@@ -89,8 +88,8 @@ class EvalRun:
                               self.opts.max_depth_m)
 
     def _on_result(self, result: WindowResult) -> None:
-        if self.publishers is not None:
-            self.publishers.publish_result(result)
+        if self.sink is not None:
+            self.sink(result)
         pred = result.prediction
         gts = [self.truth.get(f.camera, f.stamp_ns) for f in pred.frames]
         scale = self._window_scale(result, gts)
@@ -140,8 +139,6 @@ class EvalRun:
 
     def report(self, out: Path, bag: str, elapsed_s: float, frames_read: int) -> dict:
         """Write every output file into ``out``; returns the metrics dict."""
-        from da3_ros.ros.publishers import fixed_from_model_world, points_to_fixed
-
         traj = self._trajectory()
         ate_of = {}
         k = 0

@@ -1,4 +1,4 @@
-"""Layouts and camera paths of the procedural scenes (private helper of :mod:`da3_ros.core.scene`).
+"""Layouts and camera paths of the procedural scenes (private helper of :mod:`da3_ros.sim.scene`).
 
 World frame: metres, z up, floor / ground at ``z = 0``. Each scene kind has one closed-form
 camera path (position and viewing direction as smooth functions of time, phases drawn

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3_ros.core._scene_layouts import TRAJECTORY_STYLES, body_poses_at, build_layout, look_pose
-from da3_ros.core.frames import CameraIntrinsics
+from da3_ros.core.frames import CameraIntrinsics, pinhole_intrinsics
+from da3_ros.sim.layouts import TRAJECTORY_STYLES, body_poses_at, build_layout, look_pose
 
 __all__ = ["EPOCH_NS", "SCENE_KINDS", "TRAJECTORY_STYLES", "Scene", "default_intrinsics", "look_pose",
            "make_scene", "make_trajectory", "rig_offsets", "trajectory_at"]
@@ -287,11 +287,8 @@ def _hit_sphere(hit: _Hits, ray: _Rays, sl, sphere: np.ndarray, mat: int) -> Non
 
 
 def default_intrinsics(width: int, height: int, hfov_deg: float = 70.0) -> CameraIntrinsics:
-    """Distortion-free pinhole intrinsics with square pixels and a centred principal point."""
-    fx = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
-    K = np.array([[fx, 0.0, (width - 1) / 2.0], [0.0, fx, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
-    return CameraIntrinsics(K=K, width=int(width), height=int(height), D=np.zeros(5),
-                            distortion_model="plumb_bob")
+    """The synthetic camera: distortion-free, square pixels, centred principal point, 70 deg FOV."""
+    return pinhole_intrinsics(width, height, hfov_deg)
 
 
 def rig_offsets(n_cameras: int, spacing_deg: float = 40.0, radius_m: float = 0.08) -> np.ndarray:

@@ -1,10 +1,4 @@
-"""Outputs of ``da3-eval``: the prediction bag, PLY, TUM files, summary and plots.
-
-:class:`BagNode` stands in for an rclpy node so the node's own
-:class:`~da3_ros.ros.publishers.OutputPublishers` builds every output message; each
-``publish`` is serialised with ``rclpy.serialization`` into the output bag under the node's
-topic names (``/da3_node/...``), stamped with the message's header stamp.
-"""
+"""Report files of an evaluation: PLY, summary, strict JSON and plots (no ROS, no bags)."""
 
 from __future__ import annotations
 
@@ -13,45 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from da3_ros.tools.bagio import BagWriter
 
-NODE_NAME = "da3_node"
-
-
-def _type_name(msg_type) -> str:
-    """``sensor_msgs/msg/Image`` for an rclpy message class."""
-    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
-
-
-class _BagPublisher:
-    def __init__(self, writer: BagWriter, topic: str, msgtype: str):
-        self.writer, self.topic, self.msgtype = writer, topic, msgtype
-        writer.add_topic(topic, msgtype)
-
-    def publish(self, msg) -> None:
-        from rclpy.serialization import serialize_message
-
-        from da3_ros.ros.conversions import stamp_to_ns
-
-        self.writer.write(self.topic, stamp_to_ns(msg.header.stamp), serialize_message(msg), self.msgtype)
-
-
-class BagNode:
-    """The part of an rclpy node that ``OutputPublishers`` uses, writing to a bag.
-
-    ``~/x`` topics resolve to ``/da3_node/x``, as on the live node.
-    """
-
-    def __init__(self, writer: BagWriter, name: str = NODE_NAME):
-        self.writer, self.name = writer, name
-
-    def create_publisher(self, msg_type, topic: str, qos) -> _BagPublisher:  # noqa: ARG002 - rclpy API
-        """A publisher writing ``msg_type`` messages on the resolved ``topic``."""
-        resolved = f"/{self.name}/{topic[2:]}" if topic.startswith("~/") else topic
-        return _BagPublisher(self.writer, resolved, _type_name(msg_type))
-
-    def destroy_publisher(self, pub) -> None:
-        """Nothing to release."""
+def json_safe(v):
+    """``v`` for strict JSON: NaN / inf -> None, numpy scalars -> Python, through dicts, lists, tuples."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_safe(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from da3_ros.tools.cli import one_line
+from da3_ros.tools.cli import ToolError, one_line
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -31,7 +31,7 @@ POSE_TYPE = "geometry_msgs/msg/PoseStamped"
 _NON_CAMERA_WORDS = ("depth", "confidence", "disparity", "mask", "conf")
 
 
-class BagError(RuntimeError):
+class BagError(ToolError):
     """A bag cannot be read or written as asked; the message is one line, for the user."""
 
 
@@ -266,3 +266,12 @@ class BagWriter:
 
     def __exit__(self, exc_type, *exc) -> None:
         self.close()
+
+
+def has_header(msgtype: str) -> bool:
+    """True when the first field of ``msgtype`` is a std_msgs/Header (its stamp can be shifted)."""
+    defs = typestore().fielddefs.get(msgtype)
+    if not defs or not defs[1]:
+        return False
+    first = defs[1][0][1]
+    return len(first) > 1 and first[1] == "std_msgs/msg/Header"

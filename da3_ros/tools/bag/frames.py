@@ -19,7 +19,7 @@ import numpy as np
 
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
-from da3_ros.tools.bagio import BagError, BagReader, CameraTopics
+from da3_ros.tools.bag.io import BagError, BagReader, CameraTopics
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from da3_ros.tools.cli import json_safe
+from da3_ros.evaluation.report import json_safe, pyplot
 
 
 def _stats_ms(values_s: list[float]) -> dict[str, float]:
@@ -120,8 +120,6 @@ def write_outputs(out: Path, report: dict, run) -> None:
 
 
 def _plot_memory(path: Path, rows: list[dict]) -> None:
-    from da3_ros.tools.eval_report import pyplot
-
     plt = pyplot()
     t = [r["t_s"] / 60.0 for r in rows]
     fig, ax = plt.subplots(figsize=(8, 3.5))

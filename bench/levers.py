@@ -14,10 +14,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from da3_ros.core.memory import param_bytes
-from da3_ros.model import build_model
-from da3_ros.model.accel import GraphedDA3, compile_network, compile_regions
-from da3_ros.tools.bench_common import (
+from bench.common import (
     DTYPES,
     compare,
     images_for,
@@ -26,6 +23,9 @@ from da3_ros.tools.bench_common import (
     release,
     time_ms,
 )
+from da3_ros.core.memory import param_bytes
+from da3_ros.model import build_model
+from da3_ros.model.accel import GraphedDA3, compile_network, compile_regions
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,7 @@
+"""Benchmarks and GPU measurement scripts (run from a source checkout; not installed on robots).
+
+- :mod:`bench.network`: ``da3-bench``, our network against upstream DA3 on one GPU.
+- :mod:`bench.levers`, :mod:`bench.node_path`, :mod:`bench.common`: its parts.
+- ``run_gpu.sh``, ``attn_micro.py``, ``planner_check.py``: device-call scripts.
+Results with their commands: ``bench/RESULTS.md``.
+"""

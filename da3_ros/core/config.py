@@ -1,0 +1,90 @@
+"""The pipeline's configuration: the one home of its defaults and choice lists.
+
+The node's parameters (:mod:`da3_ros.ros.parameters`), ``da3-eval`` and the docs read the
+defaults and choices from here. No numpy, no torch: the parameter table imports it at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+#: Windowing modes: one camera over time, or a synchronised rig.
+WINDOW_MODES: tuple[str, ...] = ("temporal", "multicam")
+#: What a full inference queue drops (see :class:`PipelineConfig`).
+QUEUE_POLICIES: tuple[str, ...] = ("drop_oldest", "keep_latest")
+#: Cross-window alignment: auto = se3 for metric predictors, sim3 for relative ones.
+ALIGN_MODES: tuple[str, ...] = ("auto", "sim3", "se3", "none")
+
+
+@dataclass
+class PipelineConfig:
+    """Pipeline parameters (units in names; depth limits are in global units for relative models).
+
+    ``queue_policy`` (AsyncPipeline, when ``queue_size`` frames are already waiting):
+    ``drop_oldest`` evicts the oldest waiting frame to admit the new one (the queue keeps the most
+    recent contiguous frames, good for overlapping windows); ``keep_latest`` discards every
+    waiting frame and keeps only the new one (lowest latency). Both count ``queue_full`` drops.
+    ``align``: ``auto`` = ``se3`` for metric predictors, else ``sim3``; ``none`` leaves each
+    window in its own frame. ``publish_all_views``: clouds from all views, not only new ones.
+
+    Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
+    retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
+    ``cloud_pixel_step`` (use every k-th pixel for clouds), ``keep_frames`` (upper bound on the
+    published frames remembered for chaining; the pipeline keeps at most the windower's history
+    span, ``max((num_view - 1) * max(dilations) + 1, 2)`` items of one frame per camera, since
+    no later window can share an older frame).
+    """
+
+    mode: str = "temporal"
+    cameras: list[str] = field(default_factory=list)
+    num_view: int = 4
+    stride: int = 2
+    dilations: tuple[int, ...] = (1,)
+    slop_s: float = 0.02
+    keyframe_min_dt_s: float = 0.0
+    keyframe_min_change: float = 0.0
+    queue_size: int = 8
+    queue_policy: str = "drop_oldest"
+    conf_threshold: float = 0.0
+    min_depth_m: float = 0.0
+    max_depth_m: float = math.inf
+    voxel_size_m: float = 0.0
+    max_points: int = 200_000
+    align: str = "auto"
+    publish_all_views: bool = False
+    min_views: int = 2
+    memory_planning: bool = True
+    cloud_pixel_step: int = 1
+    keep_frames: int = 512
+
+    @staticmethod
+    def normalised(values: dict) -> dict:
+        """Parameter values as config fields.
+
+        ``max_depth_m`` 0 (the parameters' "no limit") becomes inf; ``dilations`` a tuple of ints.
+        """
+        out = dict(values)
+        if "max_depth_m" in out and not out["max_depth_m"]:
+            out["max_depth_m"] = math.inf
+        if "dilations" in out:
+            out["dilations"] = tuple(int(d) for d in out["dilations"])
+        return out
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        checks = [
+            (self.mode in WINDOW_MODES, "mode must be 'temporal' or 'multicam'"),
+            (self.mode != "multicam" or len(self.cameras) >= 1, "multicam mode needs cameras"),
+            (self.num_view >= 1 and self.stride >= 1, "num_view and stride must be >= 1"),
+            (len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations must be >= 1"),
+            (self.queue_size >= 1, "queue_size must be >= 1"),
+            (self.queue_policy in QUEUE_POLICIES, f"queue_policy: {'|'.join(QUEUE_POLICIES)}"),
+            (self.align in ALIGN_MODES, f"align must be {'|'.join(ALIGN_MODES)}"),
+            (self.slop_s >= 0 and self.min_depth_m >= 0 and self.max_depth_m > self.min_depth_m,
+             "slop_s >= 0 and 0 <= min_depth_m < max_depth_m"),
+            (self.cloud_pixel_step >= 1 and self.max_points >= 0, "cloud_pixel_step >= 1, max_points >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"PipelineConfig: {msg}")

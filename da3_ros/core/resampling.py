@@ -1,0 +1,129 @@
+"""Resampling between camera images and the network: upstream DA3's input rule, and back.
+
+Input (upstream ``InputProcessor`` with ``upper_bound_resize``): resize so the long side is
+``process_res`` (cv2 INTER_AREA when shrinking, INTER_CUBIC when enlarging), then a small resize
+of each side to the nearest multiple of 14, then ImageNet normalisation. Output maps go back to
+each view's source size (bilinear when enlarging, area when shrinking).
+
+Two implementations of the same rule: numpy / cv2 (:func:`preprocess_image`, :func:`resize_map`;
+the CPU path, equal to upstream's preprocessing) and torch on any device
+(:func:`preprocess_frames`; the GPU path: bilinear with antialiasing when shrinking, bicubic when
+enlarging, so values differ from cv2 by resampling differences, a few 1e-2 in normalised units
+at edges, never by convention: same sizes, pixel-centre alignment, mean and std).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PATCH = 14
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _nearest_multiple(x: int, p: int = PATCH) -> int:
+    """Nearest multiple of p (ties go up, as upstream), at least p."""
+    down = (x // p) * p
+    up = down + p
+    return max(p, up if abs(up - x) <= abs(x - down) else down)
+
+
+def process_size(width: int, height: int, process_res: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Upstream's two resize targets for a (width, height) image.
+
+    Returns:
+        ((w1, h1) after the long-side resize, (w, h) after rounding each to a multiple of 14).
+    """
+    if max(width, height) == process_res:
+        w1, h1 = width, height
+    else:
+        s = process_res / float(max(width, height))
+        w1, h1 = max(1, int(round(width * s))), max(1, int(round(height * s)))
+    return (w1, h1), (_nearest_multiple(w1), _nearest_multiple(h1))
+
+
+def resize_steps(width: int, height: int, process_res: int,
+                 size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+    """The (w, h) resize targets, in order, taking a (width, height) image to the network input.
+
+    Its own process size: the long-side resize, then the rounding to multiples of 14. Another
+    ``size`` (the window's common size): one resize straight to it.
+    """
+    first, final = process_size(width, height, process_res)
+    return [first, final] if size is None or tuple(size) == final else [tuple(size)]
+
+
+def _resize_cv2(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    enlarge = w > img.shape[1] or h > img.shape[0]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC if enlarge else cv2.INTER_AREA)
+
+
+def preprocess_image(image: np.ndarray, process_res: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One RGB uint8 image (H, W, 3) to a normalised (3, h, w) float32 array.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        process_res: long-side target in pixels.
+        size: force this (w, h) (the window's common size); None = the image's own process size.
+    """
+    out = image
+    for w, h in resize_steps(image.shape[1], image.shape[0], process_res, size):
+        out = _resize_cv2(out, w, h)
+    x = (out.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def resize_map(x: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a float map (h, w) to (height, width): bilinear when enlarging, area when shrinking."""
+    if x.shape == (height, width):
+        return x.astype(np.float32, copy=False)
+    enlarge = width > x.shape[1] or height > x.shape[0]
+    return cv2.resize(x.astype(np.float32), (width, height),
+                      interpolation=cv2.INTER_LINEAR if enlarge else cv2.INTER_AREA)
+
+
+
+def _resize_torch(x: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """``x (N, C, H, W)`` float -> ``(N, C, h, w)``: antialiased bilinear down, bicubic up."""
+    if x.shape[-1] == w and x.shape[-2] == h:
+        return x
+    enlarge = w > x.shape[-1] or h > x.shape[-2]
+    if enlarge:
+        return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).clamp_(0, 255)
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+
+def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tuple[int, int],
+                      device: torch.device | str, pin: bool = True) -> torch.Tensor:
+    """RGB uint8 images ``(H_i, W_i, 3)`` -> normalised ``(1, S, 3, h, w)`` float32 on ``device``.
+
+    Args:
+        images: the window's images (any sizes).
+        process_res: long-side target (as ``DA3Engine``).
+        size: the window's common ``(w, h)``; images whose own process size differs are resized
+            straight to it (as ``DA3Engine``).
+        device: where to compute.
+        pin: stage the upload in pinned memory (CUDA only) so it is asynchronous.
+    """
+    device = torch.device(device)
+    mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(3, 1, 1) * 255.0
+    std = torch.as_tensor(IMAGENET_STD, device=device).view(3, 1, 1) * 255.0
+    out = torch.empty(len(images), 3, size[1], size[0], device=device)
+    for i, img in enumerate(images):
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        if pin and device.type == "cuda":
+            t = t.pin_memory()
+        x = t.to(device, non_blocking=True).permute(2, 0, 1)[None].float()
+        for w, h in resize_steps(img.shape[1], img.shape[0], process_res, size):
+            x = _resize_torch(x, w, h)
+        out[i] = (x[0] - mean) / std
+    return out[None]
+
+

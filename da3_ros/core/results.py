@@ -1,0 +1,90 @@
+"""What the pipeline reports: statistics (frame accounting, latency) and per-window results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from da3_ros.core.alignment import Alignment
+from da3_ros.core.frames import Frame, WindowPrediction
+
+
+@dataclass
+class PipelineStats:
+    """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result).
+
+    ``received == processed + dropped_total + pending`` always holds; ``queue_len`` (frames
+    waiting for the worker) is part of ``pending``.
+    """
+
+    received: int = 0
+    processed: int = 0
+    windows: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    pending: int = 0
+    queue_len: int = 0
+    errors: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    latency_last_s: float = 0.0
+    latency_mean_s: float = 0.0
+    latency_max_s: float = 0.0
+    window_time_mean_s: float = 0.0
+    last_error: str = ""
+
+    @property
+    def dropped_total(self) -> int:
+        """Sum of all drop reasons."""
+        return int(sum(self.dropped.values()))
+
+    def as_dict(self) -> dict:
+        """Plain dict (copies), e.g. for diagnostics."""
+        d = dict(self.__dict__)
+        d["dropped"], d["events"] = dict(self.dropped), dict(self.events)
+        d["dropped_total"] = self.dropped_total
+        return d
+
+
+@dataclass
+class WindowResult:
+    """One processed window, in the global frame.
+
+    Attributes:
+        prediction: the predictor's output with ``world_from_cam`` (S, 4, 4) global and depth
+            scaled into global units.
+        world_from_cam: (S, 4, 4) global camera-to-world poses (OpenCV optical axes).
+        scale: global units per window unit; residual: RMS centre error on matched frames;
+        drift: accumulated chaining error (see ``alignment``).
+        is_new: (S,) bool, True for views published for the first time.
+        points_world: (N, 3) float32, colors (N, 3) uint8, points_conf (N,) float32: the cloud of
+            the new views (all views with ``publish_all_views``), filtered and downsampled.
+        window_index: running count of results; timings_s: stage timings.
+        alignment: the full Alignment; shrunk_from: S requested when the window was shrunk.
+    """
+
+    prediction: WindowPrediction
+    world_from_cam: np.ndarray
+    scale: float
+    residual: float
+    drift: float
+    is_new: np.ndarray
+    points_world: np.ndarray
+    colors: np.ndarray
+    points_conf: np.ndarray
+    window_index: int
+    timings_s: dict[str, float]
+    alignment: Alignment | None = None
+    shrunk_from: int = 0
+
+
+def check_prediction(pred: WindowPrediction, frames: list[Frame]) -> None:
+    """Raise ValueError when a predictor's output does not fit its S input frames."""
+    S = len(frames)
+    if len(pred.depth) != S or pred.world_from_cam.shape != (S, 4, 4) or len(pred.intrinsics) != S:
+        raise ValueError(f"predictor returned {len(pred.depth)} depths / {pred.world_from_cam.shape} poses "
+                         f"for {S} frames")
+    for f, d in zip(frames, pred.depth):
+        if d.shape != (f.height, f.width):
+            raise ValueError(f"depth {d.shape} does not match frame {(f.height, f.width)}")
+    if not np.all(np.isfinite(pred.world_from_cam)):
+        raise ValueError("predictor returned non-finite poses")

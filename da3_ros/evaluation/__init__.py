@@ -1,0 +1,1 @@
+"""Scoring against ground truth: metrics, per-window scoring, reports (da3-eval and training)."""

@@ -1,0 +1,188 @@
+"""Build a predictor from :class:`InferenceSettings`: network, device, dtype, fast path, engine.
+
+Also the two things done with a built predictor: :func:`warm_up` (one dummy window, so the first
+real window is fast) and :func:`release` (drop it and return cached GPU memory).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import torch
+
+from da3_ros.core.engine import DA3Engine
+from da3_ros.core.frames import Frame
+from da3_ros.inference.settings import ACCELERATE_SETTINGS, InferenceSettings, PredictorInfo
+from da3_ros.inference.sources import resolve_model_source, resolve_process_settings
+from da3_ros.model import build_model, load_pretrained
+from da3_ros.model.accel import accelerate
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; other names pass through."""
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """Torch dtype for a ``dtype`` setting: ``auto`` is bfloat16/float16 on CUDA, float32 on CPU."""
+    if name == "auto":
+        if not device.startswith("cuda"):
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)
+
+
+def resolve_accelerate(device: str, setting: str) -> str:
+    """Effective ``accelerate`` mode: ``off``, ``compile`` or ``compile_graphs``.
+
+    ``auto`` is ``off`` (half-precision weights, eager): compiling and graph capture
+    (``compile_graphs``, the benchmark's fastest path, bench/RESULTS.md) are opt-in until the
+    node's own path has run them on a GPU, and they stall activation for about a minute. On a
+    non-CUDA device every setting is ``off`` (``da3_ros.model.accel.accelerate`` does nothing
+    there).
+    """
+    if setting not in ACCELERATE_SETTINGS:
+        raise ValueError(f"accelerate {setting!r} is not one of {', '.join(ACCELERATE_SETTINGS)}")
+    if not device.startswith("cuda") or setting == "auto":
+        return "off"
+    return setting
+
+
+class ShapeLoggedNet:
+    """An accelerated network that logs (INFO, once per shape) when a new window shape compiles.
+
+    Callable like the network; ``module`` is the ``nn.Module`` (the engine counts its weights),
+    ``preset`` / ``is_metric`` are the network's.
+    """
+
+    def __init__(self, fast, module, logger, mode: str) -> None:
+        self.fast, self.module, self._logger, self._mode = fast, module, logger, mode
+        self.preset = module.preset
+        self.is_metric = bool(getattr(module, "is_metric", False))
+        self.shapes_seen: set[tuple[int, ...]] = set()
+
+    def __call__(self, images, *args, **kwargs):
+        """Run ``images (B, S, 3, H, W)`` through the accelerated network."""
+        shape = tuple(images.shape)
+        if shape not in self.shapes_seen:
+            self.shapes_seen.add(shape)
+            self._logger.info(f"accelerate={self._mode}: first window of shape (B, S, 3, H, W)={shape} "
+                              "compiles now (tens of seconds; later windows of this shape are fast)")
+        return self.fast(images, *args, **kwargs)
+
+
+def load_network(model: str, attention_backend: str = "auto", seed: int | None = None):
+    """The network a ``model`` value names, fp32 on the CPU, in eval mode.
+
+    Args:
+        model: see :func:`da3_ros.inference.sources.resolve_model_source`.
+        attention_backend: one of ``da3_ros.model.options.ATTENTION_BACKENDS``.
+        seed: seeds the random weights of a preset (None: torch's current state).
+
+    Returns:
+        ``(network, kind, source)`` with kind ``preset`` (random weights), ``path`` or ``hub``.
+    """
+    kind, source = resolve_model_source(model)
+    if kind == "preset":
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = build_model(source, attention_backend=attention_backend)
+    else:
+        net = load_pretrained(source, device="cpu", dtype=torch.float32, attention_backend=attention_backend)
+    return net.eval(), kind, source
+
+
+def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, PredictorInfo]:
+    """Load the network and wrap it in a :class:`DA3Engine` as the settings say.
+
+    Args:
+        settings: what to run and how.
+        logger: anything with ``info`` / ``warning`` (an rclpy logger or a ``logging.Logger``).
+    """
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    backend = settings.attention_backend
+    kind, source = resolve_model_source(settings.model)
+    info = PredictorInfo(name=source, device=device, dtype=str(dtype).removeprefix("torch."))
+    if kind == "preset":
+        msg = (f"model {source!r}: preset with RANDOM WEIGHTS, outputs are meaningless; "
+               "set the model parameter to a weights directory or hub id")
+        logger.warning("!" * 20 + " " + msg + " " + "!" * 20)
+        info.warnings.append("random weights")
+        info.name = f"{source} (random weights)"
+    else:
+        logger.info(f"loading model {source} on {device} ({info.dtype})")
+    net, _, _ = load_network(settings.model, backend)
+    net = net.to(device).eval()  # moving re-resolves the attention kernel for the device
+    info.attention_backend = str(getattr(net, "attention_desc", backend))
+    process_res, ref_view = resolve_process_settings(settings, kind, source)
+    logger.info(f"process_res {process_res}, ref_view_strategy {ref_view}")
+    model, amp_dtype = _fast_path(net, device, dtype, ref_view, settings.accelerate, logger, info)
+    engine = DA3Engine(model, process_res=process_res, device=device, dtype=amp_dtype,
+                       condition_on_intrinsics=bool(settings.condition_on_intrinsics),
+                       condition_on_poses=bool(settings.condition_on_poses),
+                       ref_view_strategy=ref_view,
+                       attention="math" if backend == "manual" else "flash")
+    engine.name = info.name
+    info.is_metric = bool(engine.is_metric)
+    return engine, info
+
+
+def _fast_path(net, device: str, dtype, ref_view_strategy: str, setting: str, logger, info: PredictorInfo):
+    """The callable the engine runs and its autocast dtype.
+
+    On CUDA with a half dtype the weights are cast (``set_dtype``: camera modules stay fp32)
+    and the engine does not autocast (float32); elsewhere weights stay fp32 and the engine
+    autocasts to ``dtype`` as before. ``accelerate`` (see :func:`resolve_accelerate`) then
+    wraps the network with ``da3_ros.model.accel.accelerate`` without shapes: each window shape
+    compiles on first use, the warm-up window included.
+    """
+    mode = resolve_accelerate(device, setting)
+    if setting not in ("auto", "off") and mode == "off":
+        logger.warning(f"accelerate={setting} needs CUDA; running eagerly on {device}")
+    half = device.startswith("cuda") and dtype in (torch.bfloat16, torch.float16)
+    if half:
+        net.set_dtype(dtype)
+    amp_dtype = torch.float32 if half else dtype
+    if mode == "off":
+        return net, amp_dtype
+    fast = accelerate(net, shapes=(), graphs=mode == "compile_graphs", ref_view_strategy=ref_view_strategy)
+    info.accelerate = mode
+    return ShapeLoggedNet(fast, net, logger, mode), amp_dtype
+
+
+#: Image size (width, height) of the warm-up window.
+WARMUP_SIZE = (640, 480)
+
+
+def warm_up(predictor, n_views: int, logger, size: tuple[int, int] = WARMUP_SIZE) -> None:
+    """Run one dummy window of ``n_views`` grey ``size`` (width, height) frames.
+
+    It goes through ``predictor.predict`` like a real window, so with ``accelerate`` it compiles
+    and captures exactly the shape real ``size`` images produce: ``(1, n_views, 3, h, w)`` with
+    ``(w, h)`` from ``process_res`` (``DA3Engine.window_size``). The camera's size is not known at
+    activation; real images of another size (or windows the memory planner shrinks) compile on
+    their first use instead, logged once per shape.
+    """
+    w, h = size
+    frames = [Frame(image=np.full((h, w, 3), 128, np.uint8), stamp_ns=i + 1, camera="warmup",
+                    frame_id="warmup") for i in range(n_views)]
+    t0 = time.monotonic()
+    predictor.predict(frames)
+    logger.info(f"warm-up window of {n_views} views of {w}x{h} done in {time.monotonic() - t0:.1f} s")
+
+
+def release(predictor) -> None:
+    """Drop the predictor (its CUDA graphs and compiled code too) and return cached GPU memory."""
+    model = getattr(predictor, "model", None)
+    if isinstance(model, ShapeLoggedNet):
+        getattr(model.fast, "reset", lambda: None)()  # GraphedDA3: drop graphs and their pool
+        torch._dynamo.reset()  # compiled code holds the network's weights
+    del predictor, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

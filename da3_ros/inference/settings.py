@@ -1,0 +1,72 @@
+"""Inference settings: the one home of their defaults and choice lists (torch-free).
+
+The node's parameters, ``da3-eval`` and the docs read these; :func:`da3_ros.inference.build.build_engine`
+takes an :class:`InferenceSettings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from da3_ros.model.options import ACCELERATE_MODES, ATTENTION_BACKENDS, DTYPES, REF_VIEW_STRATEGIES
+
+#: ``accelerate`` values: ``auto`` or one of the network's fast paths.
+ACCELERATE_SETTINGS: tuple[str, ...] = ("auto",) + ACCELERATE_MODES
+#: ``ref_view_strategy`` values: ``auto`` (what the weights recommend) or a strategy.
+REF_VIEW_SETTINGS: tuple[str, ...] = ("auto",) + REF_VIEW_STRATEGIES
+#: ``process_res`` when neither the parameter nor the weights name one (upstream's default).
+DEFAULT_PROCESS_RES = 504
+#: ``ref_view_strategy`` when neither the parameter nor the weights name one (upstream's default).
+DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
+
+__all__ = ["ACCELERATE_SETTINGS", "ATTENTION_BACKENDS", "DEFAULT_PROCESS_RES", "DEFAULT_REF_VIEW_STRATEGY",
+           "DTYPES", "InferenceSettings", "PredictorInfo", "REF_VIEW_SETTINGS"]
+
+
+@dataclass
+class InferenceSettings:
+    """What to run and how (the node's model parameters; ``da3-eval`` options).
+
+    Attributes:
+        model: ``default`` (bundled trained model, else da3-tiny random), a preset (random
+            weights), a weights directory or a hub id (see :mod:`da3_ros.inference.sources`).
+        device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:N``.
+        dtype: one of :data:`DTYPES`.
+        attention_backend: one of :data:`ATTENTION_BACKENDS`.
+        accelerate: one of :data:`ACCELERATE_SETTINGS` (see :func:`build.resolve_accelerate`).
+        process_res: long side of the network input in pixels; 0: the weights' recommendation.
+        ref_view_strategy: one of :data:`REF_VIEW_SETTINGS`.
+        condition_on_intrinsics, condition_on_poses: feed known intrinsics / poses to the network.
+        warmup: run one dummy window when the predictor is built.
+    """
+
+    model: str = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    attention_backend: str = "auto"
+    accelerate: str = "auto"
+    process_res: int = 0
+    ref_view_strategy: str = "auto"
+    condition_on_intrinsics: bool = False
+    condition_on_poses: bool = False
+    warmup: bool = True
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> InferenceSettings:
+        """The settings named in ``values`` (e.g. the node's parameters); others keep defaults."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+@dataclass
+class PredictorInfo:
+    """What diagnostics report about the predictor."""
+
+    name: str
+    device: str = "cpu"
+    dtype: str = "float32"
+    attention_backend: str = "n/a"
+    accelerate: str = "off"
+    is_metric: bool = False
+    warnings: list[str] = field(default_factory=list)
