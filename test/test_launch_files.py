@@ -2,8 +2,9 @@
 
 Each launch file must parse, name the `da3_node` executable that setup.py declares,
 point at config files that exist, and pass only parameters the node declares.
-The launch logic itself runs against small stand-ins of `launch` / `launch_ros`
-that record what would be started.
+The launch logic itself runs against stand-ins of `launch` / `launch_ros` that hold the
+upstream constructor signatures (test/_launch_api.py), in a package laid out as setup.py
+installs it; where the real `launch` / `launch_ros` are installed it also runs against them.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ from __future__ import annotations
 import ast
 import importlib.util
 import sys
-import types
 from pathlib import Path
 
 import pytest
 import yaml
+from _launch_api import (
+    install_data_files,
+    load_launch_file,
+    parse_ros2_bag,
+    run_launch,
+    stub_modules,
+)
 
+from da3_ros.launch_args import NODE_ARGUMENTS
 from da3_ros.ros.parameters import CAMERA_SPECS, SPECS, camera_param, check_values
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 CONFIGS = sorted((REPO / "config").glob("da3*.yaml"))
 ROS_BUILTIN_PARAMS = {"use_sim_time": bool}
+REPLAY = REPO / "launch" / "da3_bag_replay.launch.py"
 
 
 def _console_scripts() -> dict[str, str]:
@@ -114,9 +123,7 @@ def test_launch_file_static(path: Path):
     declared = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
                 and getattr(c.func, "id", "") == "DeclareLaunchArgument"
                 and isinstance(c.args[0], ast.Constant)}
-    if "NODE_ARGUMENTS" in {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}:
-        from da3_ros.launch_args import NODE_ARGUMENTS
-
+    if {"NODE_ARGUMENTS", "launch_arguments"} & {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}:
         declared |= {name for name, _, _ in NODE_ARGUMENTS}
     used = {c.args[0].value for c in ast.walk(tree) if isinstance(c, ast.Call)
             and getattr(c.func, "id", "") in ("value", "LaunchConfiguration")
@@ -142,69 +149,20 @@ def test_config_parameters_are_declared_with_matching_types(path: Path):
 
 
 # --------------------------------------------------------------------------- executing the launch logic
-class _Recorded:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
+@pytest.fixture(scope="module")
+def install_prefix(tmp_path_factory) -> Path:
+    """An install prefix as colcon would lay it out from setup.py's data_files."""
+    return install_data_files(tmp_path_factory.mktemp("install"))
 
 
-class _LaunchConfiguration:
-    def __init__(self, name):
-        self.name = name
-
-    def perform(self, context):
-        return context[self.name]
-
-
-class _PathJoin:
-    def __init__(self, parts):
-        self.parts = parts
-
-    def perform(self, context):
-        return str(Path(*[p.perform(context) if hasattr(p, "perform") else p for p in self.parts]))
-
-
-class _FindPackageShare:
-    def __init__(self, package):
-        assert package == "da3_ros"
-
-    def perform(self, context):
-        return str(REPO)  # the source tree mirrors share/da3_ros (config/, launch/, rviz/)
-
-
-def _stub_modules(monkeypatch):
-    mods = {name: types.ModuleType(name) for name in
-            ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions",
-             "launch_ros.substitutions")}
-    mods["launch"].LaunchDescription = lambda actions: list(actions)
-    acts = mods["launch.actions"]
-    acts.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorded,), {})
-    acts.OpaqueFunction = type("OpaqueFunction", (_Recorded,), {})
-    acts.ExecuteProcess = type("ExecuteProcess", (_Recorded,), {})
-    mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
-    mods["launch.substitutions"].PathJoinSubstitution = _PathJoin
-    mods["launch_ros.actions"].Node = type("Node", (_Recorded,), {})
-    mods["launch_ros.substitutions"].FindPackageShare = _FindPackageShare
-    for name, mod in mods.items():
-        monkeypatch.setitem(sys.modules, name, mod)
+@pytest.fixture(autouse=True)
+def _package_installed(install_prefix, monkeypatch):
+    # FindPackageShare (stand-in and real) finds da3_ros through the ament index
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(install_prefix))
 
 
 def _run_launch(path: Path, monkeypatch, **overrides):
-    _stub_modules(monkeypatch)
-    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    context = {}
-    for action in description:
-        if type(action).__name__ == "DeclareLaunchArgument":
-            default = action.kwargs.get("default_value")
-            context[action.args[0]] = default.perform(context) if hasattr(default, "perform") else default
-    context.update(overrides)
-    started = []
-    for action in description:
-        if type(action).__name__ == "OpaqueFunction":
-            started += action.kwargs["function"](context)
-    return started
+    return run_launch(path, monkeypatch, **overrides)[1]
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -273,3 +231,80 @@ def test_node_docs_list_every_parameter():
     missing = [s.name for s in SPECS if f"`{s.name}`" not in text]
     missing += [s.name for s in CAMERA_SPECS if f"`camera.<name>.{s.name}`" not in text]
     assert not missing, f"docs/node.md misses parameters: {missing}"
+
+
+def _share(install_prefix: Path) -> Path:
+    return install_prefix / "share" / "da3_ros"
+
+
+# --------------------------------------------------------------------------- the stand-ins themselves
+@pytest.mark.parametrize(("module", "name", "args", "kwargs"), [
+    ("launch_ros.actions", "Node", (), {"executable": "da3_node", "remapings": []}),
+    ("launch_ros.actions", "Node", (), {"executable": "da3_node", "parameters": ("a.yaml",)}),
+    ("launch_ros.actions", "Node", (), {"executable": "da3_node", "remappings": [["/a", "/b"]]}),
+    ("launch_ros.actions", "Node", (), {"executable": "da3_node", "parameters": [{"p": None}]}),
+    ("launch_ros.actions", "Node", (), {"executable": "da3_node", "cmd": ["x"]}),
+    ("launch_ros.actions", "Node", ("da3_node",), {}),
+    ("launch.actions", "ExecuteProcess", (), {"cmd": ["ros2"], "outptu": "screen"}),
+    ("launch.actions", "ExecuteProcess", (), {"cmd": ["ros2", 1]}),
+    ("launch.actions", "DeclareLaunchArgument", ("x",), {"default": "1"}),
+    ("launch.actions", "DeclareLaunchArgument", ("x",), {"default_value": True}),
+    ("launch.actions", "OpaqueFunction", (), {"func": print}),
+    ("launch.actions", "OpaqueFunction", (), {"function": "print"}),
+    ("launch.substitutions", "LaunchConfiguration", ("x",), {"default_value": "1"}),
+])
+def test_stand_ins_reject_what_upstream_rejects(monkeypatch, module, name, args, kwargs):
+    stub_modules(monkeypatch)
+    with pytest.raises(TypeError):
+        getattr(sys.modules[module], name)(*args, **kwargs)
+
+
+def test_stand_ins_take_upstream_keywords(monkeypatch):
+    stub_modules(monkeypatch)
+    from launch.actions import ExecuteProcess
+    from launch_ros.actions import Node
+
+    Node(executable="x", package="p", name="n", namespace="ns", exec_name="e", parameters=[{"a": [1.0]}],
+         remappings=[("/a", "/b")], ros_arguments=[], arguments=[], output="log", emulate_tty=True,
+         respawn=True, respawn_delay=1.0, sigterm_timeout="5", additional_env={"A": "1"}, condition=None)
+    ExecuteProcess(cmd=["x"], cwd="/", shell=False, cached_output=True, log_cmd=True, name="x")
+
+
+# --------------------------------------------------------------------------- the real launch, where installed
+def _ros_launch():
+    """ROS 2's `launch` where it is installed with `launch_ros` (a ROS install), else None."""
+    try:
+        import launch
+        import launch_ros.actions  # noqa: F401
+    except ImportError:
+        return None
+    return launch if hasattr(launch, "LaunchService") else None  # not PyPI's unrelated `launch`
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_files_build_real_actions_where_ros_launch_is_installed(path: Path, install_prefix, tmp_path,
+                                                                      monkeypatch):
+    launch = _ros_launch()
+    if launch is None:
+        pytest.skip("ROS 2 launch / launch_ros not installed (not on PyPI); the stand-ins carry "
+                    "their signatures")
+    from launch.actions import ExecuteProcess, OpaqueFunction
+    from launch.utilities import perform_substitutions
+    from launch_ros.actions import Node
+
+    monkeypatch.chdir(tmp_path)
+    description = load_launch_file(path).generate_launch_description()
+    assert isinstance(description, launch.LaunchDescription)
+    context = launch.LaunchContext()
+    if path == REPLAY:
+        context.launch_configurations.update(bag="data/room", record="out")
+    started = []
+    for entity in description.entities:  # DeclareLaunchArgument fills in defaults, in order
+        result = entity.visit(context)
+        started += (result or []) if isinstance(entity, OpaqueFunction) else []
+    assert {"config", "namespace"} <= {a.name for a in description.get_launch_arguments()}
+    nodes = [a for a in started if isinstance(a, Node)]
+    assert [(n.node_package, n.node_executable) for n in nodes] == [("da3_ros", "da3_node")]
+    commands = [parse_ros2_bag([perform_substitutions(context, part) for part in a.process_description.cmd])
+                for a in started if isinstance(a, ExecuteProcess) and not isinstance(a, Node)]
+    assert [verb for verb, _ in commands] == (["play", "record"] if path == REPLAY else [])
