@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -24,13 +25,15 @@ from _launch_api import (
     stub_modules,
 )
 
-from da3_ros.launch_args import NODE_ARGUMENTS
+from da3_ros.launch_args import NODE_ARGUMENTS, launch_arguments, resolve_path
 from da3_ros.ros.parameters import CAMERA_SPECS, SPECS, camera_param, check_values
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 CONFIGS = sorted((REPO / "config").glob("da3*.yaml"))
 ROS_BUILTIN_PARAMS = {"use_sim_time": bool}
+# what every launch file takes (docs/node.md)
+SHARED_ARGUMENTS = {"use_sim_time", "autostart", "namespace", "config"}
 REPLAY = REPO / "launch" / "da3_bag_replay.launch.py"
 
 
@@ -130,6 +133,7 @@ def test_launch_file_static(path: Path):
             and c.args and isinstance(c.args[0], ast.Constant)}
     assert used <= declared, f"undeclared launch arguments: {used - declared}"
     assert {"config", "namespace", "remaps"} <= declared
+    assert SHARED_ARGUMENTS <= declared
     assert "eval(" not in path.read_text()
 
 
@@ -233,8 +237,105 @@ def test_node_docs_list_every_parameter():
     assert not missing, f"docs/node.md misses parameters: {missing}"
 
 
+# --------------------------------------------------------------------------- shared arguments, paths
 def _share(install_prefix: Path) -> Path:
     return install_prefix / "share" / "da3_ros"
+
+
+def _declared(path: Path, monkeypatch, **overrides) -> dict:
+    """Every launch argument of ``path`` with its value, run against the stand-ins."""
+    overrides = {"bag": "/tmp/some_bag", **overrides} if path == REPLAY else overrides
+    return run_launch(path, monkeypatch, **overrides)[0]
+
+
+def _started(path: Path, monkeypatch, kind: str, **overrides) -> list:
+    overrides = {"bag": "/tmp/some_bag", **overrides} if path == REPLAY else overrides
+    return [a for a in _run_launch(path, monkeypatch, **overrides) if type(a).__name__ == kind]
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_launch_file_declares_the_shared_arguments(path: Path, monkeypatch):
+    declared = _declared(path, monkeypatch)
+    assert SHARED_ARGUMENTS <= set(declared)
+    assert {name for name, _, _ in NODE_ARGUMENTS} <= set(declared)
+    assert declared["use_sim_time"] == ("true" if path == REPLAY else "false")
+    assert declared["autostart"] == "true"
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize(("sim", "auto"), [("true", "false"), ("False", "1"), ("0", "TRUE")])
+def test_use_sim_time_and_autostart_reach_the_node(path: Path, monkeypatch, sim, auto):
+    node = _started(path, monkeypatch, "Node", use_sim_time=sim, autostart=auto)[0]
+    assert node.kwargs["parameters"][1] == {"use_sim_time": sim.lower() in ("true", "1"),
+                                            "autostart": auto.lower() in ("true", "1")}
+
+
+@pytest.mark.parametrize("name", ["use_sim_time", "autostart"])
+def test_boolean_argument_typo_is_a_clear_error(monkeypatch, name):
+    with pytest.raises(ValueError, match=f"{name}:='ture'"):
+        _run_launch(REPO / "launch" / "da3.launch.py", monkeypatch, **{name: "ture"})
+
+
+def test_relative_bag_and_config_are_found_in_the_installed_share(install_prefix, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # anywhere but the source tree
+    started = _run_launch(REPLAY, monkeypatch, bag="data/room", config="config/da3.yaml")
+    node = next(a for a in started if type(a).__name__ == "Node")
+    _, play = parse_ros2_bag(next(a for a in started if type(a).__name__ == "ExecuteProcess").kwargs["cmd"])
+    assert play.bag_path == str(_share(install_prefix) / "data" / "room")
+    assert (Path(play.bag_path) / "metadata.yaml").is_file() and list(Path(play.bag_path).glob("*.mcap"))
+    assert node.kwargs["parameters"][0] == str(_share(install_prefix) / "config" / "da3.yaml")
+
+
+def test_relative_path_in_the_current_directory_comes_first(install_prefix, tmp_path, monkeypatch):
+    (tmp_path / "data" / "room").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("data/room", _share(install_prefix)) == str(tmp_path / "data" / "room")
+    assert resolve_path("/abs/missing", _share(install_prefix)) == "/abs/missing"
+
+
+def test_relative_path_found_nowhere_names_both_places(install_prefix, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"neither in {tmp_path} nor in {_share(install_prefix)}"):
+        _run_launch(REPLAY, monkeypatch, bag="data/no_such_bag")
+
+
+def test_replay_runs_ros2_bag_with_options_it_takes(monkeypatch, tmp_path):
+    started = _run_launch(REPLAY, monkeypatch, bag=str(tmp_path), record="/tmp/da3_out", loop="true",
+                          rate="0.5", delay_s="1.5", namespace="/robot1/")
+    procs = [a for a in started if type(a).__name__ == "ExecuteProcess"]
+    (_, play), (_, record) = [parse_ros2_bag(p.kwargs["cmd"]) for p in procs]
+    assert all(p.kwargs["output"] == "screen" for p in procs)
+    assert (play.bag_path, play.rate, play.delay, play.loop) == (str(tmp_path), 0.5, 1.5, True)
+    assert play.clock, "the node runs on the bag's /clock"
+    assert record.topics_positional == [], "positional topics: deprecated in Jazzy, removed upstream"
+    assert record.topics == ["/diagnostics"]
+    assert (record.output, record.storage, record.use_sim_time) == ("/tmp/da3_out", "mcap", True)
+    assert re.search(record.regex, "/robot1/da3_node/camera/depth")
+    for other in ("/robot2/robot1/da3_node/points", "/robot1/da3_node_2/points", "/diagnostics"):
+        assert not re.search(record.regex, other), other
+
+
+def test_replay_on_wall_time_records_on_wall_time(monkeypatch):
+    started = _run_launch(REPLAY, monkeypatch, bag="/tmp/some_bag", record="out", use_sim_time="false")
+    node, _, record = started
+    assert node.kwargs["parameters"][1]["use_sim_time"] is False
+    assert parse_ros2_bag(record.kwargs["cmd"])[1].use_sim_time is False
+    assert len(_started(REPLAY, monkeypatch, "ExecuteProcess")) == 1, "no record:= -> no recorder"
+
+
+def test_launch_arguments_table_needs_a_config_and_known_names():
+    assert {n: d for n, d, _ in launch_arguments(config="x.yaml")}["config"] == "x.yaml"
+    with pytest.raises(ValueError, match="config"):
+        launch_arguments(use_sim_time="true")
+    with pytest.raises(ValueError, match="bag"):
+        launch_arguments(config="x.yaml", bag="b")
+
+
+def test_node_docs_list_every_launch_argument(monkeypatch):
+    section = (REPO / "docs" / "node.md").read_text().split("## Lifecycle")[0]
+    missing = {f"{path.name}: {name}" for path in LAUNCH_FILES
+               for name in _declared(path, monkeypatch) if f"`{name}:=" not in section}
+    assert not missing, f"docs/node.md's launch section misses: {sorted(missing)}"
 
 
 # --------------------------------------------------------------------------- the stand-ins themselves
@@ -302,9 +403,12 @@ def test_launch_files_build_real_actions_where_ros_launch_is_installed(path: Pat
     for entity in description.entities:  # DeclareLaunchArgument fills in defaults, in order
         result = entity.visit(context)
         started += (result or []) if isinstance(entity, OpaqueFunction) else []
-    assert {"config", "namespace"} <= {a.name for a in description.get_launch_arguments()}
+    assert SHARED_ARGUMENTS <= {a.name for a in description.get_launch_arguments()}
     nodes = [a for a in started if isinstance(a, Node)]
     assert [(n.node_package, n.node_executable) for n in nodes] == [("da3_ros", "da3_node")]
     commands = [parse_ros2_bag([perform_substitutions(context, part) for part in a.process_description.cmd])
                 for a in started if isinstance(a, ExecuteProcess) and not isinstance(a, Node)]
-    assert [verb for verb, _ in commands] == (["play", "record"] if path == REPLAY else [])
+    if path == REPLAY:
+        (_, play), (_, record) = commands
+        assert play.bag_path == str(_share(install_prefix) / "data" / "room")
+        assert record.topics == ["/diagnostics"] and record.topics_positional == []
