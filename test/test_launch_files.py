@@ -242,15 +242,19 @@ def _share(install_prefix: Path) -> Path:
     return install_prefix / "share" / "da3_ros"
 
 
+def _with_bag(path: Path, overrides: dict) -> dict:
+    """``overrides`` plus the replay's required ``bag`` argument (when not given)."""
+    return {"bag": "/tmp/some_bag", **overrides} if path == REPLAY else overrides
+
+
 def _declared(path: Path, monkeypatch, **overrides) -> dict:
     """Every launch argument of ``path`` with its value, run against the stand-ins."""
-    overrides = {"bag": "/tmp/some_bag", **overrides} if path == REPLAY else overrides
-    return run_launch(path, monkeypatch, **overrides)[0]
+    return run_launch(path, monkeypatch, **_with_bag(path, overrides))[0]
 
 
 def _started(path: Path, monkeypatch, kind: str, **overrides) -> list:
-    overrides = {"bag": "/tmp/some_bag", **overrides} if path == REPLAY else overrides
-    return [a for a in _run_launch(path, monkeypatch, **overrides) if type(a).__name__ == kind]
+    started = _run_launch(path, monkeypatch, **_with_bag(path, overrides))
+    return [a for a in started if type(a).__name__ == kind]
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -295,7 +299,8 @@ def test_relative_path_in_the_current_directory_comes_first(install_prefix, tmp_
 
 def test_relative_path_found_nowhere_names_both_places(install_prefix, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=f"neither in {tmp_path} nor in {_share(install_prefix)}"):
+    places = re.escape(f"neither in {tmp_path} nor in {_share(install_prefix)}")
+    with pytest.raises(FileNotFoundError, match=places):
         _run_launch(REPLAY, monkeypatch, bag="data/no_such_bag")
 
 
