@@ -15,7 +15,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_args import NODE_ARGUMENTS, node_kwargs
+from da3_ros.launch_args import launch_arguments, node_kwargs
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
@@ -26,23 +26,18 @@ def _node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     remaps = [("/camera/image_raw", value("image_topic")),
               ("/camera/camera_info", value("camera_info_topic"))]
-    return [Node(**node_kwargs(value, PACKAGE, EXECUTABLE, remaps=remaps,
-                               use_sim_time=value("use_sim_time").lower() == "true",
-                               autostart=value("autostart").lower() == "true"))]
+    share = FindPackageShare(PACKAGE).perform(context)
+    return [Node(**node_kwargs(value, share, PACKAGE, EXECUTABLE, remaps=remaps))]
 
 
 def generate_launch_description():
     default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", DEFAULT_CONFIG])
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=default_config, description="Parameters file"),
+        *[DeclareLaunchArgument(name, default_value=default, description=text)
+          for name, default, text in launch_arguments(config=default_config)],
         DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
                               description="Remap the config's /camera/image_raw to this topic"),
         DeclareLaunchArgument("camera_info_topic", default_value="/camera/camera_info",
                               description="Remap the config's /camera/camera_info to this topic"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="Configure and activate without a lifecycle manager"),
-        *[DeclareLaunchArgument(name, default_value=default, description=text)
-          for name, default, text in NODE_ARGUMENTS],
         OpaqueFunction(function=_node),
     ])

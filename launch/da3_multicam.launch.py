@@ -16,7 +16,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from da3_ros.launch_args import NODE_ARGUMENTS, node_kwargs
+from da3_ros.launch_args import launch_arguments, node_kwargs
 
 PACKAGE = "da3_ros"
 EXECUTABLE = "da3_node"
@@ -25,19 +25,14 @@ DEFAULT_CONFIG = "da3_multicam.yaml"
 
 def _node(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
-    return [Node(**node_kwargs(value, PACKAGE, EXECUTABLE,
-                               use_sim_time=value("use_sim_time").lower() == "true",
-                               autostart=value("autostart").lower() == "true"))]
+    share = FindPackageShare(PACKAGE).perform(context)
+    return [Node(**node_kwargs(value, share, PACKAGE, EXECUTABLE))]
 
 
 def generate_launch_description():
     default_config = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", DEFAULT_CONFIG])
     return LaunchDescription([
-        DeclareLaunchArgument("config", default_value=default_config, description="Rig parameters file"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock"),
-        DeclareLaunchArgument("autostart", default_value="true",
-                              description="Configure and activate without a lifecycle manager"),
         *[DeclareLaunchArgument(name, default_value=default, description=text)
-          for name, default, text in NODE_ARGUMENTS],
+          for name, default, text in launch_arguments(config=default_config)],
         OpaqueFunction(function=_node),
     ])
