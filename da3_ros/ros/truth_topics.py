@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.inference.settings import PredictorInfo
 from da3_ros.ros import conversions as conv
-from da3_ros.sim.standin import GroundTruthPredictor
+from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
 
 
 class TruthTopics:
@@ -30,7 +30,7 @@ class TruthTopics:
     (or with) each image; :meth:`lookup` waits up to ``wait_s`` for late truth, and for a
     frame without intrinsics, up to ``wait_s`` for the camera's first CameraInfo from
     ``intrinsics_source(camera)`` (set by the node). Each table keeps the newest
-    ``capacity`` entries (see :func:`truth_capacity`).
+    ``capacity`` entries (see :func:`node_truth_capacity`).
     """
 
     def __init__(self, node, cameras: list[str], depth_topic: str, pose_topic: str, qos,
@@ -96,24 +96,21 @@ class TruthTopics:
         self._subs.clear()
 
 
-def truth_capacity(settings) -> int:
-    """Truth entries (per table, all cameras together) the stand-in can still ask for.
+def node_truth_capacity(settings) -> int:
+    """:func:`~da3_ros.sim.standin.truth_capacity` for the node.
 
-    A window only looks up frames of the windower's history (``(num_view - 1) * max(dilations)
-    + 1`` items); frames waiting in the pipeline queue (``queue_size``) or in the image
-    subscription (``input_queue_depth``) are newer still, and their truth may already be here.
-    Twice that, per camera, at least 32: ~300 KiB each for a 320 x 240 depth image.
+    Frames ahead of a window wait in the pipeline queue (``queue_size``) or the image
+    subscription (``input_queue_depth``).
     """
-    span = (int(settings["num_view"]) - 1) * max(int(d) for d in settings["dilations"]) + 1
-    per_camera = int(settings["queue_size"]) + int(settings["input_queue_depth"]) + span
-    return max(32, 2 * per_camera * len(settings.cameras))
+    ahead = int(settings["queue_size"]) + int(settings["input_queue_depth"])
+    return truth_capacity(settings["num_view"], settings["dilations"], ahead, len(settings.cameras))
 
 
 def build_truth(node, settings, qos) -> tuple[object, PredictorInfo, TruthTopics]:
     """TEST AID: the ground-truth stand-in predictor fed by :class:`TruthTopics`."""
     cams = [c.name for c in settings.cameras]
     topics = TruthTopics(node, cams, settings["truth.depth_topic"], settings["truth.pose_topic"], qos,
-                         wait_s=float(settings["truth.wait_s"]), capacity=truth_capacity(settings))
+                         wait_s=float(settings["truth.wait_s"]), capacity=node_truth_capacity(settings))
     predictor = GroundTruthPredictor(
         topics.lookup, scale_range=tuple(settings["truth.scale_range"]),
         depth_noise=float(settings["truth.depth_noise"]), pose_noise=float(settings["truth.pose_noise"]),

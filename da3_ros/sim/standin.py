@@ -90,3 +90,15 @@ class GroundTruthPredictor:
             intr.append(K)
         return WindowPrediction(frames=list(frames), depth=depths, confidence=confs,
                                 world_from_cam=np.stack(poses), intrinsics=intr, is_metric=self.is_metric)
+
+
+def truth_capacity(num_view: int, dilations, ahead: int, n_cameras: int) -> int:
+    """Truth entries (all cameras together) a stand-in fed from a stream can still ask for.
+
+    A window only looks up frames of the windower's history (``(num_view - 1) * max(dilations)
+    + 1`` items per camera); ``ahead`` more frames per camera may arrive (and bring their truth)
+    before the window that needs the oldest one runs: queued for inference, waiting in a
+    subscription, or read ahead from a bag. Twice the sum per camera, at least 32.
+    """
+    span = (int(num_view) - 1) * max(int(d) for d in dilations) + 1
+    return max(32, 2 * (span + int(ahead)) * int(n_cameras))

@@ -34,7 +34,7 @@ from da3_ros.evaluation.run import EvalRun
 from da3_ros.inference.build import build_engine
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros.publishers import OutputPublishers
-from da3_ros.sim.standin import GroundTruthPredictor
+from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
 from da3_ros.tools.bag.frames import BagFrameStream, TruthCache
 from da3_ros.tools.bag.io import BagError, BagReader, BagWriter, find_cameras
 from da3_ros.tools.bag.node import BagNode
@@ -112,8 +112,9 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
                 raise BagError(f"--model truth needs <ns>/depth_gt, <ns>/pose_gt and <ns>/camera_info "
                                f"in the bag; missing for camera(s) {', '.join(missing)}")
         names = [c.name for c in cams]
-        span = opts.num_view * max(opts.dilations) + opts.stride + 16
-        truth = TruthCache(capacity=max(64, 2 * span * len(cams)))
+        # frames read ahead of a window: its stride, plus what a rig's sync may hold back
+        ahead = opts.stride + 16
+        truth = TruthCache(capacity=truth_capacity(opts.num_view, opts.dilations, ahead, len(cams)))
         stream = BagFrameStream(reader, cams, truth, max_frames=opts.max_frames)
         predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
         out.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ class BagFrameStream:
 
     Args:
         reader: an open :class:`BagReader`.
-        cameras: the cameras to read (see :func:`bagio.find_cameras`).
+        cameras: the cameras to read (see :func:`da3_ros.tools.bag.io.find_cameras`).
         truth: cache receiving ground truth (and the camera intrinsics of each stamp).
         max_frames: stop after this many frames per camera (0: all).
         lookahead_s: release a frame whose companions are missing once the bag is this far past it.

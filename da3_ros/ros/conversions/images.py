@@ -1,4 +1,4 @@
-"""ROS message <-> numpy conversions, numpy only (no cv_bridge, no sensor_msgs_py).
+"""sensor_msgs/Image and CompressedImage <-> numpy, numpy only (no cv_bridge).
 
 Images (sensor_msgs/Image): ``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8``,
 ``mono16``, ``16UC1`` (depth in millimetres, 0 = invalid) and ``32FC1`` (depth in
@@ -9,10 +9,6 @@ CompressedImage (jpeg, png) is decoded and encoded with OpenCV.
 
 Every reader also accepts messages deserialised by ``rosbags`` (duck typing on
 the field names), so bag tools and the node share these functions.
-
-Point clouds, camera info, poses and stamps live in
-:mod:`da3_ros.ros.geometry_conversions` and are re-exported here; import them from this
-module.
 
 Every failure raises :class:`ConversionError` (a ``ValueError``) whose message
 names the problem; nothing returns a silently wrong array.
@@ -27,47 +23,6 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
 from da3_ros.ros.errors import ConversionError
-from da3_ros.ros.geometry_conversions import (
-    camera_info_to_intrinsics,
-    cloud_to_numpy,
-    intrinsics_to_camera_info,
-    make_header,
-    matrix_to_pose,
-    matrix_to_quaternion,
-    matrix_to_transform,
-    ns_to_stamp,
-    points_to_cloud,
-    pose_to_matrix,
-    quaternion_to_matrix,
-    stamp_to_ns,
-    unpack_rgb,
-)
-
-__all__ = [
-    "ConversionError",
-    "IMAGE_ENCODINGS",
-    "image_to_numpy",
-    "numpy_to_image",
-    "image_to_rgb",
-    "image_to_depth_m",
-    "depth_m_to_mm16",
-    "mm16_to_depth_m",
-    "compressed_to_numpy",
-    "numpy_to_compressed",
-    "camera_info_to_intrinsics",
-    "intrinsics_to_camera_info",
-    "points_to_cloud",
-    "cloud_to_numpy",
-    "unpack_rgb",
-    "pose_to_matrix",
-    "matrix_to_pose",
-    "matrix_to_transform",
-    "quaternion_to_matrix",
-    "matrix_to_quaternion",
-    "stamp_to_ns",
-    "ns_to_stamp",
-    "make_header",
-]
 
 #: encoding -> (numpy scalar type code without byte order, channels)
 IMAGE_ENCODINGS: dict[str, tuple[str, int]] = {
