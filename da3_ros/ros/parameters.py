@@ -94,7 +94,8 @@ class ParamSpec:
         return d
 
 
-_BIG = 1.0e6
+#: Upper bound of "unbounded" numeric ranges in descriptors.
+UNBOUNDED = 1.0e6
 # Defaults and choices come from the config dataclasses (their one home); the table adds ROS
 # types, ranges, descriptions and which parameters are dynamic.
 _INF, _PIPE = InferenceSettings(), PipelineConfig()
@@ -161,13 +162,13 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_policy", _PIPE.queue_policy, "What to drop when the inference queue is full",
               dynamic=True, choices=QUEUE_POLICIES),
     ParamSpec("conf_threshold", _PIPE.conf_threshold, "Minimum confidence of published points (DA3: >= 1)",
-              dynamic=True, lo=0.0, hi=_BIG),
+              dynamic=True, lo=0.0, hi=UNBOUNDED),
     ParamSpec("min_depth_m", _PIPE.min_depth_m, "Nearest published point (model units when relative)",
-              dynamic=True, lo=0.0, hi=_BIG),
+              dynamic=True, lo=0.0, hi=UNBOUNDED),
     ParamSpec("max_depth_m", 0.0, "Farthest published point, 0: no limit (model units when relative)",
-              dynamic=True, lo=0.0, hi=_BIG),
+              dynamic=True, lo=0.0, hi=UNBOUNDED),
     ParamSpec("voxel_size_m", _PIPE.voxel_size_m, "Voxel downsampling of ~/points (0: off)", dynamic=True,
-              lo=0.0, hi=_BIG),
+              lo=0.0, hi=UNBOUNDED),
     ParamSpec("max_points", _PIPE.max_points, "Cap on points per ~/points message", dynamic=True,
               lo=1, hi=100_000_000),
     ParamSpec("publish_all_views", _PIPE.publish_all_views,
@@ -183,7 +184,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("publish.tf", True, "Broadcast TF fixed_frame -> optical frames (needs tf2_ros)",
               dynamic=True),
     ParamSpec("depth_colored_range", [0.0, 0.0], "Colormap range [near, far]; [0, 0]: per image",
-              dynamic=True, lo=0.0, hi=_BIG, array_of=float),
+              dynamic=True, lo=0.0, hi=UNBOUNDED, array_of=float),
     ParamSpec("path_max_length", 10000, "Poses kept in ~/path", dynamic=True, lo=1, hi=10_000_000),
     ParamSpec("path_period_s", 1.0, "~/path is sent at most this often, newest pose included "
               "(0: with every pose; a long path costs ~20 us a pose to send)", dynamic=True,
@@ -191,19 +192,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("stale_input_s", 2.0, "A camera silent this long is reported stale", dynamic=True,
               lo=0.01, hi=3600.0),
     ParamSpec("time_jump_reset_s", 1.0, "Stamps going back more than this reset the pipeline "
-              "(bag loop); smaller jumps drop the frame", dynamic=True, lo=0.0, hi=_BIG),
+              "(bag loop); smaller jumps drop the frame", dynamic=True, lo=0.0, hi=UNBOUNDED),
     ParamSpec("log_throttle_s", 5.0, "Throttle period of repeated warnings", dynamic=True,
               lo=0.0, hi=3600.0),
-    # --- test aid: the ground-truth stand-in (model: truth) ---
-    ParamSpec("truth.depth_topic", "{camera}/depth_gt", "TEST AID: ground-truth depth topic"),
-    ParamSpec("truth.pose_topic", "{camera}/pose_gt", "TEST AID: ground-truth pose topic"),
-    ParamSpec("truth.wait_s", 1.0, "TEST AID: wait for truth of a frame", lo=0.0, hi=60.0),
-    ParamSpec("truth.scale_range", [1.0, 1.0], "TEST AID: random per-window scale range",
-              lo=1e-6, hi=_BIG, array_of=float),
-    ParamSpec("truth.depth_noise", 0.0, "TEST AID: relative depth noise", lo=0.0, hi=10.0),
-    ParamSpec("truth.pose_noise", 0.0, "TEST AID: pose noise", lo=0.0, hi=10.0),
-    ParamSpec("truth.seed", 0, "TEST AID: noise seed", lo=0, hi=2**31 - 1),
-    ParamSpec("truth.metric", False, "TEST AID: report metric depth"),
 )
 
 #: Per-camera parameters; the name is prefixed with ``camera.<name>.``.
@@ -216,6 +207,9 @@ CAMERA_SPECS: tuple[ParamSpec, ...] = (
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
+#: Parameters declared only by a feature that needs them (``truth.*`` by the test-aid stand-in,
+#: :mod:`da3_ros.ros.truth_topics`); validated like the others once declared.
+EXTRA_SPECS: dict[str, ParamSpec] = {}
 #: Parameters that map one-to-one onto PipelineConfig fields.
 PIPELINE_FIELDS = tuple(f.name for f in fields(PipelineConfig)
                         if f.name in SPEC_BY_NAME and f.name not in ("mode", "cameras"))
@@ -272,7 +266,7 @@ def declare_all(node) -> None:
     """
     for spec in SPECS:
         node.declare_parameter(spec.name, spec.default, spec.descriptor())
-    cameras = _plain(node.get_parameter("cameras").value) or []
+    cameras = plain_value(node.get_parameter("cameras").value) or []
     reason = check_values({"cameras": cameras})
     if reason:
         raise ValueError(f"invalid parameters: {reason}")
@@ -291,7 +285,7 @@ def _camera_descriptor(spec: ParamSpec, full_name: str) -> ParameterDescriptor:
 
 def read_settings(node) -> NodeSettings:
     """Snapshot of all declared parameters as a :class:`NodeSettings`."""
-    values = {s.name: _plain(node.get_parameter(s.name).value) for s in SPECS}
+    values = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS}
     cams = []
     for cam in values["cameras"]:
         get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
@@ -300,7 +294,7 @@ def read_settings(node) -> NodeSettings:
     return NodeSettings(values, cams)
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """Parameter arrays arrive as array.array / numpy; hand out plain lists."""
     if value is not None and not isinstance(value, str | bool | int | float):
         return list(value)
@@ -314,10 +308,10 @@ def check_values(values: dict[str, Any]) -> str | None:
     relations between parameters. Types and scalar ranges are enforced by rclpy.
     """
     for name, value in values.items():
-        spec = SPEC_BY_NAME.get(name) or _camera_spec(name)
+        spec = SPEC_BY_NAME.get(name) or _camera_spec(name) or EXTRA_SPECS.get(name)
         if spec is None:
             continue
-        value = _plain(value)
+        value = plain_value(value)
         if spec.choices and value not in spec.choices:
             return f"{name}={value!r} is not one of {', '.join(spec.choices)}"
         if spec.array_of is not None and spec.lo is not None:
@@ -343,9 +337,6 @@ def _check_relations(v: dict[str, Any]) -> str | None:
     rng = v.get("depth_colored_range")
     if rng is not None and (len(rng) != 2 or (any(rng) and not rng[0] < rng[1])):
         return f"depth_colored_range must be [near, far] with near < far, or [0, 0]; got {list(rng)}"
-    sr = v.get("truth.scale_range")
-    if sr is not None and (len(sr) != 2 or sr[0] > sr[1]):
-        return f"truth.scale_range must be [lo, hi] with lo <= hi; got {list(sr)}"
     cams = v.get("cameras")
     if cams is not None:
         if not cams:
@@ -367,9 +358,9 @@ def validation_callback(node):
     """An ``add_on_set_parameters_callback`` callback that rejects invalid changes with a reason."""
 
     def callback(params) -> SetParametersResult:
-        merged = {s.name: _plain(node.get_parameter(s.name).value) for s in SPECS
+        merged = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS
                   if node.has_parameter(s.name)}
-        merged.update({p.name: _plain(p.value) for p in params})
+        merged.update({p.name: plain_value(p.value) for p in params})
         reason = check_values(merged)
         return SetParametersResult(successful=reason is None, reason=reason or "")
 

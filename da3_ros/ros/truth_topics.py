@@ -18,6 +18,7 @@ from sensor_msgs.msg import Image
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.inference.settings import PredictorInfo
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.parameters import EXTRA_SPECS, UNBOUNDED, ParamSpec, check_values, plain_value
 from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
 
 
@@ -106,15 +107,50 @@ def node_truth_capacity(settings) -> int:
     return truth_capacity(settings["num_view"], settings["dilations"], ahead, len(settings.cameras))
 
 
+#: The stand-in's parameters, declared only when ``model`` is ``truth`` (never on a robot).
+TRUTH_SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("truth.depth_topic", "{camera}/depth_gt", "TEST AID: ground-truth depth topic"),
+    ParamSpec("truth.pose_topic", "{camera}/pose_gt", "TEST AID: ground-truth pose topic"),
+    ParamSpec("truth.wait_s", 1.0, "TEST AID: wait for truth of a frame", lo=0.0, hi=60.0),
+    ParamSpec("truth.scale_range", [1.0, 1.0], "TEST AID: random per-window scale range",
+              lo=1e-6, hi=UNBOUNDED, array_of=float),
+    ParamSpec("truth.depth_noise", 0.0, "TEST AID: relative depth noise", lo=0.0, hi=10.0),
+    ParamSpec("truth.pose_noise", 0.0, "TEST AID: pose noise", lo=0.0, hi=10.0),
+    ParamSpec("truth.seed", 0, "TEST AID: noise seed", lo=0, hi=2**31 - 1),
+    ParamSpec("truth.metric", False, "TEST AID: report metric depth"),
+)
+EXTRA_SPECS.update({spec.name: spec for spec in TRUTH_SPECS})
+
+
+def read_truth_parameters(node) -> dict:
+    """Declare the ``truth.*`` parameters (params-file values apply) and return their values.
+
+    Raises:
+        ValueError: an invalid value (a descriptor range or ``truth.scale_range`` order).
+    """
+    values = {}
+    for spec in TRUTH_SPECS:
+        if not node.has_parameter(spec.name):
+            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        values[spec.name] = plain_value(node.get_parameter(spec.name).value)
+    reason = check_values(values)
+    sr = values["truth.scale_range"]
+    if reason is None and (len(sr) != 2 or sr[0] > sr[1]):
+        reason = f"truth.scale_range must be [lo, hi] with lo <= hi; got {list(sr)}"
+    if reason:
+        raise ValueError(reason)
+    return values
+
+
 def build_truth(node, settings, qos) -> tuple[object, PredictorInfo, TruthTopics]:
     """TEST AID: the ground-truth stand-in predictor fed by :class:`TruthTopics`."""
+    t = read_truth_parameters(node)
     cams = [c.name for c in settings.cameras]
-    topics = TruthTopics(node, cams, settings["truth.depth_topic"], settings["truth.pose_topic"], qos,
-                         wait_s=float(settings["truth.wait_s"]), capacity=node_truth_capacity(settings))
+    topics = TruthTopics(node, cams, t["truth.depth_topic"], t["truth.pose_topic"], qos,
+                         wait_s=float(t["truth.wait_s"]), capacity=node_truth_capacity(settings))
     predictor = GroundTruthPredictor(
-        topics.lookup, scale_range=tuple(settings["truth.scale_range"]),
-        depth_noise=float(settings["truth.depth_noise"]), pose_noise=float(settings["truth.pose_noise"]),
-        seed=int(settings["truth.seed"]), metric=bool(settings["truth.metric"]))
-    info = PredictorInfo(name="truth (TEST AID: ground-truth stand-in)",
-                         is_metric=bool(settings["truth.metric"]))
+        topics.lookup, scale_range=tuple(t["truth.scale_range"]),
+        depth_noise=float(t["truth.depth_noise"]), pose_noise=float(t["truth.pose_noise"]),
+        seed=int(t["truth.seed"]), metric=bool(t["truth.metric"]))
+    info = PredictorInfo(name="truth (TEST AID: ground-truth stand-in)", is_metric=bool(t["truth.metric"]))
     return predictor, info, topics
