@@ -226,6 +226,13 @@ def test_broken_fa4_import_falls_to_fa2_with_reason(monkeypatch, caplog):
     assert "ranks below cuDNN" in caplog.text
 
 
+def test_flash_check_call_works_inside_a_default_device_context(monkeypatch):
+    # build_model(device=...) resolves the backend under `with torch.device(device)`
+    _install(monkeypatch, fa4=FakeFlash(True))
+    with torch.device("meta"):
+        assert get_attention_fn("flash_attn", "cuda")[0] == "flash_attn.cute"
+
+
 @pytest.mark.parametrize("broken, why", [("raises", "no kernel image"), ("wrong", "differs from SDPA")])
 def test_flash_kernel_failing_its_check_is_refused(monkeypatch, broken, why):
     _install(monkeypatch, fa4=FakeFlash(True, broken=broken))

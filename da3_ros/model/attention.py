@@ -226,7 +226,9 @@ def _check_call(fn: AttentionFn, device: torch.device) -> str:
     """
     try:
         g = torch.Generator(device="cpu").manual_seed(0)
-        q, k, v = (torch.randn(1, 32, 2, 64, generator=g).to(device, torch.bfloat16) for _ in range(3))
+        # device="cpu" explicitly: models are built under `with torch.device(...)`
+        q, k, v = (torch.randn(1, 32, 2, 64, generator=g, device="cpu").to(device, torch.bfloat16)
+                   for _ in range(3))
         ref = sdpa_attention(q, k, v).float()
         err = (fn(q, k, v).float() - ref).abs().max().item()
     except Exception as exc:  # noqa: BLE001 - the reason is reported, never swallowed silently
