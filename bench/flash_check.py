@@ -24,7 +24,7 @@ to DIR/flash_check.json after every step and a summary printed at the end:
    this run counts against the cap.
 
 Timing, peaks, FLOP counting, the builders and the 16 GiB bracket are da3-bench's own
-(``da3_ros.tools.bench_common``, ``bench_levers``, ``bench``).
+(:mod:`bench.common`, :mod:`bench.levers`, :mod:`bench.network`).
 """
 
 from __future__ import annotations
@@ -45,10 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 
 import torch  # noqa: E402
 
-from da3_ros.core.memory import param_bytes  # noqa: E402
-from da3_ros.model import build_model, get_preset  # noqa: E402
-from da3_ros.model.attention import AttentionBackendError, flash_attn_candidates, get_attention_fn  # noqa: E402
-from da3_ros.tools.bench_common import (  # noqa: E402
+from bench.common import (  # noqa: E402
     FlopModel,
     compare,
     device_name,
@@ -60,7 +57,10 @@ from da3_ros.tools.bench_common import (  # noqa: E402
     time_ms,
     timed_peak,
 )
-from da3_ros.tools.bench_levers import Levers, make_ours  # noqa: E402
+from bench.levers import Levers, make_ours  # noqa: E402
+from da3_ros.core.memory import param_bytes  # noqa: E402
+from da3_ros.model import build_model, get_preset  # noqa: E402
+from da3_ros.model.attention import AttentionBackendError, flash_attn_candidates, get_attention_fn  # noqa: E402
 
 # bench/RESULTS.md, "Accuracy (stated tolerance)": bf16 against our fp32 output, relative to
 # the mean magnitude of the reference.
@@ -389,7 +389,7 @@ class Check:
 
 def fit_child(args) -> int:
     """The fit16 step's own process: bracket each backend's largest window under 16 GiB."""
-    from da3_ros.tools.bench import bracket_16gib
+    from bench.network import bracket_16gib
 
     out = Path(args.out) / "fit16_child.json"
     result: dict = {"alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), "guess": args.fit_guess}

@@ -22,7 +22,6 @@ from da3_ros.core.cloud import window_cloud, window_cloud_torch
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
-from da3_ros.core.resampling import preprocess_frames
 
 CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4"), ("confidence", "<f4")])
 
@@ -57,11 +56,12 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
     """Median stage times (ms) of one window of ``views`` frames of ``width`` x ``height``.
 
     ``model`` is what the node would hold (a network or a ``GraphedDA3``); the engine runs
-    it with reference view ``first`` like the network benchmark. ``gpu_steps``: preprocess and
-    build the cloud with the torch twins (:mod:`da3_ros.core.resampling`, :mod:`da3_ros.core.cloud`)
-    on ``device`` instead of the CPU.
+    it with reference view ``first`` like the network benchmark. ``gpu_steps``: the engine's
+    device path (``DA3Engine(device_io=True)``: resampling on ``device``) and the cloud from its
+    device maps (:func:`da3_ros.core.cloud.window_cloud_torch`), instead of numpy / cv2.
     """
-    engine = DA3Engine(model, process_res=process_res, device=device, dtype=dtype, ref_view_strategy="first")
+    engine = DA3Engine(model, process_res=process_res, device=device, dtype=dtype, ref_view_strategy="first",
+                       device_io=gpu_steps)
     cfg = PipelineConfig(num_view=views)
     rng = np.random.default_rng(0)
     frames = _frames(views, width, height, seed=views)
@@ -69,21 +69,10 @@ def node_path(model, device: torch.device, views: int, width: int = 640, height:
     for it in range(iters + 2):
         sync()
         t0 = time.perf_counter()
-        if gpu_steps:
-            size = engine.window_size(frames)
-            imgs = preprocess_frames([f.image for f in frames], process_res, size, device)[0]
-            t_pre = time.perf_counter()
-            out = engine._forward(imgs, None, None)
-            sync()
-            t_net = time.perf_counter()
-            pred = engine._postprocess(frames, size, out, None, None, 1.0)
-            pred.timings_s = {"preprocess": t_pre - t0, "network": t_net - t_pre,
-                              "postprocess": time.perf_counter() - t_net}
-        else:
-            pred = engine.predict(frames)
+        pred = engine.predict(frames)
         t1 = time.perf_counter()
         if gpu_steps:
-            pts, cols, conf = window_cloud_torch(pred, list(range(views)), cfg, device)
+            pts, cols, conf = window_cloud_torch(pred, list(range(views)), cfg)
         else:
             pts, cols, conf = window_cloud(pred, list(range(views)), cfg, rng)
         t2 = time.perf_counter()

@@ -23,6 +23,7 @@ from da3_ros.ros.conversions import (
     IMAGE_ENCODINGS,
     ConversionError,
     camera_info_to_intrinsics,
+    cdr,
     cloud_to_numpy,
     compressed_to_numpy,
     depth_m_to_mm16,
@@ -101,6 +102,42 @@ def test_image_round_trip_matches_rosbags(encoding):
     independent = rb.data.view("<" + code).reshape(arr.shape)
     np.testing.assert_array_equal(independent, arr)
     np.testing.assert_array_equal(image_to_numpy(rb)[0], arr)  # rosbags messages are accepted too
+
+
+@pytest.mark.parametrize("frame_id", ["", "c", "cam_optical_frame", "x" * 13])
+@pytest.mark.parametrize("encoding", ["rgb8", "mono16", "32FC1"])
+def test_raw_cdr_image_reads_like_the_deserialised_message(encoding, frame_id):
+    """cdr.decode_image on bytes rclpy wrote, and on bytes rosbags wrote (little and big-endian CDR)."""
+    arr = sample_array(encoding, seed=4)
+    msg = numpy_to_image(arr, encoding, header=make_header(7 * 10**9 + 11, frame_id))
+    raw = bytes(serialize_message(msg))
+    fast = cdr.decode_image(raw)
+    assert (fast.header.stamp.sec, fast.header.stamp.nanosec, fast.header.frame_id) == (7, 11, frame_id)
+    assert (fast.height, fast.width, fast.encoding, fast.step) == (msg.height, msg.width, encoding, msg.step)
+    back, _ = image_to_numpy(fast)
+    np.testing.assert_array_equal(back, arr)
+    assert np.shares_memory(back, np.frombuffer(raw, np.uint8))  # a view into the received bytes
+    rb = via_rosbags(msg, "sensor_msgs/msg/Image")
+    for little in (True, False):
+        other = TS.serialize_cdr(rb, "sensor_msgs/msg/Image", little_endian=little)
+        got = cdr.decode_image(bytes(other))
+        assert (got.header.frame_id, got.height, got.width, got.encoding, got.step) == (
+            frame_id, msg.height, msg.width, encoding, msg.step)
+        np.testing.assert_array_equal(image_to_numpy(got)[0], arr)
+
+
+def test_raw_cdr_compressed_image_and_bad_bytes():
+    img = sample_array("rgb8", h=8, w=12, seed=5)
+    msg = numpy_to_compressed(img, "png", header=make_header(5, "f"))
+    fast = cdr.decode_compressed_image(bytes(serialize_message(msg)))
+    assert fast.header.frame_id == "f" and fast.format == msg.format
+    np.testing.assert_array_equal(compressed_to_numpy(fast), img)
+    np.testing.assert_array_equal(image_to_rgb(fast), img)
+    raw = bytes(serialize_message(numpy_to_image(img, "rgb8")))
+    with pytest.raises(ConversionError, match="truncated"):
+        cdr.decode_image(raw[:60])
+    with pytest.raises(ConversionError, match="CDR"):
+        cdr.decode_image(b"\x07\x07" + raw[2:])
 
 
 def padded_image_bytes(arr, code, pad, big_endian):

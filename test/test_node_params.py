@@ -18,9 +18,9 @@ from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL, fixed_from_model_world, points_to_fixed
+from da3_ros.core.visualize import colorize_depth
 from da3_ros.ros.node import Da3Node
 from da3_ros.ros.parameters import SPEC_BY_NAME, SPECS
-from da3_ros.ros.publishers import colorize_depth
 
 pytestmark = pytest.mark.timeout(120)
 OK = TransitionCallbackReturn.SUCCESS

@@ -29,14 +29,15 @@ def test_preprocess_matches_cpu_path_on_smooth_images():
     imgs = [_smooth_image(120, 160, 0), _smooth_image(120, 160, 1), _smooth_image(90, 200, 2)]
     size = process_size(160, 120, 112)[1]
     ref = np.stack([preprocess_image(im, 112, size) for im in imgs])
-    out = preprocess_frames(imgs, 112, size, "cpu")
+    out, uploaded = preprocess_frames(imgs, 112, size, "cpu")
+    assert all(np.array_equal(u.numpy(), im) for u, im in zip(uploaded, imgs, strict=True))
     assert out.shape == (1, 3, 3, size[1], size[0]) and out.dtype == torch.float32
     err = (out[0].numpy() - ref).__abs__()
     assert err.mean() < 0.02 and err.max() < 0.3  # resampling kernels differ, conventions do not
     # enlarging (bicubic on both sides)
     small = [_smooth_image(30, 40, 3)]
     size_up = process_size(40, 30, 112)[1]
-    err_up = (preprocess_frames(small, 112, size_up, "cpu")[0].numpy()
+    err_up = (preprocess_frames(small, 112, size_up, "cpu")[0][0].numpy()
               - preprocess_image(small[0], 112, size_up)[None]).__abs__()
     assert err_up.mean() < 0.02
 
@@ -65,7 +66,7 @@ def test_window_cloud_matches_cpu_path():
     for cfg in (PipelineConfig(conf_threshold=1.5, max_depth_m=4.0, cloud_pixel_step=2),
                 PipelineConfig(voxel_size_m=0.5)):
         ref = cpu_window_cloud(pred, [0, 2], cfg, rng)
-        got = window_cloud(pred, [0, 2], cfg, "cpu")
+        got = window_cloud(pred, [0, 2], cfg, device="cpu")
         assert len(got[0]) == len(ref[0]) > 0
         np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(got[1], ref[1])
@@ -74,10 +75,10 @@ def test_window_cloud_matches_cpu_path():
 
 def test_window_cloud_caps_points():
     pred = _prediction(views=2)
-    cfg = PipelineConfig(max_points=100)
-    pts, cols, conf = window_cloud(pred, [0, 1], cfg, "cpu", torch.Generator().manual_seed(0))
+    cfg = PipelineConfig(max_points=100, cloud_pixel_step=1)
+    pts, cols, conf = window_cloud(pred, [0, 1], cfg, torch.Generator().manual_seed(0), device="cpu")
     assert pts.shape == (100, 3) and cols.shape == (100, 3) and conf.shape == (100,)
-    full = window_cloud(pred, [0, 1], PipelineConfig(max_points=0), "cpu")[0]
+    full = window_cloud(pred, [0, 1], PipelineConfig(max_points=0, cloud_pixel_step=1), device="cpu")[0]
     # every kept point is one of the full cloud's points
     d = np.abs(pts[:, None, :] - full[None, :, :]).sum(-1).min(1)
     assert d.max() < 1e-6

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from da3_ros.core.frames import WindowPrediction
+from da3_ros.core.frames import WindowPrediction, depth_thumb
 from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, mean_rotation, rotation_angle_deg
 
 Key = tuple[str, int]
@@ -75,16 +75,6 @@ def frame_key(frame) -> Key:
     return (frame.camera, int(frame.stamp_ns))
 
 
-def _thumb(depth: np.ndarray, max_side: int = 64) -> np.ndarray:
-    """Every k-th pixel so the longer side is <= max_side; same pixels for same-size inputs.
-
-    Always a compact copy: a strided view would keep the whole (H, W) depth alive for as
-    long as the chainer remembers the frame.
-    """
-    k = max(1, int(np.ceil(max(depth.shape) / max_side)))
-    return np.array(depth[::k, ::k], dtype=np.float32, copy=True, order="C")
-
-
 def _log_depth_ratios(published: list[np.ndarray], new: list[np.ndarray]) -> np.ndarray:
     """log(published / new) over the pixels valid (finite, > 0) in both maps of each pair, (N,)."""
     ratios = []
@@ -101,10 +91,20 @@ def depth_ratio_scale(published: list[np.ndarray], new: list[np.ndarray]) -> tup
     return (float(np.exp(np.median(r))), len(r)) if len(r) else (float("nan"), 0)
 
 
-def _median_depth(depths: list[np.ndarray]) -> float | None:
-    """Median over views of each view's NaN-ignoring median depth; None when no view has a finite pixel."""
-    med = [np.nanmedian(d) for d in depths if np.isfinite(d).any()]
+def _median_depth(thumbs: list[np.ndarray]) -> float | None:
+    """Median over views of each view's NaN-ignoring median depth; None when no finite pixel.
+
+    Taken on the depth thumbnails (every k-th pixel): a cheap estimate of the full-size median.
+    """
+    med = [np.nanmedian(d) for d in thumbs if np.isfinite(d).any()]
     return float(np.median(med)) if med else None
+
+
+def _thumbs(pred: WindowPrediction) -> list[np.ndarray]:
+    """Each view's depth thumbnail in window units: the predictor's own, else made from the depth."""
+    if pred.depth_thumbs is not None:
+        return pred.depth_thumbs
+    return [depth_thumb(d) for d in pred.depth]
 
 
 def estimate_sim3(target: np.ndarray, source: np.ndarray, with_scale: bool,
@@ -172,28 +172,32 @@ class WindowChainer:
             is_new (S,) bool: views published for the first time).
         """
         keys = [frame_key(f) for f in pred.frames]
-        al = self._align(pred, keys)
+        thumbs = _thumbs(pred)
+        al = self._align(pred, keys, thumbs)
         poses = apply_sim3_to_poses(al.scale, al.R, al.t, pred.world_from_cam)
-        depth = [np.asarray(d, dtype=np.float32) * np.float32(al.scale) for d in pred.depth]
-        out = replace(pred, world_from_cam=poses, depth=depth)
+        scale = np.float32(al.scale)
+        depth = [np.asarray(d, dtype=np.float32) * scale for d in pred.depth]
+        thumbs = [t * scale for t in thumbs]
+        maps = pred.device_maps and replace(pred.device_maps, depth_scale=float(al.scale))
+        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps)
         is_new = np.array([k not in self.published for k in keys], dtype=bool)
         for i, k in enumerate(keys):
             if is_new[i]:
-                self.published[k] = _Published(poses[i].copy(), _thumb(depth[i]), pred.frames[i].stamp_ns)
+                self.published[k] = _Published(poses[i].copy(), thumbs[i], pred.frames[i].stamp_ns)
         while len(self.published) > self.keep_frames:
             self.published.popitem(last=False)
         if np.isfinite(al.residual) and al.method == "shared":
             self.drift_sq += al.residual ** 2
         al.drift = float(np.sqrt(self.drift_sq))
         self.last_scale = al.scale
-        if self.mode == "sim3":  # only a Sim(3) extrapolation reads it (full-resolution medians cost)
-            med = _median_depth(depth)
+        if self.mode == "sim3":  # only a Sim(3) extrapolation reads it
+            med = _median_depth(thumbs)
             if med is not None and med > 0:  # an all-zero window must not pin later scales to 0 / med
                 self.last_median_depth = med
         self.windows += 1
         return out, al, is_new
 
-    def _align(self, pred: WindowPrediction, keys: list[Key]) -> Alignment:
+    def _align(self, pred: WindowPrediction, keys: list[Key], thumbs: list[np.ndarray]) -> Alignment:
         P = pred.world_from_cam
         known = [i for i, f in enumerate(pred.frames) if f.world_from_cam is not None]
         with_scale = self.mode == "sim3"
@@ -202,23 +206,22 @@ class WindowChainer:
         if self.windows == 0 and known:
             self.anchored_to_known = True
         shared = [i for i, k in enumerate(keys) if k in self.published]
-        # Thumbnails of the shared views, published and new (window units), made once.
-        thumbs = ([self.published[keys[i]].depth_thumb for i in shared],
-                  [_thumb(pred.depth[i]) for i in shared])
-        dscale, npx = depth_ratio_scale(*thumbs)  # (NaN, 0) without shared views
+        # Thumbnails of the shared views, published and new (window units).
+        pairs = ([self.published[keys[i]].depth_thumb for i in shared], [thumbs[i] for i in shared])
+        dscale, npx = depth_ratio_scale(*pairs)  # (NaN, 0) without shared views
         if self.anchored_to_known and known:
             target = np.stack([np.asarray(pred.frames[i].world_from_cam, dtype=np.float64) for i in known])
             s, R, t, res, rot = estimate_sim3(target, P[known], with_scale, dscale if npx else None,
                                               prefer_centres=True, fallback_scale=self.last_scale)
-            return self._finish(Alignment(s, R, t, "known_poses", len(known), res, rot), *thumbs)
+            return self._finish(Alignment(s, R, t, "known_poses", len(known), res, rot), *pairs)
         if self.windows == 0:
             return Alignment(1.0, np.eye(3), np.zeros(3), "first")
         if shared:
             target = np.stack([self.published[keys[i]].pose for i in shared])
             s, R, t, res, rot = estimate_sim3(target, P[shared], with_scale, dscale if npx else None,
                                               fallback_scale=self.last_scale)
-            return self._finish(Alignment(s, R, t, "shared", len(shared), res, rot), *thumbs)
-        return self._extrapolate(pred, with_scale)
+            return self._finish(Alignment(s, R, t, "shared", len(shared), res, rot), *pairs)
+        return self._extrapolate(pred, with_scale, thumbs)
 
     @staticmethod
     def _finish(al: Alignment, published: list[np.ndarray], new: list[np.ndarray]) -> Alignment:
@@ -228,7 +231,7 @@ class WindowChainer:
             al.depth_residual = float(np.median(np.abs(r)))
         return al
 
-    def _extrapolate(self, pred: WindowPrediction, with_scale: bool) -> Alignment:
+    def _extrapolate(self, pred: WindowPrediction, with_scale: bool, thumbs: list[np.ndarray]) -> Alignment:
         """No overlap: constant-velocity guess for view 0, median-depth scale (see module doc)."""
         items = list(self.published.values())
         last = items[-1]
@@ -245,7 +248,7 @@ class WindowChainer:
             target = last.pose @ step
         s = 1.0
         if with_scale:
-            med = _median_depth(pred.depth)
+            med = _median_depth(thumbs)
             s = self.last_median_depth / med if med else self.last_scale  # None or 0: keep the scale
             s = s if np.isfinite(s) and s > 0 else self.last_scale
         P0 = pred.world_from_cam[0]

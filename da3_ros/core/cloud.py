@@ -70,29 +70,41 @@ def _voxel(points, colors, conf, voxel_size):
     return (psum / n).float(), cols, cmax
 
 
-def window_cloud_torch(pred, views: list[int], cfg, device: torch.device | str,
-                 generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fused coloured cloud of ``views`` of an aligned prediction, computed on ``device``.
+def window_cloud_torch(pred: WindowPrediction, views: list[int], cfg: PipelineConfig,
+                       generator: torch.Generator | None = None,
+                       device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused coloured cloud of ``views`` of an aligned prediction, computed with torch.
 
-    Same inputs and outputs as :func:`window_cloud` (``pred`` a
-    ``WindowPrediction`` with global poses, ``cfg`` a ``PipelineConfig``): points ``(N, 3)``
-    float32 in the global frame, colours ``(N, 3)`` uint8, confidence ``(N,)`` float32.
+    Same inputs and outputs as :func:`window_cloud`: points ``(N, 3)`` float32 in the global
+    frame, colours ``(N, 3)`` uint8, confidence ``(N,)`` float32. The maps come from
+    ``pred.device_maps`` when the prediction has them (the GPU path: nothing is uploaded; depth
+    scaled by their ``depth_scale``), else they are uploaded from ``pred`` to ``device``.
     """
-    device = torch.device(device)
+    maps = pred.device_maps
+    k = cfg.cloud_pixel_step
     parts = []
     for i in views:
-        depth, K, pose, img, conf = (torch.as_tensor(np.ascontiguousarray(a), device=device)
-                                     for a in strided_view(pred, i, cfg.cloud_pixel_step))
-        parts.append(_colored_points(depth.float(), K.double(), pose.double(), img, conf.float(),
-                                     cfg.conf_threshold, cfg.min_depth_m, cfg.max_depth_m))
+        K = pred.intrinsics[i].K.copy()
+        K[:2] /= k  # exact for pixels u = k * u'
+        if maps is not None:
+            dev = maps.depth[i].device
+            depth = maps.depth[i][::k, ::k] * maps.depth_scale
+            image, conf = maps.images[i][::k, ::k], maps.confidence[i][::k, ::k]
+        else:
+            dev = torch.device(device or "cpu")
+            depth, _, _, image, conf = (torch.as_tensor(np.ascontiguousarray(a), device=dev)
+                                        for a in strided_view(pred, i, k))
+        pose = torch.as_tensor(pred.world_from_cam[i], device=dev)
+        parts.append(_colored_points(depth.float(), torch.as_tensor(K, device=dev), pose, image,
+                                     conf.float(), cfg.conf_threshold, cfg.min_depth_m, cfg.max_depth_m))
     if not parts:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
     pts, cols, conf = (torch.cat(x) for x in zip(*parts))
     if cfg.voxel_size_m > 0 and len(pts):
         pts, cols, conf = _voxel(pts, cols, conf, cfg.voxel_size_m)
     if cfg.max_points and len(pts) > cfg.max_points:
-        gen_device = generator.device if generator is not None else device
+        gen_device = generator.device if generator is not None else pts.device
         keep = torch.randperm(len(pts), generator=generator, device=gen_device)[: cfg.max_points]
-        keep = keep.to(device).sort().values
+        keep = keep.to(pts.device).sort().values
         pts, cols, conf = pts[keep], cols[keep], conf[keep]
     return pts.cpu().numpy(), cols.cpu().numpy(), conf.cpu().numpy()

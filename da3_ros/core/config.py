@@ -28,9 +28,15 @@ class PipelineConfig:
     ``align``: ``auto`` = ``se3`` for metric predictors, else ``sim3``; ``none`` leaves each
     window in its own frame. ``publish_all_views``: clouds from all views, not only new ones.
 
+    ``cloud_pixel_step``: clouds use every k-th pixel of each view in both directions (4: 19,200
+    points of a 640 x 480 view, so a 30 Hz camera's cloud stays a few MB/s; 1: every pixel).
+    ``colorize`` / ``colorize_range``: also make each published view's depth image for viewing
+    (:mod:`da3_ros.core.visualize`; the range ``(near, far)``, ``(0, 0)`` per image), on the
+    predictor's device when its prediction lives there.
+
     Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
     retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
-    ``cloud_pixel_step`` (use every k-th pixel for clouds), ``keep_frames`` (upper bound on the
+    ``keep_frames`` (upper bound on the
     published frames remembered for chaining; the pipeline keeps at most the windower's history
     span, ``max((num_view - 1) * max(dilations) + 1, 2)`` items of one frame per camera, since
     no later window can share an older frame).
@@ -53,9 +59,11 @@ class PipelineConfig:
     max_points: int = 200_000
     align: str = "auto"
     publish_all_views: bool = False
+    cloud_pixel_step: int = 4
+    colorize: bool = False
+    colorize_range: tuple[float, float] = (0.0, 0.0)
     min_views: int = 2
     memory_planning: bool = True
-    cloud_pixel_step: int = 1
     keep_frames: int = 512
 
     @staticmethod

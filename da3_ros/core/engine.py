@@ -44,9 +44,22 @@ import numpy as np
 import torch
 
 from da3_ros.core import memory
-from da3_ros.core.frames import CameraIntrinsics, Frame, WindowPrediction, pinhole_intrinsics
+from da3_ros.core.frames import (
+    CameraIntrinsics,
+    DeviceMaps,
+    Frame,
+    WindowPrediction,
+    pinhole_intrinsics,
+    thumb_step,
+)
 from da3_ros.core.geometry import cam_from_world_to_world_from_cam, invert_rigid, umeyama
-from da3_ros.core.resampling import preprocess_image, process_size, resize_map
+from da3_ros.core.resampling import (
+    preprocess_frames,
+    preprocess_image,
+    process_size,
+    resize_map,
+    resize_maps_torch,
+)
 
 #: Horizontal field of view assumed for a view whose intrinsics nobody knows (per-view models).
 GUESS_HFOV_DEG = 60.0
@@ -88,12 +101,18 @@ class DA3Engine:
         ref_view_strategy: the network's reference-view strategy.
         memory_fraction: fraction of free GPU memory a window may plan for.
         attention: attention backend name used for memory estimation ("math" adds N^2 terms).
+        device_io: the device path (default: on CUDA): images are uploaded once and resized,
+            normalised, and the outputs resized back to source size on ``device``
+            (:mod:`da3_ros.core.resampling`'s torch twins); depth and confidence come back to
+            the host once, into pinned memory, with their thumbnails, and stay on the device as
+            ``WindowPrediction.device_maps`` for the cloud and colourisation. Off: numpy / cv2,
+            equal to upstream's preprocessing.
     """
 
     def __init__(self, model, process_res: int = 504, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, condition_on_intrinsics: bool = False,
                  condition_on_poses: bool = False, ref_view_strategy: str = "saddle_balanced",
-                 memory_fraction: float = 0.9, attention: str = "flash"):
+                 memory_fraction: float = 0.9, attention: str = "flash", device_io: bool | None = None):
         self.model = model
         self.process_res = int(process_res)
         self.device = torch.device(device)
@@ -103,6 +122,7 @@ class DA3Engine:
         self.ref_view_strategy = ref_view_strategy
         self.memory_fraction = memory_fraction
         self.attention = attention
+        self.device_io = self.device.type == "cuda" if device_io is None else bool(device_io)
         preset = getattr(model, "preset", None)
         # The metric variant is metric once scaled by focal / 300: always ask the network for it.
         self._metric_variant = getattr(preset, "kind", "") == "metric"
@@ -136,9 +156,9 @@ class DA3Engine:
             return None
         return f.intrinsics.scaled(f.width, f.height).scaled(w, h).K
 
-    def _inputs(self, frames: Sequence[Frame], size: tuple[int, int]):
+    def _conditioning(self, frames: Sequence[Frame], size: tuple[int, int]):
+        """Known intrinsics (S, 3, 3) and normalised poses (S, 4, 4) for the network, or None."""
         w, h = size
-        imgs = np.stack([preprocess_image(f.image, self.process_res, size) for f in frames])
         Ks = [self._known_K(f, w, h) for f in frames]
         have_K = all(k is not None for k in Ks)
         K_in = np.stack(Ks) if have_K and (self.condition_on_intrinsics or self.condition_on_poses) else None
@@ -148,10 +168,17 @@ class DA3Engine:
         if (self.condition_on_poses and have_K and all(f.world_from_cam is not None for f in frames)
                 and getattr(self.model.preset, "has_camera", True)):
             ex, med = normalise_extrinsics(invert_rigid(np.stack([f.world_from_cam for f in frames])))
-        return imgs, K_in, ex, med
+        return K_in, ex, med
+
+    def _images(self, frames: Sequence[Frame], size: tuple[int, int]):
+        """Network input (1, S, 3, h, w) on the device, and the uploaded images (device path)."""
+        if self.device_io:
+            return preprocess_frames([f.image for f in frames], self.process_res, size, self.device)
+        imgs = np.stack([preprocess_image(f.image, self.process_res, size) for f in frames])
+        return torch.as_tensor(imgs, device=self.device)[None], None
 
     @torch.inference_mode()
-    def _forward(self, imgs: np.ndarray, K: np.ndarray | None, ex: np.ndarray | None):
+    def _forward(self, x: torch.Tensor, K: np.ndarray | None, ex: np.ndarray | None):
         def t(a):
             return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
         kwargs = {"extrinsics": t(ex), "intrinsics": t(K), "ref_view_strategy": self.ref_view_strategy}
@@ -159,8 +186,9 @@ class DA3Engine:
             kwargs["metric_scaling"] = True
         use_amp = self.dtype != torch.float32
         with torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=use_amp):
-            return self.model(t(imgs), **kwargs)
+            return self.model(x, **kwargs)
 
+    @torch.inference_mode()
     def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
         """Run one window; see the module docstring for conventions.
 
@@ -171,21 +199,36 @@ class DA3Engine:
         frames = list(frames)
         t0 = time.perf_counter()
         size = self.window_size(frames)
-        imgs, K_in, ex, med = self._inputs(frames, size)
+        K_in, ex, med = self._conditioning(frames, size)
+        x, uploaded = self._images(frames, size)
         t1 = time.perf_counter()
-        out = self._forward(imgs, K_in, ex)
+        out = self._forward(x, K_in, ex)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
-        pred = self._postprocess(frames, size, out, K_in, ex, med)
+        pred = self._postprocess(frames, size, out, K_in, ex, med, uploaded)
         pred.timings_s = {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": time.perf_counter() - t2}
         return pred
 
-    def _postprocess(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex,
-                     med) -> WindowPrediction:
+    def _postprocess(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex, med,
+                     uploaded) -> WindowPrediction:
+        poses, intr, scale = self._cameras(frames, size, out, K_in, ex, med)
+        metric = bool(getattr(out, "is_metric", False)) or self.is_metric
+        pred = WindowPrediction(frames=frames, depth=[], confidence=[], world_from_cam=poses, intrinsics=intr,
+                                is_metric=metric)
+        if self.device_io:
+            self._maps_on_device(pred, out, scale, uploaded)
+        else:
+            depth = out.depth[0].float().cpu().numpy()
+            conf = out.depth_conf[0].float().cpu().numpy()
+            for i, f in enumerate(frames):
+                pred.depth.append(resize_map(depth[i] * scale, f.width, f.height))
+                pred.confidence.append(resize_map(conf[i], f.width, f.height))
+        return pred
+
+    def _cameras(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex, med):
+        """``(world_from_cam (S, 4, 4), intrinsics at source size, depth scale)`` of a window."""
         w, h = size
-        depth = out.depth[0].float().cpu().numpy()
-        conf = out.depth_conf[0].float().cpu().numpy()
         S = len(frames)
         if out.extrinsics is not None:
             w2c = out.extrinsics[0].float().cpu().numpy().astype(np.float64)
@@ -203,15 +246,45 @@ class DA3Engine:
             known = np.stack([np.asarray(f.world_from_cam, dtype=np.float64) for f in frames])
             s, _, _ = umeyama(poses[:, :3, 3], known[:, :3, 3]) if S >= 2 else (med, None, None)
             scale, poses = (s if np.isfinite(s) and s > 0 else med), known
-        intr, depths, confs = [], [], []
+        intr = []
         predicts_cameras = out.intrinsics is not None
         for i, f in enumerate(frames):
             if f.intrinsics is not None and (self.condition_on_intrinsics or not predicts_cameras):
                 intr.append(f.intrinsics.scaled(f.width, f.height))
             else:
                 intr.append(CameraIntrinsics(K=K_proc[i], width=w, height=h).scaled(f.width, f.height))
-            depths.append(resize_map(depth[i] * scale, f.width, f.height))
-            confs.append(resize_map(conf[i], f.width, f.height))
-        metric = bool(getattr(out, "is_metric", False)) or self.is_metric
-        return WindowPrediction(frames=frames, depth=depths, confidence=confs, world_from_cam=poses,
-                                intrinsics=intr, is_metric=metric)
+        return poses, intr, scale
+
+    def _maps_on_device(self, pred: WindowPrediction, out, scale: float, uploaded) -> None:
+        """Depth and confidence resized to source size on the device, copied to the host once.
+
+        Fills ``pred.depth`` / ``confidence`` (numpy views of pinned host memory),
+        ``depth_thumbs`` and ``device_maps``. Views of one size are resized together.
+        """
+        depth, conf = out.depth[0].float() * scale, out.depth_conf[0].float()
+        dev_depth, dev_conf = [None] * len(pred.frames), [None] * len(pred.frames)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, f in enumerate(pred.frames):
+            by_size.setdefault((f.width, f.height), []).append(i)
+        for (w, h), idx in by_size.items():
+            d, c = (resize_maps_torch(m[idx], w, h) for m in (depth, conf))
+            for j, i in enumerate(idx):
+                dev_depth[i], dev_conf[i] = d[j], c[j]
+        pin = self.device.type == "cuda"
+        host = [(_to_host(d, pin), _to_host(c, pin), _to_host(d[::k, ::k], pin))
+                for d, c, k in ((d, c, thumb_step(*d.shape)) for d, c in zip(dev_depth, dev_conf))]
+        if pin:
+            torch.cuda.current_stream(self.device).synchronize()  # the copies above are asynchronous
+        pred.depth = [d.numpy() for d, _, _ in host]
+        pred.confidence = [c.numpy() for _, c, _ in host]
+        pred.depth_thumbs = [t.numpy().copy() for _, _, t in host]  # compact: outlives the window
+        pred.device_maps = DeviceMaps(depth=dev_depth, confidence=dev_conf,
+                                      images=uploaded or [torch.as_tensor(f.image, device=self.device)
+                                                          for f in pred.frames])
+
+
+def _to_host(x: torch.Tensor, pinned: bool) -> torch.Tensor:
+    """Start copying ``x`` into a new (pinned, when ``pinned``) host tensor; returns it at once."""
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=pinned)
+    host.copy_(x, non_blocking=pinned)
+    return host

@@ -117,6 +117,12 @@ class WindowPrediction:
         intrinsics: S CameraIntrinsics at each view's source resolution.
         is_metric: True when depth and translations are in metres.
         timings_s: optional stage timings (preprocess, network, postprocess, ...).
+        depth_thumbs: optional S small maps, each view's depth at every k-th pixel
+            (:func:`depth_thumb`), computed where the depth lives (the GPU path) so the
+            chainer need not touch full-resolution maps; None: taken from ``depth``.
+        device_maps: the same depth and confidence (and the images) as tensors on the
+            predictor's device, for the GPU path's point cloud and colourisation; None on the
+            CPU path.
     """
 
     frames: list[Frame]
@@ -126,3 +132,41 @@ class WindowPrediction:
     intrinsics: list[CameraIntrinsics]
     is_metric: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
+    depth_thumbs: list[np.ndarray] | None = None
+    device_maps: DeviceMaps | None = None
+
+
+@dataclass
+class DeviceMaps:
+    """A window's maps at each view's source resolution, on the predictor's device (torch).
+
+    Attributes:
+        depth: S tensors (H_i, W_i) float32 in the window's own units.
+        confidence: S tensors (H_i, W_i) float32.
+        images: S tensors (H_i, W_i, 3) uint8 RGB, the uploaded input images.
+        depth_scale: global units per window unit (set by chaining): the depth the rest of the
+            pipeline sees is ``depth * depth_scale``, like ``WindowPrediction.depth``.
+    """
+
+    depth: list
+    confidence: list
+    images: list
+    depth_scale: float = 1.0
+
+
+#: Longest side of a depth thumbnail (see :func:`depth_thumb`).
+THUMB_MAX_SIDE = 64
+
+
+def thumb_step(height: int, width: int, max_side: int = THUMB_MAX_SIDE) -> int:
+    """Pixel step k so that every k-th pixel of a (height, width) map is at most ``max_side`` long."""
+    return max(1, -(-max(height, width) // max_side))
+
+
+def depth_thumb(depth: np.ndarray, max_side: int = THUMB_MAX_SIDE) -> np.ndarray:
+    """Every k-th pixel of ``depth`` (:func:`thumb_step`), as a compact float32 copy.
+
+    Same pixels for same-size inputs; a copy, so it does not keep the full map alive.
+    """
+    k = thumb_step(*depth.shape[:2], max_side)
+    return np.array(depth[::k, ::k], dtype=np.float32, copy=True, order="C")

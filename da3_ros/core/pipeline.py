@@ -34,10 +34,11 @@ import numpy as np
 
 from da3_ros.core import memory
 from da3_ros.core.alignment import WindowChainer, frame_key
-from da3_ros.core.cloud import window_cloud
+from da3_ros.core.cloud import window_cloud, window_cloud_torch
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import Frame, WindowPrediction
 from da3_ros.core.results import PipelineStats, WindowResult, check_prediction
+from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
 __all__ = ["AsyncPipeline", "Pipeline"]
@@ -239,14 +240,31 @@ class Pipeline:
         self._note_failure([f for f in window.frames if f.seq not in used_seq], "memory")
         t2 = time.perf_counter()
         views = list(range(len(used))) if self.config.publish_all_views else list(np.nonzero(is_new)[0])
-        pts, cols, conf = window_cloud(aligned, views, self.config, self._rng)
+        cloud = self._cloud(aligned, views)
+        colored = self._colored(aligned, views) if self.config.colorize else {}
         t3 = time.perf_counter()
         with self.lock:
             arrival = max(self._arrival.get(f.seq, -math.inf) for f in used)
         self._mark_processed(used)
         timings = dict(pred.timings_s, predict=t1 - t0, align=t2 - t1, cloud=t3 - t2, total=t3 - t0)
-        return self._result(aligned, al, is_new, (pts, cols, conf), timings, used, len(window.frames),
-                            arrival)
+        result = self._result(aligned, al, is_new, cloud, timings, used, len(window.frames), arrival)
+        result.colored = colored
+        return result
+
+    def _cloud(self, pred: WindowPrediction, views: list[int]):
+        """The window's cloud: on the predictor's device when its maps live there, else numpy."""
+        if pred.device_maps is not None:
+            return window_cloud_torch(pred, views, self.config)
+        return window_cloud(pred, views, self.config, self._rng)
+
+    def _colored(self, pred: WindowPrediction, views: list[int]) -> dict[int, np.ndarray]:
+        """Viewing images of ``views``' depth (on the device when the maps are there)."""
+        near, far = self.config.colorize_range
+        maps = pred.device_maps
+        if maps is None:
+            return {i: colorize_depth(pred.depth[i], near, far) for i in views}
+        return {i: colorize_depth_torch(maps.depth[i] * maps.depth_scale, near, far).cpu().numpy()
+                for i in views}
 
     def _result(self, aligned, al, is_new, cloud, timings, used, requested, arrival) -> WindowResult:
         pts, cols, conf = cloud

@@ -101,7 +101,8 @@ def _resize_torch(x: torch.Tensor, w: int, h: int) -> torch.Tensor:
 
 
 def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tuple[int, int],
-                      device: torch.device | str, pin: bool = True) -> torch.Tensor:
+                      device: torch.device | str,
+                      pin: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """RGB uint8 images ``(H_i, W_i, 3)`` -> normalised ``(1, S, 3, h, w)`` float32 on ``device``.
 
     Args:
@@ -111,19 +112,37 @@ def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tupl
             straight to it (as ``DA3Engine``).
         device: where to compute.
         pin: stage the upload in pinned memory (CUDA only) so it is asynchronous.
+
+    Returns:
+        ``(network input (1, S, 3, h, w), the uploaded uint8 images (H_i, W_i, 3) on device)``;
+        each image crosses to the device once and the cloud colours come from these copies.
     """
     device = torch.device(device)
     mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(3, 1, 1) * 255.0
     std = torch.as_tensor(IMAGENET_STD, device=device).view(3, 1, 1) * 255.0
     out = torch.empty(len(images), 3, size[1], size[0], device=device)
+    uploaded = []
     for i, img in enumerate(images):
         t = torch.from_numpy(np.ascontiguousarray(img))
         if pin and device.type == "cuda":
             t = t.pin_memory()
-        x = t.to(device, non_blocking=True).permute(2, 0, 1)[None].float()
+        t = t.to(device, non_blocking=True)
+        uploaded.append(t)
+        x = t.permute(2, 0, 1)[None].float()
         for w, h in resize_steps(img.shape[1], img.shape[0], process_res, size):
             x = _resize_torch(x, w, h)
         out[i] = (x[0] - mean) / std
-    return out[None]
+    return out[None], uploaded
 
 
+def resize_maps_torch(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Float maps ``(N, h, w)`` -> ``(N, height, width)``, as :func:`resize_map` does on the CPU.
+
+    Bilinear (half-pixel centres, cv2's INTER_LINEAR) when enlarging, area averaging when
+    shrinking (cv2's INTER_AREA for integer factors; close otherwise).
+    """
+    if x.shape[-2:] == (height, width):
+        return x.float()
+    enlarge = width > x.shape[-1] or height > x.shape[-2]
+    mode = {"mode": "bilinear", "align_corners": False} if enlarge else {"mode": "area"}
+    return F.interpolate(x.float()[None], size=(height, width), **mode)[0]

@@ -60,6 +60,8 @@ class WindowResult:
             the new views (all views with ``publish_all_views``), filtered and downsampled.
         window_index: running count of results; timings_s: stage timings.
         alignment: the full Alignment; shrunk_from: S requested when the window was shrunk.
+        colored: ``{view index: (H, W, 3) uint8}`` depth images for viewing of the cloud's views
+            when ``PipelineConfig.colorize`` is on (else empty).
     """
 
     prediction: WindowPrediction
@@ -75,6 +77,7 @@ class WindowResult:
     timings_s: dict[str, float]
     alignment: Alignment | None = None
     shrunk_from: int = 0
+    colored: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def check_prediction(pred: WindowPrediction, frames: list[Frame]) -> None:

@@ -19,6 +19,9 @@ from da3_ros.inference.sources import resolve_model_source, resolve_process_sett
 from da3_ros.model import build_model, load_pretrained
 from da3_ros.model.accel import accelerate
 
+#: torch CPU threads of a process whose predictor runs on CUDA (see :func:`build_engine`).
+CUDA_HOST_THREADS = 2
+
 
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when available else ``cpu``; other names pass through."""
@@ -75,13 +78,16 @@ class ShapeLoggedNet:
         return self.fast(images, *args, **kwargs)
 
 
-def load_network(model: str, attention_backend: str = "auto", seed: int | None = None):
-    """The network a ``model`` value names, fp32 on the CPU, in eval mode.
+def load_network(model: str, attention_backend: str = "auto", seed: int | None = None,
+                 device: str = "cpu"):
+    """The network a ``model`` value names, fp32 on ``device``, in eval mode.
 
     Args:
         model: see :func:`da3_ros.inference.sources.resolve_model_source`.
-        attention_backend: one of ``da3_ros.model.options.ATTENTION_BACKENDS``.
+        attention_backend: one of ``da3_ros.model.options.ATTENTION_BACKENDS``; resolved for
+            ``device`` (a GPU-only backend is built on the GPU, never refused on the way there).
         seed: seeds the random weights of a preset (None: torch's current state).
+        device: where the network is built.
 
     Returns:
         ``(network, kind, source)`` with kind ``preset`` (random weights), ``path`` or ``hub``.
@@ -90,9 +96,9 @@ def load_network(model: str, attention_backend: str = "auto", seed: int | None =
     if kind == "preset":
         if seed is not None:
             torch.manual_seed(seed)
-        net = build_model(source, attention_backend=attention_backend)
+        net = build_model(source, attention_backend=attention_backend, device=device)
     else:
-        net = load_pretrained(source, device="cpu", dtype=torch.float32, attention_backend=attention_backend)
+        net = load_pretrained(source, device=device, dtype=torch.float32, attention_backend=attention_backend)
     return net.eval(), kind, source
 
 
@@ -105,6 +111,9 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
     """
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    if device.startswith("cuda") and torch.get_num_threads() > CUDA_HOST_THREADS:
+        # the GPU does the heavy work; more CPU threads would only fight the node's own threads
+        torch.set_num_threads(CUDA_HOST_THREADS)
     backend = settings.attention_backend
     kind, source = resolve_model_source(settings.model)
     info = PredictorInfo(name=source, device=device, dtype=str(dtype).removeprefix("torch."))
@@ -116,8 +125,7 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
         info.name = f"{source} (random weights)"
     else:
         logger.info(f"loading model {source} on {device} ({info.dtype})")
-    net, _, _ = load_network(settings.model, backend)
-    net = net.to(device).eval()  # moving re-resolves the attention kernel for the device
+    net, _, _ = load_network(settings.model, backend, device=device)
     info.attention_backend = str(getattr(net, "attention_desc", backend))
     process_res, ref_view = resolve_process_settings(settings, kind, source)
     logger.info(f"process_res {process_res}, ref_view_strategy {ref_view}")

@@ -1,9 +1,11 @@
 """Image and CameraInfo subscriptions: decode, check, stamp, hand over to the pipeline.
 
 Callbacks only decode and enqueue (the sink is ``AsyncPipeline.submit``, which
-never blocks); inference runs on the pipeline's worker thread. Each camera
-has its own mutually exclusive callback group, so cameras decode in parallel
-under a ``MultiThreadedExecutor`` and one camera's state needs no lock.
+never blocks); inference runs on the pipeline's worker thread. Images are
+subscribed raw (``raw=True``): the callback gets the serialised bytes and
+:mod:`da3_ros.ros.conversions.cdr` reads the fields and views the pixels without
+building a Python message or copying them (the node's executor runs every
+callback on one thread, so one camera's state needs no lock).
 
 Frame ids: the ``camera.<name>.frame_id`` parameter when set, else the input
 header's ``frame_id`` when non-empty, else ``<name>_optical_frame``.
@@ -38,12 +40,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.conversions import cdr
 from da3_ros.ros.logs import Throttle
 from da3_ros.ros.parameters import CameraSettings
 
@@ -112,15 +114,15 @@ class CameraInputs:
             self._subscribe(cam, qos)
 
     def _subscribe(self, cam: CameraSettings, qos: QoSProfile) -> None:
-        group = MutuallyExclusiveCallbackGroup()
-        msg_type = CompressedImage if cam.transport == "compressed" else Image
+        compressed = cam.transport == "compressed"
+        msg_type = CompressedImage if compressed else Image
+        decode = cdr.decode_compressed_image if compressed else cdr.decode_image
         self._subs.append(self._node.create_subscription(
-            msg_type, cam.image_topic, lambda msg, c=cam.name: self._on_image(c, msg), qos,
-            callback_group=group))
+            msg_type, cam.image_topic, lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
+            raw=True))
         if cam.camera_info_topic:
             self._subs.append(self._node.create_subscription(
-                CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos,
-                callback_group=group))
+                CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos))
             if self.camera_info_wait_s > 0:
                 self.states[cam.name].waiting = True
 
@@ -159,6 +161,15 @@ class CameraInputs:
             return
         if self.states[camera].waiting:
             self._stop_waiting(camera)
+
+    def _on_raw_image(self, camera: str, raw: bytes, decode) -> None:
+        try:
+            msg = decode(raw)
+        except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
+            self._on_input(camera, 0)
+            self._bad(camera, "decode_error", f"{type(exc).__name__}: {exc}")
+            return
+        self._on_image(camera, msg)
 
     def _on_image(self, camera: str, msg) -> None:
         try:
@@ -231,7 +242,7 @@ class CameraInputs:
         state = self.states[camera]
         stamp_ns = conv.stamp_to_ns(msg.header.stamp)
         self._on_input(camera, stamp_ns)
-        if isinstance(msg, Image) and (msg.width == 0 or msg.height == 0):
+        if hasattr(msg, "encoding") and (msg.width == 0 or msg.height == 0):
             self._bad(camera, "empty_image", f"{msg.width}x{msg.height} image")
             return None
         if stamp_ns <= 0:

@@ -19,11 +19,15 @@ Threads (all created here):
   never wait on inference), the timers (``/diagnostics``, the ``~/path`` flush, the release of
   images held for a first CameraInfo), parameter and lifecycle services;
 - the inference worker (:class:`~da3_ros.core.pipeline.AsyncPipeline`, started in
-  :meth:`Da3Node._start_pipeline`): windows, the network, alignment, and publishing each result.
+  :meth:`Da3Node._start_pipeline`): windows, the network, alignment, the cloud; it hands each
+  result to
+- the publish thread (:class:`~da3_ros.ros.publish_thread.PublishThread`, started there too):
+  builds and sends the messages while the worker runs the next window.
 
 Lock order (a thread holding one may take those after it, never before):
 ``CameraInputs`` hold lock -> ``Da3Node._lock`` (which pipeline is current) -> the pipeline's
-lock -> ``NodeDiagnostics`` lock. ``OutputPublishers``' path lock is taken alone.
+lock -> ``NodeDiagnostics`` lock. ``OutputPublishers``' path lock and the publish thread's
+hand-over lock are taken alone.
 Topics, frames and parameters: see :mod:`da3_ros.ros.publishers`, :mod:`da3_ros.ros.inputs`
 and :mod:`da3_ros.ros.parameters`.
 """
@@ -52,11 +56,13 @@ from da3_ros.ros.parameters import (
     DYNAMIC_PIPELINE_FIELDS,
     NodeSettings,
     check_values,
+    colorize_fields,
     declare_all,
     pipeline_config,
     read_settings,
     validation_callback,
 )
+from da3_ros.ros.publish_thread import PublishThread
 from da3_ros.ros.publishers import OutputPublishers
 
 if TYPE_CHECKING:
@@ -94,6 +100,7 @@ class Da3Node(LifecycleNode):
         self.outputs: OutputPublishers | None = None
         self.inputs: CameraInputs | None = None
         self.pipeline: AsyncPipeline | None = None
+        self._publisher: PublishThread | None = None
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
@@ -227,14 +234,16 @@ class Da3Node(LifecycleNode):
             release(predictor)
 
     def _start_pipeline(self) -> None:
-        """Create the inference worker for the loaded predictor and start its thread."""
+        """Create the publish thread and the inference worker for the loaded predictor; start both."""
         from da3_ros.core.pipeline import AsyncPipeline
 
         with self._lock:
             self._generation += 1
             gen = self._generation
+            self._publisher = PublishThread(lambda r: self._on_result(gen, r), self._on_publish_error)
+            self._publisher.start()
             self.pipeline = AsyncPipeline(pipeline_config(self.settings), self.predictor,
-                                          on_result=lambda r: self._on_result(gen, r))
+                                          on_result=self._publisher.submit)
             self.pipeline.start()
 
     def _stop(self) -> None:
@@ -242,10 +251,14 @@ class Da3Node(LifecycleNode):
             self.inputs.destroy()
             self.inputs = None
         with self._lock:
-            pipeline, self.pipeline = self.pipeline, None
+            pipeline, publisher = self.pipeline, self._publisher
+            self.pipeline = self._publisher = None
             self._generation += 1
         if pipeline is not None:
-            pipeline.close(timeout_s=5.0, drain=False)  # waiting frames count as dropped ("closed")
+            # the worker may wait on a full hand-over: stop the publisher first (results of a
+            # stopping node are not published), then the worker (waiting frames drop as "closed")
+            publisher.close(timeout_s=5.0, drain=False)
+            pipeline.close(timeout_s=5.0, drain=False)
             if self.diag is not None:
                 self.diag.retire_pipeline(pipeline.stats.as_dict())
             del pipeline  # it references the predictor: drop it before releasing the model
@@ -284,16 +297,16 @@ class Da3Node(LifecycleNode):
             self.outputs.reset()
         self.diag.on_bad_input(camera, "time_jump_reset")
 
-    # ----------------------------------------------------------------- results (worker thread)
+    # ----------------------------------------------------------------- results (publish thread)
     def _on_result(self, generation: int, result) -> None:
         with self._lock:
             outputs = self.outputs if generation == self._generation else None
         if outputs is None:
             return  # a result of a pipeline stopped meanwhile
-        try:
-            outputs.publish_result(result)
-        except Exception as exc:  # noqa: BLE001 - one bad window must not stop the worker
-            self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
+        outputs.publish_result(result)
+
+    def _on_publish_error(self, exc: BaseException) -> None:
+        self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
 
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:
@@ -327,6 +340,8 @@ class Da3Node(LifecycleNode):
             self.inputs.time_jump_reset_s = float(s["time_jump_reset_s"])
             self.inputs.throttle.period_s = float(s["log_throttle_s"])
         updates = PipelineConfig.normalised({k: s[k] for k in DYNAMIC_PIPELINE_FIELDS if k in changed})
+        if {"publish.depth_colored", "depth_colored_range"} & changed.keys():
+            updates.update(colorize_fields(s))
         with self._lock:
             if updates and self.pipeline is not None:
                 self.pipeline.update_config(updates)

@@ -169,6 +169,8 @@ SPECS: tuple[ParamSpec, ...] = (
               dynamic=True, lo=0.0, hi=UNBOUNDED),
     ParamSpec("voxel_size_m", _PIPE.voxel_size_m, "Voxel downsampling of ~/points (0: off)", dynamic=True,
               lo=0.0, hi=UNBOUNDED),
+    ParamSpec("cloud_pixel_step", _PIPE.cloud_pixel_step, "~/points uses every k-th pixel of each view in "
+              "both directions (4: 19,200 points of a 640x480 view; 1: all)", dynamic=True, lo=1, hi=64),
     ParamSpec("max_points", _PIPE.max_points, "Cap on points per ~/points message", dynamic=True,
               lo=1, hi=100_000_000),
     ParamSpec("publish_all_views", _PIPE.publish_all_views,
@@ -255,7 +257,14 @@ class NodeSettings:
 def pipeline_config(settings: NodeSettings) -> PipelineConfig:
     """The core PipelineConfig for these parameter values."""
     fields_ = PipelineConfig.normalised({name: settings[name] for name in PIPELINE_FIELDS})
-    return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras], **fields_)
+    return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras],
+                          **fields_, **colorize_fields(settings.values))
+
+
+def colorize_fields(values: dict) -> dict:
+    """PipelineConfig's colourisation fields from ``publish.depth_colored`` / ``depth_colored_range``."""
+    return {"colorize": bool(values["publish.depth_colored"]),
+            "colorize_range": tuple(float(v) for v in values["depth_colored_range"])}
 
 
 def declare_all(node) -> None:

@@ -38,37 +38,13 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
+from da3_ros.core.visualize import colorize_depth
 from da3_ros.ros import conversions as conv
 
 try:  # tf2_ros is not on PyPI; a real ROS install has it.
     from tf2_ros import TransformBroadcaster  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - depends on the install
     TransformBroadcaster = None
-
-def colorize_depth(depth: np.ndarray, near: float = 0.0, far: float = 0.0) -> np.ndarray:
-    """Turbo colormap of a depth image, for viewing.
-
-    Args:
-        depth: (H, W) float depth, NaN/inf/<=0 where unknown.
-        near: depth drawn red; with ``far`` both 0, the 2nd percentile of valid depth.
-        far: depth drawn blue; with ``near`` both 0, the 98th percentile.
-
-    Returns:
-        (H, W, 3) uint8 RGB, black where depth is unknown; near is red, far is blue.
-    """
-    depth = np.asarray(depth, dtype=np.float32)
-    valid = np.isfinite(depth) & (depth > 0)
-    out = np.zeros((*depth.shape, 3), dtype=np.uint8)
-    if depth.size == 0 or not valid.any():
-        return out
-    if not (near or far):
-        near, far = np.percentile(depth[valid], [2.0, 98.0])
-    span = max(float(far - near), 1e-6)
-    inv = 1.0 - np.clip((np.where(valid, depth, far) - near) / span, 0.0, 1.0)
-    bgr = cv2.applyColorMap((inv * 255.0).astype(np.uint8), cv2.COLORMAP_TURBO)
-    out[valid] = bgr[valid][:, ::-1]
-    return out
-
 
 def pose_stamped(fixed_from_cam: np.ndarray, stamp_ns: int, fixed_frame: str) -> PoseStamped:
     """PoseStamped of a camera optical frame (``fixed_from_cam`` (4, 4)) in ``fixed_frame``."""
@@ -207,7 +183,7 @@ class OutputPublishers:
             if not (is_new[i] or self.publish_all_views) or frame.camera not in self.per_camera:
                 continue
             self._publish_view(frame, pred.depth[i], pred.confidence[i], pred.intrinsics[i],
-                               fixed_from_cam[i])
+                               fixed_from_cam[i], result.colored.get(i))
             if frame.camera == self.cameras[0]:
                 self._publish_reference(frame, fixed_from_cam[i])
             self._on_published(frame.stamp_ns)
@@ -216,7 +192,7 @@ class OutputPublishers:
             self._publish_points(result, newest_ns)
         return published
 
-    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam) -> None:
+    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam, colored=None) -> None:
         pubs, t = self.per_camera[frame.camera], self.toggles
         header = conv.make_header(frame.stamp_ns, frame.frame_id)
         depth = np.ascontiguousarray(depth, dtype=np.float32)
@@ -227,7 +203,7 @@ class OutputPublishers:
         if t.camera_info and intr is not None:
             pubs["camera_info"].publish(conv.intrinsics_to_camera_info(intr, header))
         if t.depth_colored:
-            rgb = colorize_depth(depth, *self.colored_range)
+            rgb = colored if colored is not None else colorize_depth(depth, *self.colored_range)
             pubs["depth_colored"].publish(conv.numpy_to_image(rgb, "rgb8", header))
         if t.pose:
             pubs["pose"].publish(pose_stamped(fixed_from_cam, frame.stamp_ns, self.fixed_frame))

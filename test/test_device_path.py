@@ -1,0 +1,135 @@
+"""The engine's device path (resampling, depth maps, thumbnails, cloud, colours with torch), run
+on the CPU here: it must give what the numpy path gives, within resampling differences.
+
+On CUDA the same code runs on the GPU (bench/RESULTS.md times the node with it).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from da3_ros.core.alignment import WindowChainer
+from da3_ros.core.cloud import window_cloud
+from da3_ros.core.config import PipelineConfig
+from da3_ros.core.engine import DA3Engine
+from da3_ros.core.frames import Frame, depth_thumb
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
+from da3_ros.model import build_model
+
+
+def _frames(n, w=80, h=60, seed=0, camera="c"):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (h // 4, w // 4, 3), dtype=np.uint8)
+    return [Frame(image=np.ascontiguousarray(np.kron(np.roll(base, i, axis=1), np.ones((4, 4, 1), np.uint8))),
+                  stamp_ns=(i + 1) * 100_000_000, camera=camera, frame_id=camera) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def engines():
+    torch.manual_seed(0)
+    net = build_model("da3-tiny").eval()
+    kw = {"process_res": 56, "ref_view_strategy": "first"}
+    return DA3Engine(net, device_io=False, **kw), DA3Engine(net, device_io=True, **kw)
+
+
+def test_device_path_predicts_what_the_numpy_path_predicts(engines):
+    cpu, dev = engines
+    frames = _frames(3)
+    a, b = cpu.predict(frames), dev.predict(frames)
+    assert a.device_maps is None and b.device_maps is not None and a.depth_thumbs is None
+    np.testing.assert_allclose(b.world_from_cam, a.world_from_cam, atol=0.1)  # random weights amplify
+    for da, db, ca, cb in zip(a.depth, b.depth, a.confidence, b.confidence, strict=True):
+        assert db.shape == da.shape == (60, 80) and db.dtype == np.float32
+        rel = np.abs(db - da) / np.abs(da)
+        assert np.median(rel) < 0.03  # resampling kernels differ (cv2 vs torch), conventions do not
+        assert np.median(np.abs(cb - ca) / np.abs(ca)) < 0.03
+    for d, t, m in zip(b.depth, b.depth_thumbs, b.device_maps.depth, strict=True):
+        np.testing.assert_array_equal(t, depth_thumb(d))  # the thumbnail is every k-th pixel
+        np.testing.assert_array_equal(m.numpy(), d)  # host copy == device map
+    for f, img in zip(frames, b.device_maps.images, strict=True):
+        np.testing.assert_array_equal(img.numpy(), f.image)
+
+
+def test_chaining_scales_the_device_maps_like_the_host_maps(engines):
+    _, dev = engines
+    chainer = WindowChainer("sim3")
+    frames = _frames(4)
+    chainer.chain(dev.predict(frames[:2]))
+    out, al, _ = chainer.chain(dev.predict(frames[1:3]))  # shares frame 1: a real scale
+    assert out.device_maps.depth_scale == pytest.approx(al.scale)
+    for d_host, d_dev in zip(out.depth, out.device_maps.depth, strict=True):
+        np.testing.assert_allclose(d_host, d_dev.numpy() * out.device_maps.depth_scale, rtol=1e-6)
+    for t, d in zip(out.depth_thumbs, out.depth, strict=True):
+        np.testing.assert_allclose(t, depth_thumb(d), rtol=1e-6)
+
+
+def test_chainer_uses_the_given_thumbnails():
+    """Without thumbnails the chainer makes them from depth; with them it must not look at depth."""
+    _, dev = engines_for_thumbs()
+    frames = _frames(3)
+    p1, p2 = dev.predict(frames[:2]), dev.predict(frames[1:3])
+    results = []
+    for drop in (False, True):
+        chainer = WindowChainer("sim3")
+        chainer.chain(p1 if not drop else _without_thumbs(p1))
+        results.append(chainer.chain(p2 if not drop else _without_thumbs(p2))[1].scale)
+    assert results[0] == pytest.approx(results[1], rel=1e-6)
+    chainer = WindowChainer("sim3")
+    chainer.chain(p1)
+    halved = _replace_thumbs(p2, [t * 0.5 for t in p2.depth_thumbs])
+    assert chainer.chain(halved)[1].scale == pytest.approx(2 * results[0], rel=1e-5)
+
+
+def engines_for_thumbs():
+    torch.manual_seed(1)
+    net = build_model("da3-tiny").eval()
+    return None, DA3Engine(net, device_io=True, process_res=56, ref_view_strategy="first")
+
+
+def _without_thumbs(pred):
+    from dataclasses import replace
+
+    return replace(pred, depth_thumbs=None, device_maps=None)
+
+
+def _replace_thumbs(pred, thumbs):
+    from dataclasses import replace
+
+    return replace(pred, depth_thumbs=thumbs)
+
+
+def test_pipeline_cloud_and_colours_from_device_maps_equal_the_numpy_ones(engines):
+    _, dev = engines
+    cfg = PipelineConfig(num_view=2, stride=1, colorize=True, cloud_pixel_step=2, max_points=0)
+    pipeline = Pipeline(cfg, dev)
+    results = [r for f in _frames(4) for r in pipeline.push(f)]
+    assert len(results) == 3
+    for r in results:
+        views = list(np.flatnonzero(r.is_new))
+        pts, cols, conf = window_cloud(r.prediction, views, cfg, np.random.default_rng(0))
+        assert len(r.points_world) == len(pts) > 0
+        np.testing.assert_allclose(r.points_world, pts, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(r.colors, cols)
+        assert sorted(r.colored) == views
+        for i in views:
+            ref = colorize_depth(r.prediction.depth[i])
+            assert (np.abs(r.colored[i].astype(int) - ref.astype(int)).max(-1) > 8).mean() < 1e-3
+
+
+def test_colours_torch_equals_numpy_and_inverse_depth_separates_far_from_mid():
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(1.0, 80.0, (40, 50)).astype(np.float32)
+    depth[0, :5] = np.nan
+    depth[1, :5] = 0.0
+    for rng_ in ((0.0, 0.0), (2.0, 50.0)):
+        a = colorize_depth(depth, *rng_)
+        b = colorize_depth_torch(torch.from_numpy(depth), *rng_).numpy()
+        assert (np.abs(a.astype(int) - b.astype(int)).max(-1) > 8).mean() < 2e-3
+        assert not a[0, :5].any() and not a[1, :5].any()
+    # grass at 2 m, a building at 30 m, road to 100 m: the building is not drawn near-red
+    scene = np.concatenate([np.full(400, 2.0), np.full(300, 30.0), np.linspace(40, 100, 300)])
+    scene = scene.astype(np.float32)
+    rgb = colorize_depth(scene[None])[0]
+    grass, building = rgb[0].astype(int), rgb[500].astype(int)
+    assert grass[0] > grass[2] and building[2] > building[0]  # red near, blue far
