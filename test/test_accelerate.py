@@ -61,7 +61,7 @@ def test_accelerate_parameter_is_declared_restart_only_and_validated():
 
 
 @pytest.mark.parametrize("device, setting, want", [
-    ("cuda", "auto", "off"),  # opt-in until the node's compiled path ran on a GPU
+    ("cuda", "auto", "background"),  # eager at once, compiled in the background
     ("cuda:1", "compile_graphs", "compile_graphs"),
     ("cuda", "compile", "compile"),
     ("cuda", "off", "off"),
@@ -195,3 +195,94 @@ def test_weights_recommend_their_inference_settings(tmp_path):
     # the bundled model records what it was trained with
     bundled = str(bundled_model_dir())
     assert resolve_process_settings(auto, "path", bundled) == (224, "first")
+
+
+class _SlowCompiled:
+    """Stands for ``torch.compile(net)``: its first calls take a while (compiling), then run the net."""
+
+    def __init__(self, net, delay_s=1.5, fail=False):
+        self.net, self.delay_s, self.fail = net, delay_s, fail
+        self.calls, self.threads = 0, set()
+
+    def __call__(self, images, *args, **kwargs):
+        import threading
+        import time
+
+        self.calls += 1
+        self.threads.add(threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError("inductor exploded")
+        if self.calls == 1:
+            time.sleep(self.delay_s)
+        return self.net(images, *args, **kwargs)
+
+
+def _background(monkeypatch, **kw):
+    from da3_ros.inference.compiling import BackgroundCompiledNet
+
+    monkeypatch.setattr(BackgroundCompiledNet, "COMPILE_DEVICES", ("cpu",))
+    net = build_model("da3-tiny").eval()
+    compiled = _SlowCompiled(net, **{k: kw.pop(k) for k in ("delay_s", "fail") if k in kw})
+    log = _Log()
+    return BackgroundCompiledNet(net, log, graphs=False, compiled=compiled, **kw), compiled, log
+
+
+def test_background_compile_serves_eagerly_then_switches(monkeypatch):
+    import time
+
+    fast, compiled, log = _background(monkeypatch)
+    x = torch.randn(1, 2, 3, 28, 42)
+    with torch.inference_mode():
+        ref = fast.module(x, ref_view_strategy="first").depth
+        out = fast(x, ref_view_strategy="first").depth  # eager; the compile starts in the background
+        torch.testing.assert_close(out, ref)
+        assert fast.status.state == "compiling" and fast.status.compiling == [(2, 28, 42)]
+        deadline = time.monotonic() + 30
+        while fast.status.state != "ready" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fast.status.state == "ready" and fast.status.ready == [(2, 28, 42)]
+        assert compiled.threads == {"da3_compile"}  # compiled off the caller's thread
+        before = compiled.calls
+        torch.testing.assert_close(fast(x, ref_view_strategy="first").depth, ref)
+        assert compiled.calls == before + 1  # now the compiled path serves
+        assert "for 1 shape(s)" in fast.status.describe()
+        fast(torch.randn(1, 3, 3, 28, 42), ref_view_strategy="first")  # a new shape: compiles too
+        assert fast.status.compiling == [(3, 28, 42)] and fast.status.ready == [(2, 28, 42)]
+    assert any("compiled in" in m for m in log.infos)
+
+
+def test_background_compile_failure_and_timeout_stay_eager(monkeypatch):
+    import time
+
+    fast, compiled, log = _background(monkeypatch, fail=True)
+    x = torch.randn(1, 2, 3, 28, 42)
+    with torch.inference_mode():
+        fast(x)
+        deadline = time.monotonic() + 30
+        while fast.status.state == "compiling" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fast.status.state == "failed" and "inductor exploded" in fast.status.describe()
+        assert log.warnings
+        fast(x)  # stays eager, no new attempt
+    assert compiled.calls == 1
+    slow, _, log = _background(monkeypatch, delay_s=5.0, timeout_s=0.2)
+    with torch.inference_mode():
+        slow(x)
+        time.sleep(0.4)
+        slow(x)
+    assert slow.status.state == "timed_out" and "not done after" in slow.status.describe()
+
+
+def test_compile_cache_dir_goes_to_inductor(monkeypatch, tmp_path):
+    from da3_ros.inference.compiling import default_cache_dir, use_cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "da3_ros" / "torch_compile"
+    got = use_cache_dir(tmp_path / "cache")
+    assert got == tmp_path / "cache" and got.is_dir()
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_cache_dir(tmp_path / "other") == tmp_path / "mine"  # the user's own choice wins

@@ -14,6 +14,7 @@ import torch
 
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
+from da3_ros.inference.compiling import BackgroundCompiledNet, default_cache_dir, use_cache_dir
 from da3_ros.inference.settings import ACCELERATE_SETTINGS, InferenceSettings, PredictorInfo
 from da3_ros.inference.sources import resolve_model_source, resolve_process_settings
 from da3_ros.model import build_model, load_pretrained
@@ -40,19 +41,19 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
 
 
 def resolve_accelerate(device: str, setting: str) -> str:
-    """Effective ``accelerate`` mode: ``off``, ``compile`` or ``compile_graphs``.
+    """Effective ``accelerate`` mode: ``off``, ``compile``, ``compile_graphs`` or ``background``.
 
-    ``auto`` is ``off`` (half-precision weights, eager): compiling and graph capture
-    (``compile_graphs``, the benchmark's fastest path, bench/RESULTS.md) are opt-in until the
-    node's own path has run them on a GPU, and they stall activation for about a minute. On a
-    non-CUDA device every setting is ``off`` (``da3_ros.model.accel.accelerate`` does nothing
-    there).
+    ``auto`` on CUDA is ``background``: windows run eagerly (half-precision weights) from the
+    start while each new window shape compiles on a thread of its own, then the compiled
+    network replays as a CUDA graph (:mod:`da3_ros.inference.compiling`). ``compile`` and
+    ``compile_graphs`` compile when a shape is first used, the warm-up window included, so
+    activation waits for them. On a non-CUDA device every setting is ``off``.
     """
     if setting not in ACCELERATE_SETTINGS:
         raise ValueError(f"accelerate {setting!r} is not one of {', '.join(ACCELERATE_SETTINGS)}")
-    if not device.startswith("cuda") or setting == "auto":
+    if not device.startswith("cuda"):
         return "off"
-    return setting
+    return "background" if setting == "auto" else setting
 
 
 class ShapeLoggedNet:
@@ -129,7 +130,7 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
     info.attention_backend = str(getattr(net, "attention_desc", backend))
     process_res, ref_view = resolve_process_settings(settings, kind, source)
     logger.info(f"process_res {process_res}, ref_view_strategy {ref_view}")
-    model, amp_dtype = _fast_path(net, device, dtype, ref_view, settings.accelerate, logger, info)
+    model, amp_dtype = _fast_path(net, device, dtype, ref_view, settings, logger, info)
     engine = DA3Engine(model, process_res=process_res, device=device, dtype=amp_dtype,
                        condition_on_intrinsics=bool(settings.condition_on_intrinsics),
                        condition_on_poses=bool(settings.condition_on_poses),
@@ -140,15 +141,18 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
     return engine, info
 
 
-def _fast_path(net, device: str, dtype, ref_view_strategy: str, setting: str, logger, info: PredictorInfo):
+def _fast_path(net, device: str, dtype, ref_view_strategy: str, settings: InferenceSettings, logger,
+               info: PredictorInfo):
     """The callable the engine runs and its autocast dtype.
 
     On CUDA with a half dtype the weights are cast (``set_dtype``: camera modules stay fp32)
     and the engine does not autocast (float32); elsewhere weights stay fp32 and the engine
     autocasts to ``dtype`` as before. ``accelerate`` (see :func:`resolve_accelerate`) then
-    wraps the network with ``da3_ros.model.accel.accelerate`` without shapes: each window shape
-    compiles on first use, the warm-up window included.
+    wraps the network: in the background (:class:`BackgroundCompiledNet`), or with
+    ``da3_ros.model.accel.accelerate`` without shapes (each window shape compiles on first use,
+    the warm-up window included). Compiled kernels go to ``compile_cache_dir``.
     """
+    setting = settings.accelerate
     mode = resolve_accelerate(device, setting)
     if setting not in ("auto", "off") and mode == "off":
         logger.warning(f"accelerate={setting} needs CUDA; running eagerly on {device}")
@@ -156,10 +160,14 @@ def _fast_path(net, device: str, dtype, ref_view_strategy: str, setting: str, lo
     if half:
         net.set_dtype(dtype)
     amp_dtype = torch.float32 if half else dtype
+    info.accelerate = mode
     if mode == "off":
         return net, amp_dtype
+    cache = use_cache_dir(settings.compile_cache_dir or default_cache_dir())
+    logger.info(f"accelerate={mode}: compiled kernels cached in {cache}")
+    if mode == "background":
+        return BackgroundCompiledNet(net, logger, timeout_s=settings.compile_timeout_s), amp_dtype
     fast = accelerate(net, shapes=(), graphs=mode == "compile_graphs", ref_view_strategy=ref_view_strategy)
-    info.accelerate = mode
     return ShapeLoggedNet(fast, net, logger, mode), amp_dtype
 
 
@@ -187,7 +195,7 @@ def warm_up(predictor, n_views: int, logger, size: tuple[int, int] = WARMUP_SIZE
 def release(predictor) -> None:
     """Drop the predictor (its CUDA graphs and compiled code too) and return cached GPU memory."""
     model = getattr(predictor, "model", None)
-    if isinstance(model, ShapeLoggedNet):
+    if isinstance(model, ShapeLoggedNet | BackgroundCompiledNet):
         getattr(model.fast, "reset", lambda: None)()  # GraphedDA3: drop graphs and their pool
         torch._dynamo.reset()  # compiled code holds the network's weights
     del predictor, model

@@ -40,6 +40,9 @@ class InferenceSettings:
         ref_view_strategy: one of :data:`REF_VIEW_SETTINGS`.
         condition_on_intrinsics, condition_on_poses: feed known intrinsics / poses to the network.
         warmup: run one dummy window when the predictor is built.
+        compile_cache_dir: inductor's cache (compiled kernels survive restarts); "": the user
+            cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``da3_ros/torch_compile``).
+        compile_timeout_s: a background compile not done after this long is abandoned.
     """
 
     model: str = "default"
@@ -52,6 +55,8 @@ class InferenceSettings:
     condition_on_intrinsics: bool = False
     condition_on_poses: bool = False
     warmup: bool = True
+    compile_cache_dir: str = ""
+    compile_timeout_s: float = 600.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> InferenceSettings:

@@ -357,6 +357,9 @@ class Da3Node(LifecycleNode):
             return
         pipeline = self.pipeline
         stats = pipeline.stats.as_dict() if pipeline is not None else None
+        compile_status = getattr(getattr(self.predictor, "model", None), "status", None)
+        if compile_status is not None:  # accelerate auto: what the background compile is doing
+            self.diag.info["accelerate"] = f"background: {compile_status.describe()}"
         gpu = gpu_memory(self._device) if self.predictor is not None else None
         msg = self.diag.build(self.state_label, stats, gpu, self.get_clock().now().to_msg())
         self._diag_pub.publish(msg)

@@ -110,11 +110,17 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("dtype", _INF.dtype, "Inference dtype", choices=DTYPES),
     ParamSpec("attention_backend", _INF.attention_backend, "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
-    ParamSpec("accelerate", _INF.accelerate, "GPU fast path (da3_ros.model.accel): compile_graphs = "
-              "torch.compile + one CUDA graph per window shape (first use of a shape compiles, ~30-60 s); "
-              "auto: off (half-precision weights, eager) until the node's compiled path is GPU-verified; "
-              "always off on CPU",
+    ParamSpec("accelerate", _INF.accelerate, "GPU fast path: auto = on CUDA, windows run eagerly at once "
+              "while each window shape compiles in the background (torch.compile + one CUDA graph per "
+              "shape; about a minute cold, seconds from compile_cache_dir), then the compiled graph "
+              "replays; compile / compile_graphs compile when a shape is first used, so activation "
+              "waits for it; off = eager; always off on CPU",
               choices=ACCELERATE_SETTINGS),
+    ParamSpec("compile_cache_dir", _INF.compile_cache_dir, "Where compiled kernels are kept across "
+              "restarts (TORCHINDUCTOR_CACHE_DIR); '': $XDG_CACHE_HOME or ~/.cache, then "
+              "da3_ros/torch_compile"),
+    ParamSpec("compile_timeout_s", _INF.compile_timeout_s, "A background compile not done after this "
+              "long is abandoned (the network stays eager; reported in /diagnostics)", lo=1.0, hi=86400.0),
     ParamSpec("process_res", _INF.process_res, "Long side of the network input in pixels (28-4096); 0: "
               f"what the weights' config.json recommends (da3_ros block), else {DEFAULT_PROCESS_RES}",
               lo=0, hi=4096),
