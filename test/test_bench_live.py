@@ -1,7 +1,15 @@
-"""bench.live: the pure helpers (percentiles, rates, accounting, thread CPU, params), exactly."""
+"""bench.live: the helpers exactly, and short runs of the real node (tiny model, CPU) over loopback DDS.
 
+No timing assertions: the runs check that every frame sent is accounted for, that latencies are
+finite and positive, that every output topic has a rate, and that the saturation search on a
+stand-in node of known capacity ends inside its stepped range.
+"""
+
+import json
 import math
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,8 +17,16 @@ import pytest
 import yaml
 
 from bench.live import config, procstat, stats
+from bench.live.recorder import VIEW_OUTPUTS, WINDOW_OUTPUTS, output_topics
+from bench.live.saturate import search
+from bench.live.sink import TokenBucket
+from da3_ros.dds_env import loopback_env
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_NODE = (Path(sys.executable).parent / "da3_node").exists()
 
 
+# -- pure helpers ----------------------------------------------------------------------------
 def test_latency_summary_percentiles_in_ms():
     s = stats.latency_summary([0.001 * i for i in range(1, 11)])  # 1..10 ms
     assert s["n"] == 10 and s["max"] == pytest.approx(10.0) and s["mean"] == pytest.approx(5.5)
@@ -47,6 +63,34 @@ def test_accounting_buckets_add_up_or_say_why_not():
     assert not stats.account(97, 89, node)["adds_up"]  # the node received more than was sent
     assert not stats.account(100, 91, node)["adds_up"]  # more published than processed
     assert stats.account(10, 10, {})["adds_up"] and not stats.account(10, 9, {})["adds_up"]
+
+
+def test_search_brackets_then_bisects_a_threshold():
+    calls = []
+
+    def passes(rate):
+        calls.append(rate)
+        return rate <= 37.0
+
+    found, steps = search(passes, start_hz=5, max_hz=320, min_hz=0.5, refine=4)
+    assert [r for r, _ in steps] == calls and calls[:4] == [5, 10, 20, 40]
+    assert 20 <= found <= 37 and found > 37 - 20 / 2**4
+    assert search(lambda r: True, 5, 50, 1)[0] == 50  # never fails: the cap
+    assert search(lambda r: False, 5, 50, 1)[0] is None  # even the minimum fails
+    found, steps = search(lambda r: r <= 3, 10, 50, 1, refine=2)  # the first step fails: halve down
+    assert [r for r, _ in steps][:3] == [10, 5, 2.5] and 2.5 <= found <= 3
+    with pytest.raises(ValueError):
+        search(passes, 5, 4, 1)
+
+
+def test_token_bucket_caps_the_stand_in():
+    bucket = TokenBucket(20.0)
+    accepted = sum(bucket.accept(i / 10.0) for i in range(100))  # 10 Hz for 10 s: all fit
+    assert accepted == 100
+    bucket = TokenBucket(20.0)
+    accepted = sum(bucket.accept(i / 80.0) for i in range(800))  # 80 Hz for 10 s: ~20 Hz accepted
+    assert 200 <= accepted <= 203
+    assert all(TokenBucket(0).accept(0.0) for _ in range(5))
 
 
 def test_procstat_reads_threads_and_names():
@@ -89,3 +133,84 @@ def test_node_command_without_console_script(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))  # no da3_node beside it
     cmd = config.node_command("da3", Path("p.yaml"))
     assert cmd[:2] == [str(tmp_path / "python3"), "-c"] and "da3_ros.ros.entry" in cmd[2]
+
+
+def test_output_topics_cover_every_node_output():
+    topics = output_topics("da3_node", ["cam0", "cam1"])
+    assert len(topics) == 2 * len(VIEW_OUTPUTS) + len(WINDOW_OUTPUTS)
+    assert "/da3_node/cam1/depth_colored" in topics and "/da3_node/points" in topics
+
+
+# -- the real node and the stand-in, over DDS ------------------------------------------------
+def _start(out, domain, *args):
+    """``python -m bench.live ...`` in the background, on loopback DDS in ``domain``."""
+    env = loopback_env(domain, log_dir=str(out / "ros_logs"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "bench.live", *args, "--out", out, "--no-thread-names",
+           "--domain-id", domain]
+    return subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)
+
+
+def _finish(proc, out, timeout=150):
+    """Wait for a :func:`_start`-ed bench; its stdout (fails with its stderr and the node's log)."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # the bench stops its node on the way out
+        try:
+            stdout, stderr = proc.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+    log = out / "node.log"
+    assert proc.returncode == 0, stderr + (log.read_text(errors="replace")[-3000:] if log.exists() else "")
+    return stdout
+
+
+TINY = ["--set", "model=default", "--set", "process_res=56", "--set", "num_view=1", "--set", "stride=1",
+        "--set", "diagnostics_period_s=0.5", "--set", "path_period_s=0.5"]
+
+
+@pytest.mark.skipif(not HAS_NODE, reason="da3_node console script missing")
+def test_run_accounts_for_every_frame_one_camera_and_a_rig(tmp_path):
+    runs = {}
+    for cameras in (1, 2):  # both at once: on 2 cores most of each run is the node starting
+        out = tmp_path / f"cams{cameras}"
+        runs[cameras] = out, _start(out, 1 + (os.getpid() * 11 + 17 * cameras) % 100, "run", *TINY,
+                                    "--cameras", cameras, "--rate", 5, "--duration", 2, "--warmup", 1,
+                                    "--settle", 2)
+    for cameras, (out, proc) in runs.items():
+        stdout = _finish(proc, out)
+        r = json.loads((out / "report.json").read_text())
+        assert "accounted True" in stdout and r["node_exit_code"] == 0
+        acc = r["accounting"]
+        assert acc["sent"] == 15 * cameras == r["camera"]["frames"] and acc["adds_up"]
+        assert sum(acc["buckets"].values()) == acc["sent"] and acc["outputs_unmatched"] == 0
+        assert acc["buckets"]["published"] > 0 and r["node_counts"]["received"] <= acc["sent"]
+        for key in ("window_latency_ms", "depth_latency_ms"):
+            lat = r["all"][key]
+            assert lat["n"] > 0 and 0 < lat["p50"] <= lat["p90"] <= lat["max"] < math.inf
+        names = ["camera"] if cameras == 1 else ["cam0", "cam1"]
+        for topic in output_topics("da3_node", names):
+            assert topic in r["all"]["rates_hz"], topic
+        assert r["all"]["rates_hz"]["/da3_node/points"] > 0 and r["all"]["rates_hz"]["/diagnostics"] > 0
+        assert r["steady"]["sent"] == 10 * cameras and r["time_to_ready_s"] > 0
+        assert r["cpu"]["steady"]["total_pct"] > 0 and r["cpu"]["steady"]["threads"]
+
+
+def test_saturation_on_a_stand_in_of_known_capacity(tmp_path):
+    out = tmp_path / "out"
+    stdout = _finish(_start(out, 1 + (os.getpid() * 11 + 5) % 100, "saturate", "--node", "sink",
+                            "--set", "sink_capacity_hz=20", "--set", "diagnostics_period_s=0.2",
+                            "--start-rate", 5, "--max-rate", 80, "--min-rate", 2, "--step-duration", 1.5,
+                            "--refine", 1, "--settle", 0.5), out)
+    r = json.loads((out / "saturation.json").read_text())
+    rates = [s["rate_hz"] for s in r["steps"]]
+    assert "saturation" in stdout and all(2 <= x <= 80 for x in rates)
+    assert r["rate_found_hz"] in rates and 5 <= r["rate_found_hz"] < 40  # capacity 20 Hz: 40 Hz loses half
+    failed = [s for s in r["steps"] if not s["passed"]]
+    assert failed and all(s["node_drops"].get("capacity", 0) > 0 for s in failed)
+    for s in r["steps"]:
+        assert s["sent"] == s["published"] + s["pending"] + s["lost"] and s["published"] <= s["sent"]
