@@ -13,13 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from bench.live import config, procstat, stats
 from bench.live.recorder import VIEW_OUTPUTS, WINDOW_OUTPUTS, output_topics
 from bench.live.saturate import search
 from bench.live.sink import TokenBucket
+from bench.live.upstream_shims import _CenterCrop, _Normalize, _ToTensor
 from da3_ros.dds_env import loopback_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +136,15 @@ def test_node_command_without_console_script(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))  # no da3_node beside it
     cmd = config.node_command("da3", Path("p.yaml"))
     assert cmd[:2] == [str(tmp_path / "python3"), "-c"] and "da3_ros.ros.entry" in cmd[2]
+
+
+def test_torchvision_stand_in_matches_its_definition():
+    img = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    t = _ToTensor()(img)
+    assert t.shape == (3, 6, 8) and torch.allclose(t, torch.from_numpy(img).permute(2, 0, 1).float() / 255)
+    n = _Normalize([0.5, 0.25, 0.0], [0.5, 0.5, 1.0])(t)
+    assert torch.allclose(n[1], (t[1] - 0.25) / 0.5)
+    assert torch.equal(_CenterCrop((4, 4))(t), t[:, 1:5, 2:6])
 
 
 def test_output_topics_cover_every_node_output():
