@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from bench.live import config, procstat, stats
+from bench.live import config, procstat, profile, stats
 from bench.live.recorder import VIEW_OUTPUTS, WINDOW_OUTPUTS, output_topics
 from bench.live.saturate import search
 from bench.live.sink import TokenBucket
@@ -226,3 +226,21 @@ def test_saturation_on_a_stand_in_of_known_capacity(tmp_path):
     assert failed and all(s["node_drops"].get("capacity", 0) > 0 for s in failed)
     for s in r["steps"]:
         assert s["sent"] == s["published"] + s["pending"] + s["lost"] and s["published"] <= s["sent"]
+
+
+def test_profile_summary_per_thread(tmp_path):
+    doc = {"shared": {"frames": [{"name": "main", "file": "/a/x.py", "line": 1},
+                                 {"name": "run", "file": "/a/y.py", "line": 5},
+                                 {"name": "run", "file": "/a/y.py", "line": 9},
+                                 {"name": "wait", "file": "/a/z.py", "line": 2}]},
+           "profiles": [{"type": "sampled", "name": 'Thread 7 "worker"', "unit": "seconds",
+                         "samples": [[0, 1], [0, 2], [0, 1, 3], [0, 3]], "weights": [0.01] * 4},
+                        {"type": "sampled", "name": 'Thread 8 "idle"', "samples": [], "weights": []}]}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    s = profile.summarize(path)
+    assert list(s) == ['Thread 7 "worker"']  # a thread without samples is left out
+    w = s['Thread 7 "worker"']
+    assert w["samples"] == 4 and w["self"][0] == ["run (y.py)", 50.0, 75.0]  # both lines of run merged
+    assert ["wait (z.py)", 50.0, 50.0] in w["self"] and w["total"][0] == ["main (x.py)", 100.0]
+    assert "| `run (y.py)` | 50.0 | 75.0 |" in profile.markdown(s)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.live import procstat
+from bench.live import procstat, profile
 from bench.live.config import parse_sets
 from bench.live.report import frames_of, run_report, summary_line
 from bench.live.saturate import saturate
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, required=True, help="camera rate, Hz (sets per second)")
     r.add_argument("--duration", type=float, required=True, help="scored seconds (after the warm-up)")
     r.add_argument("--warmup", type=float, default=0.0, help="seconds sent first and not scored (steady)")
+    r.add_argument("--py-spy", action="store_true",
+                   help="profile the node with py-spy over the scored interval (profile.md, speedscope JSON)")
     s = sub.add_parser("saturate", help="highest rate with at most --max-drop of frames lost")
     _common(s)
     s.add_argument("--start-rate", type=float, default=5.0)
@@ -108,8 +110,16 @@ def run_command(a: argparse.Namespace) -> dict:
     with LiveSession(session_options(a), out) as s:
         ready = s.wait_ready()
         t.append(time.monotonic())
-        log, marks = s.send(a.rate, a.warmup + a.duration, (a.warmup,) if a.warmup > 0 else ())
+        spy = []
+
+        def on_mark(i: int) -> None:  # profile the scored interval: from the end of the warm-up
+            if a.py_spy and i == (1 if a.warmup > 0 else 0):
+                spy.append(profile.start_record(s.node.pid, out / "profile.speedscope.json", a.duration))
+
+        log, marks = s.send(a.rate, a.warmup + a.duration, (a.warmup,) if a.warmup > 0 else (), on_mark)
         t.append(time.monotonic())
+        if spy and spy[0] is not None:
+            spy[0].wait(timeout=60)
         s.settle(frames_of(log))
         t.append(time.monotonic())
         names = {} if a.no_thread_names else procstat.python_thread_names(s.node.pid)
@@ -120,6 +130,11 @@ def run_command(a: argparse.Namespace) -> dict:
         t.append(time.monotonic())
     phases = ("start_to_ready", "send", "settle", "report_and_stop")
     report["phases_s"] = dict(zip(phases, np.diff(t).tolist()))
+    if (out / "profile.speedscope.json").exists():
+        report["profile"] = profile.summarize(out / "profile.speedscope.json")
+        (out / "profile.md").write_text(profile.markdown(report["profile"]))
+    elif a.py_spy:
+        report["profile"] = "py-spy record failed or is not installed"
     (out / "report.json").write_text(json.dumps(json_safe(report), indent=2) + "\n")
     line = summary_line(report)
     (out / "summary.txt").write_text(line + "\n")

@@ -15,6 +15,7 @@ import shlex
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,10 +157,10 @@ class LiveSession:
         return Mark(time.time(), procstat.thread_times(self.node.pid), self.recorder.latest_diagnostics()[1],
                     procstat.thread_times(os.getpid()), procstat.machine_cpu_s(), procstat.load_average())
 
-    def send(self, rate_hz: float, duration_s: float,
-             mark_after_s: tuple[float, ...] = ()) -> tuple[SendLog, list]:
+    def send(self, rate_hz: float, duration_s: float, mark_after_s: tuple[float, ...] = (),
+             on_mark: Callable[[int], None] | None = None) -> tuple[SendLog, list]:
         """Send for ``duration_s`` at ``rate_hz``; returns the log and a :class:`Mark` at the start,
-        ``mark_after_s`` seconds after it, and at the end of sending."""
+        ``mark_after_s`` seconds after it, and at the end of sending (``on_mark(i)`` after mark i)."""
         self._sends += 1
         if self.camera is not None:
             self.camera.start(rate_hz, duration_s)
@@ -167,10 +168,12 @@ class LiveSession:
         else:
             child, log_path, start = self._start_camera_process(rate_hz, duration_s)
         time.sleep(max(0.0, start - time.monotonic()))
-        marks = [self.mark()]
-        for after in sorted(mark_after_s):
+        marks = []
+        for after in (0.0, *sorted(mark_after_s)):
             time.sleep(max(0.0, start + after - time.monotonic()))
             marks.append(self.mark())
+            if on_mark is not None:
+                on_mark(len(marks) - 1)
         if self.camera is not None:
             log = self.camera.join()
         else:
