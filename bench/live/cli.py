@@ -146,7 +146,11 @@ def saturate_command(a: argparse.Namespace) -> dict:
     """``saturate``: one node process, rate steps, the highest passing rate."""
     out = Path(a.out)
 
-    def progress(row: dict) -> None:
+    rows = []
+
+    def progress(row: dict) -> None:  # each step also lands on disk at once (a run cut short keeps them)
+        rows.append(row)
+        (out / "saturation.partial.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
         print(f"  {row['rate_hz']:g} Hz: {row['published']}/{row['sent']} published, "
               f"{row['pending']} pending, lost {100 * row['drop_fraction']:.2f}% -> "
               f"{'pass' if row['passed'] else 'fail'} "
