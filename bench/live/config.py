@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from da3_ros.launch_args import flatten_params
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PARAMS = REPO / "config" / "da3.yaml"
 NODE_NAMES = {"da3": "da3_node", "upstream": "da3_upstream_wrapper", "sink": "da3_bench_sink"}
@@ -28,24 +30,12 @@ NODE_MODULES = {"upstream": "bench.live.upstream_wrapper", "sink": "bench.live.s
 ENTRY_SNIPPET = "from da3_ros.ros.entry import da3_node; import sys; sys.exit(da3_node())"
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested parameter dicts -> ``{"a.b.c": value}`` (lists and scalars are leaves)."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def read_params_file(path: str | Path) -> dict:
     """Flat parameters of the first node section of a ROS 2 params file (``/**`` or a node name)."""
     doc = yaml.safe_load(Path(path).read_text()) or {}
     for section in doc.values():
         if isinstance(section, dict) and "ros__parameters" in section:
-            return flatten(section["ros__parameters"])
+            return flatten_params(section["ros__parameters"])
     raise ValueError(f"{path}: no ros__parameters section")
 
 
