@@ -22,6 +22,7 @@ from bench.live import config, procstat, profile, stats
 from bench.live.recorder import VIEW_OUTPUTS, WINDOW_OUTPUTS, output_topics
 from bench.live.saturate import search
 from bench.live.sink import TokenBucket
+from bench.live.table import tables
 from bench.live.upstream_shims import _CenterCrop, _Normalize, _ToTensor
 from da3_ros.dds_env import loopback_env
 
@@ -210,6 +211,8 @@ def test_run_accounts_for_every_frame_one_camera_and_a_rig(tmp_path):
         assert r["all"]["rates_hz"]["/da3_node/points"] > 0 and r["all"]["rates_hz"]["/diagnostics"] > 0
         assert r["steady"]["sent"] == 10 * cameras and r["time_to_ready_s"] > 0
         assert r["cpu"]["steady"]["total_pct"] > 0 and r["cpu"]["steady"]["threads"]
+        row = tables([str(out)]).splitlines()[-1]
+        assert row.startswith(f"| cams{cameras} | da3, default @56 | 1/1, {cameras} | 5 | ")
 
 
 def test_saturation_on_a_stand_in_of_known_capacity(tmp_path):
@@ -226,6 +229,7 @@ def test_saturation_on_a_stand_in_of_known_capacity(tmp_path):
     assert failed and all(s["node_drops"].get("capacity", 0) > 0 for s in failed)
     for s in r["steps"]:
         assert s["sent"] == s["published"] + s["pending"] + s["lost"] and s["published"] <= s["sent"]
+    assert f"| out | sink | -, 1 | {r['rate_found_hz']:g} (" in tables([str(out)])
 
 
 def test_profile_summary_per_thread(tmp_path):

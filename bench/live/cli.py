@@ -9,6 +9,7 @@
         --step-duration 10 --out out/live/sat
     python -m bench.live run --node upstream --set model=da3-small --set process_res=56 --rate 2 ...
     python -m bench.live run --node sink --rate 150 --duration 10 --camera-mode process ...  # the bench alone
+    python -m bench.live table out/live/*      # markdown rows for bench/RESULTS.md
 
 Each writes ``DIR/report.json`` (``saturate``: ``DIR/saturation.json``), the node's log and
 params, and prints one summary line. DDS stays on loopback (``config/fastdds_localhost.xml``)
@@ -31,6 +32,7 @@ from bench.live.config import parse_sets
 from bench.live.report import frames_of, run_report, summary_line
 from bench.live.saturate import saturate
 from bench.live.session import LiveSession, SessionOptions
+from bench.live.table import tables
 from da3_ros.tools.cli import json_safe, run_main
 
 
@@ -67,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, required=True, help="camera rate, Hz (sets per second)")
     r.add_argument("--duration", type=float, required=True, help="scored seconds (after the warm-up)")
     r.add_argument("--warmup", type=float, default=0.0, help="seconds sent first and not scored (steady)")
-    r.add_argument("--py-spy", action="store_true",
-                   help="profile the node with py-spy over the scored interval (profile.md, speedscope JSON)")
+    r.add_argument("--py-spy", choices=("idle", "active"), default=None,
+                   help="profile the node with py-spy over the scored interval (profile.md, speedscope JSON):"
+                   " idle keeps waiting threads' samples (--idle), active only running ones")
     s = sub.add_parser("saturate", help="highest rate with at most --max-drop of frames lost")
     _common(s)
     s.add_argument("--start-rate", type=float, default=5.0)
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--refine", type=int, default=3, help="bisection steps after the bracket")
     s.add_argument("--max-drop", type=float, default=0.01, help="largest lost share that passes")
     s.add_argument("--warmup", type=float, default=0.0, help="seconds at --start-rate before the search")
+    t = sub.add_parser("table", help="markdown rows of report.json / saturation.json directories")
+    t.add_argument("dirs", nargs="+", help="output directories of run / saturate")
+    t.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
@@ -114,7 +120,8 @@ def run_command(a: argparse.Namespace) -> dict:
 
         def on_mark(i: int) -> None:  # profile the scored interval: from the end of the warm-up
             if a.py_spy and i == (1 if a.warmup > 0 else 0):
-                spy.append(profile.start_record(s.node.pid, out / "profile.speedscope.json", a.duration))
+                spy.append(profile.start_record(s.node.pid, out / "profile.speedscope.json", a.duration,
+                                                idle=a.py_spy == "idle"))
 
         log, marks = s.send(a.rate, a.warmup + a.duration, (a.warmup,) if a.warmup > 0 else (), on_mark)
         t.append(time.monotonic())
@@ -175,5 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.live``."""
     a = build_parser().parse_args(argv)
     a.argv = argv
-    work = {"run": run_command, "saturate": saturate_command}[a.command]
+    work = {"run": run_command, "saturate": saturate_command,
+            "table": lambda a: print(tables(a.dirs))}[a.command]
     return run_main(lambda: (work(a), 0)[1], "bench.live", a.debug)

@@ -1,7 +1,8 @@
 """py-spy profile of the node during a run's steady interval, and where each thread's samples go.
 
 ``py-spy record --pid PID --threads --idle --format speedscope`` samples every Python thread of
-the node (idle ones included, so a thread waiting shows as waiting); :func:`summarize` reads the
+the node (idle ones included, so a thread waiting shows as waiting; ``--py-spy active`` leaves
+``--idle`` out, so only running threads are sampled: where the CPU goes); :func:`summarize` reads the
 speedscope JSON and gives, per thread, the share of its samples whose innermost frame is a
 function (``self``) and the share that pass through it anywhere on the stack (``total``), top
 ``n`` each, in percent of that thread's samples. Functions are ``name (file)``: line numbers are
@@ -18,14 +19,19 @@ from pathlib import Path
 from bench.live.procstat import pyspy_path
 
 
-def start_record(pid: int, out: Path, duration_s: float, rate_hz: int = 100) -> subprocess.Popen | None:
-    """Start ``py-spy record`` on ``pid`` for ``duration_s`` into ``out`` (None without py-spy)."""
+def start_record(pid: int, out: Path, duration_s: float, idle: bool = True,
+                 rate_hz: int = 100) -> subprocess.Popen | None:
+    """Start ``py-spy record`` on ``pid`` for ``duration_s`` into ``out`` (None without py-spy).
+
+    ``idle``: keep the samples of threads that are waiting (``--idle``: where each thread's time
+    goes); without it only running threads are sampled (where the CPU goes).
+    """
     exe = pyspy_path()
     if exe is None:
         return None
-    cmd = [exe, "record", "--pid", str(pid), "--threads", "--idle", "--format", "speedscope",
-           "--rate", str(rate_hz), "--duration", str(max(1, round(duration_s))), "--output", str(out),
-           "--nonblocking"]
+    cmd = [exe, "record", "--pid", str(pid), "--threads", *(["--idle"] if idle else []), "--format",
+           "speedscope", "--rate", str(rate_hz), "--duration", str(max(1, round(duration_s))),
+           "--output", str(out), "--nonblocking"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
