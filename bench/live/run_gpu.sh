@@ -4,7 +4,8 @@
 #   bash bench/live/run_gpu.sh PHASE [OUTDIR]      # GPU machine, repository root
 #   DRY=1 bash bench/live/run_gpu.sh PHASE [OUTDIR] # this CPU machine: tiny model, short, checks the script
 # PHASE: runs (targets at fixed rates + an upstream wrapper row), saturate (da3-large num_view 8 /
-# stride 8 and the upstream wrapper), small (da3-small saturation, da3-large again for the ratio).
+# stride 8 and the upstream wrapper), small (da3-small saturation, da3-large again for the ratio),
+# camera (the bench alone against the stand-in node: thread or process camera at 150 / 300 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -63,6 +64,12 @@ case $PHASE in
     step small_nv8_saturate 250 saturate $S $NV8 $SAT --warmup 5
     step large_nv8_saturate2 250 saturate $L $NV8 $SAT --warmup 5
     ;;
-  *) echo "unknown phase $PHASE (runs | saturate | small)"; exit 2 ;;
+  camera)  # the bench alone (stand-in node): does the synthetic camera keep up, thread or process?
+    for rate in 150 300; do for mode in thread process; do
+      step sink_${rate}hz_$mode 60 run --node sink --rate $rate --duration 10 --warmup 2 --camera-mode $mode
+    done; done
+    step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
+    ;;
+  *) echo "unknown phase $PHASE (runs | saturate | small | camera)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"

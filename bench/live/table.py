@@ -34,7 +34,8 @@ def _setup(r: dict) -> tuple[str, str]:
 def run_row(name: str, r: dict) -> str:
     """One markdown row of a ``run`` report."""
     st, acc, cpu = r["steady"], r["accounting"], r["cpu"]
-    drops = {k: v for k, v in acc["buckets"].items() if k != "published" and v}
+    drops = ", ".join(f"{k.removeprefix('dropped.')} {v}" for k, v in acc["buckets"].items()
+                      if k != "published" and v)
     wl, dl = st["window_latency_ms"], st["depth_latency_ms"]
     pts = st["rates_hz"].get(f"/{r['node_name']}/points")
     who, views = _setup(r)
