@@ -31,10 +31,10 @@ import rclpy
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 
+from bench.live.replay_parts import set_header_stamp
 from da3_ros.core.frames import CameraIntrinsics
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.inputs import input_qos
-from da3_ros.tools.replay_ros import set_header_stamp
 
 
 @dataclass

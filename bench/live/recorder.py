@@ -1,7 +1,7 @@
 """Recorder of the bench: the receipt time of every node output, by header stamp, and /diagnostics.
 
 Subscriptions are ``raw=True`` (serialised bytes; the stamp is read from the CDR header with
-:func:`da3_ros.tools.replay_ros.header_stamp_ns`), so a message costs the recorder a copy and a
+``da3-replay``'s ``header_stamp_ns``), so a message costs the recorder a copy and a
 few Python operations, not a deserialisation. Topics (relative to ``/<node name>/``):
 ``<camera>/{depth,confidence,camera_info,depth_colored,pose}`` per camera, ``points``,
 ``odometry``, ``path``, plus ``/diagnostics``. Each is subscribed once a publisher exists, with
@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
-from da3_ros.tools.replay_ros import header_stamp_ns, message_class
+from bench.live.replay_parts import header_stamp_ns, message_class
 
 VIEW_OUTPUTS = ("depth", "confidence", "camera_info", "depth_colored", "pose")
 WINDOW_OUTPUTS = ("points", "odometry", "path")

@@ -26,9 +26,9 @@ from bench.live import procstat
 from bench.live.camera import CameraThread, SendLog, SyntheticCamera
 from bench.live.config import NODE_NAMES, REPO, bench_params, camera_names, node_command, write_params
 from bench.live.recorder import Recorder
+from bench.live.replay_parts import NodeRunner, prepare_dds
 from da3_ros.ros.inputs import input_qos
 from da3_ros.ros.parameters import SPEC_BY_NAME
-from da3_ros.tools.replay import NodeRunner, prepare_dds
 
 
 def _pythonpath() -> str:

@@ -22,8 +22,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from bench.live.replay_parts import header_stamp_ns
 from da3_ros.ros.inputs import input_qos
-from da3_ros.tools.replay_ros import header_stamp_ns
 
 
 def status_message(node: Node, values: dict) -> DiagnosticArray:

@@ -3,7 +3,7 @@
 Times are seconds (wall clock, ``time.time()`` of this machine, the clock the camera stamps with);
 latencies are reported in milliseconds. A "frame" is one image of one camera: a rig of N cameras
 sends N frames per stamp. The node's counts come from its ``/diagnostics`` key/values
-(:func:`da3_ros.tools.replay_report.node_counts`: ``received``, ``processed``, ``drops`` by reason,
+(``da3-replay``'s ``node_counts``: ``received``, ``processed``, ``drops`` by reason,
 ``pending``).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from da3_ros.tools.replay_report import node_counts
+from bench.live.replay_parts import node_counts
 
 __all__ = ["account", "drop_fraction", "drops_delta", "latency_summary", "node_counts", "rate_hz",
            "receipt_latencies"]
