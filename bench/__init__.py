@@ -2,6 +2,8 @@
 
 - :mod:`bench.network`: ``da3-bench``, our network against upstream DA3 on one GPU.
 - :mod:`bench.levers`, :mod:`bench.node_path`, :mod:`bench.common`: its parts.
-- ``run_gpu.sh``, ``attn_micro.py``, ``planner_check.py``: device-call scripts.
+- :mod:`bench.live`: the running node over DDS under a synthetic camera (``python -m bench.live``).
+- ``run_gpu.sh``, ``live/run_gpu.sh``, ``flash_check.py``, ``attn_micro.py``, ``planner_check.py``:
+  device-call scripts.
 Results with their commands: ``bench/RESULTS.md``.
 """

@@ -121,3 +121,15 @@ def node_kwargs(value: Callable[[str], str], share_dir: str | Path, package: str
         "remappings": [*remaps, *split_remaps(value("remaps"))],
         "arguments": ["--ros-args", "--log-level", value("log_level")],
     }
+
+
+def flatten_params(tree: dict, prefix: str = "") -> dict:
+    """Nested ``ros__parameters`` dicts -> ``{"a.b.c": value}`` (lists and scalars are leaves)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = value
+    return out

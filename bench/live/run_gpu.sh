@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One device call of the live-node benchmark (issue 13): each step time-guarded so the call ends
+# inside the device's per-call limit; every step's command is echoed into $OUT/log.txt.
+#   bash bench/live/run_gpu.sh PHASE [OUTDIR]      # GPU machine, repository root
+#   DRY=1 bash bench/live/run_gpu.sh PHASE [OUTDIR] # this CPU machine: tiny model, short, checks the script
+# PHASE: runs (targets at fixed rates + an upstream wrapper row), saturate (da3-large num_view 8 /
+# stride 8 and the upstream wrapper), small (da3-small saturation, da3-large again for the ratio),
+# camera (the bench alone against the stand-in node: thread or process camera at 150 / 300 Hz).
+# ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
+# installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
+# the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
+set -u -o pipefail
+PHASE=${1:-runs}
+OUT=${2:-${OUT:-/tmp/live_out}}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export FASTDDS_DEFAULT_PROFILES_FILE=$PWD/config/fastdds_localhost.xml ROS_LOG_DIR=$OUT/ros_logs
+unset ROS_AUTOMATIC_DISCOVERY_RANGE RMW_IMPLEMENTATION ROS_LOCALHOST_ONLY
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( $$ % 90 + 5 ))}
+if ! $PY -c "import ros_wheels_bootstrapper" 2>/dev/null; then
+  SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  if ! $PY -c "import rclpy" 2>/dev/null && ls "${WHL:-.whl/ros}"/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps "${WHL:-.whl/ros}"/*.whl
+  fi
+  LIBS=$(ls -d "$SITE"/ros_*.libs 2>/dev/null | paste -sd: -)
+  export LD_LIBRARY_PATH=$($PY -c "import sys; print(sys.prefix)")/lib${LIBS:+:$LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+T0=$SECONDS
+left() { echo $(( ${BUDGET:-540} - (SECONDS - T0) )); }
+step() {  # step NAME MAXSEC ARGS... : python -m bench.live ARGS --out $OUT/NAME, killed at MAXSEC
+  local name=$1 max=$2; shift 2
+  local l; l=$(left)
+  if (( l < 30 )); then echo "## skip $name: $l s left" | tee -a "$OUT/log.txt"; return; fi
+  (( max > l - 10 )) && max=$(( l - 10 ))
+  echo "## $name (max $max s, $l s left): python -m bench.live $* --out \$OUT/$name" | tee -a "$OUT/log.txt"
+  timeout -s INT -k 40 "$max" $PY -m bench.live "$@" --out "$OUT/$name" 2>&1 | tee -a "$OUT/log.txt"
+}
+if [[ ${DRY:-0} == 1 ]]; then
+  L="--set model=default --set process_res=56 --set device=cpu"; S=$L
+  UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
+  RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
+  BUDGET=${BUDGET:-900}
+else
+  L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
+  UP="--node upstream --set model=da3-large --set device=cuda"
+  RATE1=30; RATE8=60; D="--duration 20 --warmup 5"; SAT="--start-rate 4 --max-rate 512 --step-duration 8 --refine 3"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+fi
+$PY -c "import torch, rclpy; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+NV1="--set num_view=1 --set stride=1"; NV8="--set num_view=8 --set stride=8"
+case $PHASE in
+  runs)
+    step large_nv1_30hz 110 run $L $NV1 --rate $RATE1 $D
+    step large_nv8_60hz 110 run $L $NV8 --rate $RATE8 $D
+    step large_defaults_30hz 110 run --params config/da3.yaml $L --rate $RATE1 $D
+    step upstream_large_nv1_30hz 150 run $UP $NV1 --rate $RATE1 $D --settle 10
+    ;;
+  saturate)
+    step large_nv8_saturate 250 saturate $L $NV8 $SAT --warmup 5
+    step upstream_large_nv8_saturate 250 saturate $UP $NV8 $SAT --warmup 5 --settle 10
+    ;;
+  small)
+    step small_nv8_saturate 250 saturate $S $NV8 $SAT --warmup 5
+    step large_nv8_saturate2 250 saturate $L $NV8 $SAT --warmup 5
+    ;;
+  camera)  # the bench alone (stand-in node): does the synthetic camera keep up, thread or process?
+    for rate in 150 300; do for mode in thread process; do
+      step sink_${rate}hz_$mode 60 run --node sink --rate $rate --duration 10 --warmup 2 --camera-mode $mode
+    done; done
+    step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
+    ;;
+  *) echo "unknown phase $PHASE (runs | saturate | small | camera)"; exit 2 ;;
+esac
+echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
