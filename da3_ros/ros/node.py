@@ -69,8 +69,8 @@ if TYPE_CHECKING:
     from da3_ros.core.pipeline import AsyncPipeline
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-#: How often images held for a first CameraInfo are checked against ``camera_info_wait_s``.
-HELD_CHECK_PERIOD_S = 0.1
+#: How often (at most) images held for a first CameraInfo are checked against ``camera_info_wait_s``.
+HELD_CHECK_PERIOD_S = 0.25
 
 
 def _logs_exceptions(transition):
@@ -132,7 +132,6 @@ class Da3Node(LifecycleNode):
         self._apply_dynamic([self.get_parameter(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._set_timer("diagnostics", settings["diagnostics_period_s"], self._publish_diagnostics)
-        self._set_timer("held_frames", HELD_CHECK_PERIOD_S, self._release_held_frames)
         self.get_logger().info(f"configured: cameras {cams}, mode {settings.mode}, "
                                f"fixed frame {settings['fixed_frame']}")
         self.state_label = "inactive"
@@ -153,10 +152,13 @@ class Da3Node(LifecycleNode):
         self.diag.error = ""
         ret = super().on_activate(state)
         self._start_pipeline()
+        wait_s = self._camera_info_wait_s()
         self.inputs = CameraInputs(self, s.cameras, self._submit, self.diag.on_bad_input, self.diag.on_input,
                                    self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"],
-                                   camera_info_wait_s=self._camera_info_wait_s(),
-                                   on_no_intrinsics=self.diag.on_no_intrinsics)
+                                   camera_info_wait_s=wait_s, on_no_intrinsics=self.diag.on_no_intrinsics)
+        # every timer wakes the executor: this one only runs while images may wait for CameraInfo
+        self._set_timer("held_frames", min(HELD_CHECK_PERIOD_S, wait_s / 4) if wait_s > 0 else 0.0,
+                        self._release_held_frames)
         if self.truth_topics is not None:
             self.truth_topics.intrinsics_source = self.inputs.intrinsics
         topics = ", ".join(f"{c.name}: {c.image_topic} ({c.transport})" for c in s.cameras)
