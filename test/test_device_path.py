@@ -133,3 +133,32 @@ def test_colours_torch_equals_numpy_and_inverse_depth_separates_far_from_mid():
     rgb = colorize_depth(scene[None])[0]
     grass, building = rgb[0].astype(int), rgb[500].astype(int)
     assert grass[0] > grass[2] and building[2] > building[0]  # red near, blue far
+
+
+def test_known_intrinsics_alone_keep_the_network_call_unconditioned():
+    """An any-view network reads intrinsics only with poses: the engine then leaves them out of
+    the call (so the compiled CUDA graph serves it) and still reports the known ones."""
+    from da3_ros.core.frames import pinhole_intrinsics
+
+    torch.manual_seed(0)
+    net = build_model("da3-tiny").eval()
+    seen = []
+
+    def spy(images, **kwargs):
+        seen.append({k: v for k, v in kwargs.items() if k in ("extrinsics", "intrinsics")})
+        return net(images, **kwargs)
+
+    spy.preset = net.preset
+    engine = DA3Engine(spy, process_res=56, condition_on_intrinsics=True, ref_view_strategy="first")
+    intr = pinhole_intrinsics(80, 60, 70.0)
+    frames = [replace_intrinsics(f, intr) for f in _frames(2)]
+    pred = engine.predict(frames)
+    assert seen == [{"extrinsics": None, "intrinsics": None}]
+    for got in pred.intrinsics:
+        np.testing.assert_allclose(got.K, intr.K)
+
+
+def replace_intrinsics(frame, intr):
+    from dataclasses import replace
+
+    return replace(frame, intrinsics=intr)

@@ -181,6 +181,9 @@ class DA3Engine:
     def _forward(self, x: torch.Tensor, K: np.ndarray | None, ex: np.ndarray | None):
         def t(a):
             return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
+        # The network reads intrinsics only with poses (camera encoder) or for metric scaling;
+        # otherwise the engine reports known ones itself, and the call stays graph-capturable.
+        K = K if ex is not None or self._metric_variant else None
         kwargs = {"extrinsics": t(ex), "intrinsics": t(K), "ref_view_strategy": self.ref_view_strategy}
         if self._metric_variant:
             kwargs["metric_scaling"] = True
