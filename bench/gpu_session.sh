@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The device calls of one GPU session, in order, on one machine kept warm between them (issues 13
+# and 14). Run from the repository root on the GPU machine:
+#   bash bench/gpu_session.sh CALL [OUTDIR]
+#   call 1, carry .whl/ros .whl/tools .whl/upstream: install them; the live node at fixed rates,
+#           eager (accelerate off), with the upstream API wrapper's row and a py-spy profile
+#   call 2, carry .whl/flash_part1: flash-attn-4 stage 1; saturation, eager, ours and upstream
+#   call 3, carry .whl/flash_part2: stage 2; accelerate auto (background compile) at 60 Hz, then
+#           saturation with compile_graphs, da3-large and da3-small
+#   call 4, carry .whl/flash_part3 .whl/flash: stage 3 (install flash-attn-4) + bench/flash_check.py,
+#           then num_view 1 at 30 Hz with compile_graphs
+# DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
+set -u -o pipefail
+CALL=${1:?call number}
+OUT=${2:-${OUT:-/tmp/gpu_out}}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+LIVE="bench/live/run_gpu.sh"
+
+kit() {  # the ROS, tools and upstream wheels carried in call 1 (the machine keeps them while warm)
+  if ls .whl/ros/*.whl >/dev/null 2>&1 && ! $PY -c "import rclpy" 2>/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile .whl/ros/*.whl .whl/tools/*.whl \
+      .whl/upstream/*.whl 2>&1 | tail -3
+  fi
+}
+
+case $CALL in
+  1)
+    kit
+    BUDGET=${BUDGET:-400} bash $LIVE runs "$OUT/runs"
+    BUDGET=${BUDGET:-120} bash $LIVE profile "$OUT/profile"
+    ;;
+  2)
+    bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
+    BUDGET=${BUDGET:-420} bash $LIVE saturate "$OUT/saturate"
+    ;;
+  3)
+    bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
+    BUDGET=${BUDGET:-480} bash $LIVE accel "$OUT/accel"
+    ;;
+  4)
+    bash bench/device_install_flash.sh stage3 && \
+      timeout 400 $PY bench/flash_check.py --out "$OUT/flash" --budget ${FLASH_BUDGET:-300} 2>&1 \
+      | tee "$OUT/flash_check.log"
+    BUDGET=${BUDGET:-150} bash $LIVE latency "$OUT/latency"
+    ;;
+  *) echo "unknown call $CALL (1-4)"; exit 2 ;;
+esac
+echo "## call $CALL done"
