@@ -48,3 +48,7 @@ case $CALL in
   *) echo "unknown call $CALL (1-4)"; exit 2 ;;
 esac
 echo "## call $CALL done"
+# what comes back from a device call is at most 8 files: one archive of everything, and the logs
+grep -h "^## \|^da3 \|^upstream \|^saturate\|rate found\|flash_attn\|TFLOP" "$OUT"/*/log.txt "$OUT"/*.log \
+  > /tmp/summary_call$CALL.txt 2>/dev/null
+tar czf /tmp/call$CALL.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/call$CALL.tgz /tmp/summary_call$CALL.txt "$OUT"/
