@@ -3,12 +3,11 @@
 # and 14). Run from the repository root on the GPU machine:
 #   bash bench/gpu_session.sh CALL [OUTDIR]
 #   call 1, carry .whl/ros .whl/tools .whl/upstream: install them; the live node at fixed rates,
-#           eager (accelerate off), with the upstream API wrapper's row and a py-spy profile
-#   call 2, carry .whl/flash_part1: flash-attn-4 stage 1; saturation, eager, ours and upstream
-#   call 3, carry .whl/flash_part2: stage 2; accelerate auto (background compile) at 60 Hz, then
-#           saturation with compile_graphs, da3-large and da3-small
-#   call 4, carry .whl/flash_part3 .whl/flash: stage 3 (install flash-attn-4) + bench/flash_check.py,
-#           then num_view 1 at 30 Hz with compile_graphs
+#           eager (accelerate off), a py-spy profile, the upstream wrapper's row; our saturation
+#   call 2, carry .whl/flash_part1: flash-attn-4 stage 1; the upstream wrapper's saturation;
+#           accelerate auto (background compile) at 60 Hz
+#   call 3, carry .whl/flash_part2: stage 2; saturation with compile_graphs, da3-large and da3-small
+#   call 4, carry .whl/flash_part3 .whl/flash: stage 3 (install flash-attn-4) + bench/flash_check.py
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -28,22 +27,22 @@ kit() {  # the ROS, tools and upstream wheels carried in call 1 (the machine kee
 case $CALL in
   1)
     kit
-    BUDGET=${BUDGET:-400} bash $LIVE runs "$OUT/runs"
-    BUDGET=${BUDGET:-120} bash $LIVE profile "$OUT/profile"
+    BUDGET=${BUDGET:-330} bash $LIVE runs "$OUT/runs"
+    BUDGET=${BUDGET:-180} bash $LIVE sat_ours "$OUT/sat_ours"
     ;;
   2)
     bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
-    BUDGET=${BUDGET:-420} bash $LIVE saturate "$OUT/saturate"
+    BUDGET=${BUDGET:-160} bash $LIVE sat_upstream "$OUT/sat_upstream"
+    BUDGET=${BUDGET:-180} bash $LIVE auto "$OUT/auto"
     ;;
   3)
     bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
-    BUDGET=${BUDGET:-480} bash $LIVE accel "$OUT/accel"
+    BUDGET=${BUDGET:-310} bash $LIVE sat_graphs "$OUT/sat_graphs"
     ;;
   4)
     bash bench/device_install_flash.sh stage3 && \
-      timeout 400 $PY bench/flash_check.py --out "$OUT/flash" --budget ${FLASH_BUDGET:-300} 2>&1 \
+      timeout 300 $PY bench/flash_check.py --out "$OUT/flash" --budget ${FLASH_BUDGET:-240} 2>&1 \
       | tee "$OUT/flash_check.log"
-    BUDGET=${BUDGET:-150} bash $LIVE latency "$OUT/latency"
     ;;
   *) echo "unknown call $CALL (1-4)"; exit 2 ;;
 esac

@@ -3,12 +3,12 @@
 # inside the device's per-call limit; every step's command is echoed into $OUT/log.txt.
 #   bash bench/live/run_gpu.sh PHASE [OUTDIR]      # GPU machine, repository root
 #   DRY=1 bash bench/live/run_gpu.sh PHASE [OUTDIR] # this CPU machine: tiny model, short, checks the script
-# PHASE: runs (targets at fixed rates, eager, + an upstream wrapper row), profile (py-spy of the
-# node at num_view 8 / 60 Hz), saturate (da3-large num_view 8 / stride 8, eager, and the upstream
-# wrapper), accel (accelerate auto at 60 Hz through its background compile, then saturation with
-# compile_graphs for da3-large and da3-small), latency (num_view 1 at 30 Hz with compile_graphs),
-# small (da3-small saturation, da3-large again for the ratio), camera (the bench alone against the
-# stand-in node: thread or process camera at 150 / 300 Hz).
+# PHASE: runs (targets at fixed rates, eager, the 60 Hz one under py-spy, + an upstream wrapper
+# row), sat_ours / sat_upstream (num_view 8 / stride 8 saturation: da3-large eager, the upstream
+# wrapper), auto (accelerate auto at 60 Hz through its background compile), sat_graphs
+# (saturation with compile_graphs, da3-large and da3-small), latency (num_view 1 at 30 Hz with
+# compile_graphs), small (da3-small saturation, da3-large again for the ratio), camera (the bench
+# alone against the stand-in node: thread or process camera at 150 / 300 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -47,8 +47,8 @@ if [[ ${DRY:-0} == 1 ]]; then
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
   UP="--node upstream --set model=da3-large --set device=cuda"
-  RATE1=30; RATE8=60; D="--duration 20 --warmup 5"; SAT="--start-rate 16 --max-rate 512 --step-duration 8 --refine 3"
-  AW=150; WR=400
+  RATE1=30; RATE8=60; D="--duration 15 --warmup 5"; SAT="--start-rate 16 --max-rate 512 --step-duration 6 --refine 2"
+  AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
 $PY -c "import torch, rclpy; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
@@ -56,22 +56,23 @@ NV1="--set num_view=1 --set stride=1"; NV8="--set num_view=8 --set stride=8"
 OFF="--set accelerate=off"; AUTO="--set accelerate=auto"; CG="--set accelerate=compile_graphs"
 case $PHASE in
   runs)
-    step large_nv1_30hz 110 run $L $OFF $NV1 --rate $RATE1 $D
-    step large_nv8_60hz 110 run $L $OFF $NV8 --rate $RATE8 $D
-    step large_defaults_30hz 110 run --params config/da3.yaml $L $OFF --rate $RATE1 $D
-    step upstream_large_nv1_30hz 150 run $UP $NV1 --rate $RATE1 $D --settle 10
+    step large_nv1_30hz 100 run $L $OFF $NV1 --rate $RATE1 $D
+    step large_nv8_60hz_pyspy 100 run $L $OFF $NV8 --rate $RATE8 $D --py-spy active
+    step large_defaults_30hz 100 run --params config/da3.yaml $L $OFF --rate $RATE1 $D
+    step upstream_large_nv1_30hz 120 run $UP $NV1 --rate $RATE1 $D --settle 10
     ;;
-  profile)
-    step large_nv8_60hz_pyspy 110 run $L $OFF $NV8 --rate $RATE8 --duration 15 --warmup 5 --py-spy active
+  sat_ours)
+    step large_nv8_saturate 170 saturate $L $OFF $NV8 $SAT --warmup 5
     ;;
-  saturate)
-    step large_nv8_saturate 230 saturate $L $OFF $NV8 $SAT --warmup 5
-    step upstream_large_nv8_saturate 200 saturate $UP $NV8 $SAT --warmup 5 --settle 10
+  sat_upstream)
+    step upstream_large_nv8_saturate 150 saturate $UP $NV8 $SAT --warmup 5 --settle 10
     ;;
-  accel)
-    step large_nv8_60hz_auto $(( AW + 60 )) run $L $AUTO $NV8 --rate $RATE8 --duration 20 --warmup $AW
-    step large_nv8_saturate_graphs 170 saturate $L $CG $NV8 $SAT --warmup 5 --wait-ready $WR
-    step small_nv8_saturate_graphs 170 saturate $S $CG $NV8 $SAT --warmup 5 --wait-ready $WR
+  auto)
+    step large_nv8_60hz_auto $(( AW + 60 )) run $L $AUTO $NV8 --rate $RATE8 --duration 15 --warmup $AW
+    ;;
+  sat_graphs)
+    step large_nv8_saturate_graphs 150 saturate $L $CG $NV8 $SAT --warmup 5 --wait-ready $WR
+    step small_nv8_saturate_graphs 150 saturate $S $CG $NV8 $SAT --warmup 5 --wait-ready $WR
     ;;
   latency)
     step large_nv1_30hz_graphs 150 run $L $CG $NV1 --rate $RATE1 $D --wait-ready $WR
