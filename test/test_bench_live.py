@@ -206,6 +206,9 @@ def test_run_accounts_for_every_frame_one_camera_and_a_rig(tmp_path):
             lat = r["all"][key]
             assert lat["n"] > 0 and 0 < lat["p50"] <= lat["p90"] <= lat["max"] < math.inf
         names = ["camera"] if cameras == 1 else ["cam0", "cam1"]
+        by_cam = r["all"]["depth_latency_ms_by_camera"]
+        assert list(by_cam) == names
+        assert sum(v["n"] for v in by_cam.values()) == r["all"]["depth_latency_ms"]["n"]
         for topic in output_topics("da3_node", names):
             assert topic in r["all"]["rates_hz"], topic
         assert r["all"]["rates_hz"]["/da3_node/points"] > 0 and r["all"]["rates_hz"]["/diagnostics"] > 0
