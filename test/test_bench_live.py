@@ -252,6 +252,7 @@ def test_saturation_on_a_stand_in_of_known_capacity(benches):
     assert failed and all(s["node_drops"].get("capacity", 0) > 0 for s in failed)
     for s in r["steps"]:
         assert s["sent"] == s["published"] + s["pending"] + s["lost"] and s["published"] <= s["sent"]
+        assert s["not_received_by_node"] == 0  # reliable QoS: every frame reaches the stand-in
     assert f"| out | sink | -, 1 | {r['rate_found_hz']:g} (" in tables([str(out)])
 
 
