@@ -166,17 +166,22 @@ def _start(out, domain, *args):
                             env=env, cwd=REPO)
 
 
+def _stop(proc):
+    """SIGINT a bench (it stops its node on the way out), SIGKILL after 45 s; its (stdout, stderr)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
+
+
 def _finish(proc, out, timeout=150):
     """Wait for a :func:`_start`-ed bench; its stdout (fails with its stderr and the node's log)."""
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)  # the bench stops its node on the way out
-        try:
-            stdout, stderr = proc.communicate(timeout=45)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
+        stdout, stderr = _stop(proc)
     log = out / "node.log"
     assert proc.returncode == 0, stderr + (log.read_text(errors="replace")[-3000:] if log.exists() else "")
     return stdout
@@ -186,15 +191,33 @@ TINY = ["--set", "model=default", "--set", "process_res=56", "--set", "num_view=
         "--set", "diagnostics_period_s=0.5", "--set", "path_period_s=0.5"]
 
 
-@pytest.mark.skipif(not HAS_NODE, reason="da3_node console script missing")
-def test_run_accounts_for_every_frame_one_camera_and_a_rig(tmp_path):
+@pytest.fixture(scope="module")
+def benches(tmp_path_factory):
+    """The three DDS runs of this module, started together (on 2 cores most of a run is a process
+    starting): the node on one camera and on a 2-camera rig, and the search on the stand-in."""
+    root = tmp_path_factory.mktemp("bench_live")
     runs = {}
-    for cameras in (1, 2):  # both at once: on 2 cores most of each run is the node starting
-        out = tmp_path / f"cams{cameras}"
+    for cameras in (1, 2):
+        out = root / f"cams{cameras}"
         runs[cameras] = out, _start(out, 1 + (os.getpid() * 11 + 17 * cameras) % 100, "run", *TINY,
                                     "--cameras", cameras, "--rate", 5, "--duration", 2, "--warmup", 1,
                                     "--settle", 2)
-    for cameras, (out, proc) in runs.items():
+    out = root / "out"
+    runs["saturate"] = out, _start(out, 1 + (os.getpid() * 11 + 5) % 100, "saturate", "--node", "sink",
+                                   "--set", "sink_capacity_hz=20", "--set", "diagnostics_period_s=0.2",
+                                   "--set", "input_qos=reliable", "--set", "input_queue_depth=100",
+                                   "--start-rate", 5, "--max-rate", 80, "--min-rate", 2,
+                                   "--step-duration", 1.5, "--refine", 1, "--settle", 0.5)
+    yield runs
+    for _, proc in runs.values():  # a test that failed early leaves its bench running: stop it
+        if proc.poll() is None:
+            _stop(proc)
+
+
+@pytest.mark.skipif(not HAS_NODE, reason="da3_node console script missing")
+def test_run_accounts_for_every_frame_one_camera_and_a_rig(benches):
+    for cameras in (1, 2):
+        out, proc = benches[cameras]
         stdout = _finish(proc, out)
         r = json.loads((out / "report.json").read_text())
         assert "accounted True" in stdout and r["node_exit_code"] == 0
@@ -206,6 +229,9 @@ def test_run_accounts_for_every_frame_one_camera_and_a_rig(tmp_path):
             lat = r["all"][key]
             assert lat["n"] > 0 and 0 < lat["p50"] <= lat["p90"] <= lat["max"] < math.inf
         names = ["camera"] if cameras == 1 else ["cam0", "cam1"]
+        by_cam = r["all"]["depth_latency_ms_by_camera"]
+        assert list(by_cam) == names
+        assert sum(v["n"] for v in by_cam.values()) == r["all"]["depth_latency_ms"]["n"]
         for topic in output_topics("da3_node", names):
             assert topic in r["all"]["rates_hz"], topic
         assert r["all"]["rates_hz"]["/da3_node/points"] > 0 and r["all"]["rates_hz"]["/diagnostics"] > 0
@@ -215,12 +241,9 @@ def test_run_accounts_for_every_frame_one_camera_and_a_rig(tmp_path):
         assert row.startswith(f"| cams{cameras} | da3, default @56 | 1/1, {cameras} | 5 | ")
 
 
-def test_saturation_on_a_stand_in_of_known_capacity(tmp_path):
-    out = tmp_path / "out"
-    stdout = _finish(_start(out, 1 + (os.getpid() * 11 + 5) % 100, "saturate", "--node", "sink",
-                            "--set", "sink_capacity_hz=20", "--set", "diagnostics_period_s=0.2",
-                            "--start-rate", 5, "--max-rate", 80, "--min-rate", 2, "--step-duration", 1.5,
-                            "--refine", 1, "--settle", 0.5), out)
+def test_saturation_on_a_stand_in_of_known_capacity(benches):
+    out, proc = benches["saturate"]
+    stdout = _finish(proc, out)
     r = json.loads((out / "saturation.json").read_text())
     rates = [s["rate_hz"] for s in r["steps"]]
     assert "saturation" in stdout and all(2 <= x <= 80 for x in rates)
@@ -229,6 +252,7 @@ def test_saturation_on_a_stand_in_of_known_capacity(tmp_path):
     assert failed and all(s["node_drops"].get("capacity", 0) > 0 for s in failed)
     for s in r["steps"]:
         assert s["sent"] == s["published"] + s["pending"] + s["lost"] and s["published"] <= s["sent"]
+        assert s["not_received_by_node"] == 0  # reliable QoS: every frame reaches the stand-in
     assert f"| out | sink | -, 1 | {r['rate_found_hz']:g} (" in tables([str(out)])
 
 

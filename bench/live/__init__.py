@@ -1,6 +1,6 @@
 """``python -m bench.live``: the live-node benchmark (issue 13, item 1).
 
-The real node runs as its own process (``da3-replay``'s ``NodeRunner``, see :mod:`.replay_parts`)
+The real node runs as its own process (``da3-replay``'s ``NodeRunner``, :mod:`da3_ros.tools.replay.node_runner`)
 with a given config; a synthetic camera (:mod:`.camera`) sends 640x480 rgb8 images + CameraInfo on an exact
 schedule, a recorder (:mod:`.recorder`) takes the receipt time of every output per header stamp,
 and the report (:mod:`.report`) gives frames sent / published / dropped by reason, output rate per
@@ -13,5 +13,5 @@ Modules: ``stats`` (percentiles, rates, accounting: pure), ``procstat`` (thread 
 ``config`` (params file and node command), ``camera``, ``recorder``, ``session`` (one node
 process: start, ready, send, settle, stop), ``report``, ``saturate``, ``profile`` (py-spy),
 ``table`` (RESULTS.md rows), ``sink`` (stand-in node), ``upstream_wrapper`` (+ ``upstream_shims``),
-``replay_parts`` (what is reused from ``da3-replay``), ``cli``; ``run_gpu.sh`` for device calls.
+``cli``; ``run_gpu.sh`` for device calls.
 """

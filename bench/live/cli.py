@@ -161,8 +161,9 @@ def saturate_command(a: argparse.Namespace) -> dict:
         (out / "saturation.partial.json").write_text(json.dumps(json_safe(rows), indent=2) + "\n")
         print(f"  {row['rate_hz']:g} Hz: {row['published']}/{row['sent']} published, "
               f"{row['pending']} pending, lost {100 * row['drop_fraction']:.2f}% -> "
-              f"{'pass' if row['passed'] else 'fail'} "
-              f"{row['node_drops'] or ''}", flush=True)
+              f"{'pass' if row['passed'] else 'fail'} {row['node_drops'] or ''}"
+              f"{' not received ' + str(row['not_received_by_node']) if row['not_received_by_node'] else ''}",
+              flush=True)
 
     with LiveSession(session_options(a), out) as s:
         ready = s.wait_ready()

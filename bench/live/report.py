@@ -34,12 +34,14 @@ def camera_stats(log: SendLog) -> dict:
 
 
 def score(rec: Recorder, log: SendLog, from_ns: int = 0, to_ns: int | None = None) -> dict:
-    """Published share, latencies and output rates of the frames of ``log`` stamped in [from, to)."""
+    """Published share, latencies (window; depth over all views and per camera) and output rates of
+    the frames of ``log`` stamped in [from, to)."""
     sent = frames_of(log, from_ns, to_ns)
     stamps = {s for _, s in sent}
     published = rec.published() & sent
-    depth = [lat for c in rec.cameras for lat in stats.receipt_latencies(
-        [(s, t) for s, t in rec.topic_receipts(rec.depth_topic(c)) if s in stamps])]
+    by_camera = {c: stats.receipt_latencies([(s, t) for s, t in rec.topic_receipts(rec.depth_topic(c))
+                                             if s in stamps]) for c in rec.cameras}
+    depth = [lat for lats in by_camera.values() for lat in lats]
     points_topic = f"/{rec.node_name}/points"
     window = stats.receipt_latencies([(s, t) for s, t in rec.topic_receipts(points_topic) if s in stamps])
     rates = {}
@@ -53,6 +55,7 @@ def score(rec: Recorder, log: SendLog, from_ns: int = 0, to_ns: int | None = Non
             "published_pct": 100.0 * len(published) / len(sent) if sent else math.nan,
             "window_latency_ms": stats.latency_summary(window),
             "depth_latency_ms": stats.latency_summary(depth),
+            "depth_latency_ms_by_camera": {c: stats.latency_summary(v) for c, v in by_camera.items()},
             "rates_hz": rates}
 
 

@@ -5,9 +5,10 @@ One node process for the whole search (:class:`LiveSession`). Each step sends at
 stamps: a frame counts as published when its depth arrived; frames the node still holds at the
 end of the step (its ``pending``: waiting in the windower for the next stride) count as neither;
 the rest are lost (``drop_fraction``). The node's drop counters between the diagnostics before and
-after the step give the reasons. Rates: doubling from ``start`` up to ``max`` until a step fails
-(halving down to ``min`` when the first one fails), then ``refine`` bisection steps between the
-highest passing and the lowest failing rate.
+after the step give the reasons, its input counts how many never reached it
+(``not_received_by_node``: best-effort DDS, a full subscription queue). Rates: doubling from
+``start`` up to ``max`` until a step fails (halving down to ``min`` when the first one fails),
+then ``refine`` bisection steps between the highest passing and the lowest failing rate.
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def measure_step(session, rate_hz: float, duration_s: float, max_drop: float) ->
     session.settle(frames_of(log))
     after = session.recorder.latest_diagnostics()[1]
     sc = score(session.recorder, log)
-    pending = stats.node_counts(after).get("pending", 0) if after else 0
+    node_before, node_after = stats.node_counts(before), stats.node_counts(after)
+    pending = node_after.get("pending", 0)
+    received = node_after.get("received", 0) - node_before.get("received", 0)
     frac = stats.drop_fraction(sc["sent"], sc["published"], pending)
     return {"rate_hz": rate_hz, "frames_per_s": rate_hz * len(log.cameras), "sent": sc["sent"],
             "published": sc["published"], "pending": pending, "lost": sc["sent"] - sc["published"] - pending,
             "drop_fraction": frac, "passed": frac <= max_drop, "node_drops": stats.drops_delta(before, after),
+            "not_received_by_node": sc["sent"] - received if after else None,
             "window_latency_ms": sc["window_latency_ms"], "depth_latency_ms": sc["depth_latency_ms"],
             "camera": camera_stats(log), "cpu": machine_cpu(marks[0], marks[-1])}
 

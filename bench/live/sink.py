@@ -4,7 +4,8 @@ Subscribes to the cameras of its params file (``cameras``, ``camera.<name>.image
 ``input_qos``, ``input_queue_depth``) with ``raw=True`` and, for every image it accepts,
 publishes a ``std_msgs/Header`` with the image's stamp on ``~/<camera>/depth`` and on
 ``~/points`` (so the recorder scores it like the node). ``sink_capacity_hz`` (0: unlimited) makes
-it accept at most that many images per second per camera (a token bucket, burst 3) and count
+it accept at most that many images per second of camera time per camera (a token bucket over the
+image stamps, burst 3, so what passes does not depend on how late the stand-in runs) and count
 the rest as ``drops.capacity``: a stand-in with a known saturation rate for the search. Its
 ``/diagnostics`` carries the keys the bench reads (``state``, ``input_count.<camera>``,
 ``frames_processed``, ``drops_total``, ``drops.<reason>``, ``queue_len``).
@@ -13,7 +14,6 @@ the rest as ``drops.capacity``: a stand-in with a known saturation rate for the 
 from __future__ import annotations
 
 import sys
-import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -42,7 +42,7 @@ class TokenBucket:
         self.rate_hz, self.burst, self.tokens, self.last = rate_hz, burst, burst, None
 
     def accept(self, now_s: float) -> bool:
-        """True when an event at ``now_s`` (monotonic seconds) fits."""
+        """True when an event at time ``now_s`` (seconds, non-decreasing) fits."""
         if self.rate_hz <= 0:
             return True
         if self.last is not None:
@@ -65,8 +65,8 @@ class Sink(Node):
         self.counts = dict.fromkeys(self.cams, 0)
         self.processed = self.dropped = 0
         self.buckets = {c: TokenBucket(float(p.get("sink_capacity_hz", 0.0))) for c in self.cams}
-        self.depth = {c: self.create_publisher(Header, f"~/{c}/depth", 10) for c in self.cams}
-        self.points = self.create_publisher(Header, "~/points", 10)
+        self.depth = {c: self.create_publisher(Header, f"~/{c}/depth", 100) for c in self.cams}
+        self.points = self.create_publisher(Header, "~/points", 100)
         self.diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         for c in self.cams:
             self.create_subscription(Image, p[f"camera.{c}.image_topic"],
@@ -76,10 +76,10 @@ class Sink(Node):
     def on_image(self, cam: str, raw: bytes) -> None:
         """Count, accept or drop, echo the stamp."""
         self.counts[cam] += 1
-        if not self.buckets[cam].accept(time.monotonic()):
+        stamp = header_stamp_ns(raw)
+        if not self.buckets[cam].accept(stamp * 1e-9):  # camera time: the same frames pass however late
             self.dropped += 1
             return
-        stamp = header_stamp_ns(raw)
         header = Header(frame_id=cam)
         header.stamp.sec, header.stamp.nanosec = divmod(stamp, 1_000_000_000)
         self.depth[cam].publish(header)
