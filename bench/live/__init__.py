@@ -1,6 +1,6 @@
 """``python -m bench.live``: the live-node benchmark (issue 13, item 1).
 
-The real node runs as its own process (``da3-replay``'s ``NodeRunner``, :mod:`da3_ros.tools.replay.node_runner`)
+The real node runs as its own process (:mod:`da3_ros.tools.replay.node_runner`'s ``NodeRunner``)
 with a given config; a synthetic camera (:mod:`.camera`) sends 640x480 rgb8 images + CameraInfo on an exact
 schedule, a recorder (:mod:`.recorder`) takes the receipt time of every output per header stamp,
 and the report (:mod:`.report`) gives frames sent / published / dropped by reason, output rate per
