@@ -286,3 +286,50 @@ def test_compile_cache_dir_goes_to_inductor(monkeypatch, tmp_path):
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert use_cache_dir(tmp_path / "other") == tmp_path / "mine"  # the user's own choice wins
+
+
+def test_compiled_forward_does_not_touch_the_eager_caches():
+    """Inside torch.compile the UV and RoPE tables are computed in the graph: a background compile
+    must not guard on (or fill) caches the eager thread fills meanwhile (it failed on the GPU:
+    'Guard failed on the same frame it was created ... _UV_CACHE')."""
+    from da3_ros.model import dpt
+    from da3_ros.model.rope import RopeTables
+
+    dpt._UV_CACHE.clear()
+    tables = RopeTables()
+
+    def f(x):
+        uv = dpt.uv_pos_embed(8, 3, 4, 4 / 3, x.device, x.dtype)
+        cos = tables.get(8, 3, 4, x.device, x.dtype)[0]
+        return x + uv.sum() + cos.sum()
+
+    x = torch.zeros(2)
+    out = torch.compile(f, backend="eager", dynamic=False)(x)
+    assert dpt._UV_CACHE == {} and tables._cache == {}  # nothing filled by the compiled call
+    torch.testing.assert_close(out, f(x))  # eager: same values, and now cached
+    assert len(dpt._UV_CACHE) == 1 and len(tables._cache) == 1
+
+
+def test_background_compile_with_real_dynamo_beside_eager_calls(monkeypatch):
+    """The real torch.compile (dynamo, eager backend) traces on its thread while the caller keeps
+    running eager windows of the same shape, then serves compiled."""
+    import time
+
+    from da3_ros.inference.compiling import BackgroundCompiledNet
+    from da3_ros.model import dpt
+
+    monkeypatch.setattr(BackgroundCompiledNet, "COMPILE_DEVICES", ("cpu",))
+    dpt._UV_CACHE.clear()
+    torch.manual_seed(0)
+    net = build_model("da3-tiny").eval()
+    fast = BackgroundCompiledNet(net, _Log(), graphs=False,
+                                 compiled=torch.compile(net, backend="eager", dynamic=False))
+    x = torch.randn(1, 2, 3, 28, 42)
+    with torch.inference_mode():
+        ref = net(x, ref_view_strategy="first").depth
+        deadline = time.monotonic() + 120
+        while fast.status.state != "ready" and time.monotonic() < deadline:
+            torch.testing.assert_close(fast(x, ref_view_strategy="first").depth, ref)
+            assert fast.status.state in ("compiling", "ready"), fast.status.describe()
+        assert fast.status.state == "ready", fast.status.describe()
+        torch.testing.assert_close(fast(x, ref_view_strategy="first").depth, ref)

@@ -114,9 +114,19 @@ def fixed_from_model_world(world_from_cam: np.ndarray) -> np.ndarray:
     return _FIXED_FROM_WORLD @ np.asarray(world_from_cam, dtype=np.float64)
 
 
+# The fixed frame's axes are the world's, permuted with signs (x_f = z, y_f = -x, z_f = -y).
+_FIXED_AXIS = np.argmax(np.abs(_FIXED_FROM_WORLD[:3, :3]), axis=1)
+_FIXED_SIGN = _FIXED_FROM_WORLD[:3, :3][np.arange(3), _FIXED_AXIS].astype(np.float32)
+
+
 def points_to_fixed(points_world: np.ndarray) -> np.ndarray:
-    """(N, 3) points in the pipeline's world frame -> (N, 3) float32 in the fixed frame."""
-    return (np.asarray(points_world, dtype=np.float32) @ _FIXED_FROM_WORLD[:3, :3].T.astype(np.float32))
+    """(N, 3) points in the pipeline's world frame -> (N, 3) float32 in the fixed frame.
+
+    A signed permutation of the axes, done as one gather and a multiply: a matrix product would
+    go through BLAS, whose worker threads then spin between the node's clouds (seen on a 16-core
+    GPU host: four threads at 100 % CPU each).
+    """
+    return np.asarray(points_world, dtype=np.float32)[:, _FIXED_AXIS] * _FIXED_SIGN
 
 
 def pixel_rays(K: np.ndarray, height: int, width: int) -> np.ndarray:

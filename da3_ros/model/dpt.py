@@ -70,18 +70,26 @@ def uv_pos_embed(channels: int, h: int, w: int, aspect: float, device: torch.dev
 
     The grid spans the image plane normalised by its diagonal (aspect = W/H); x and y get
     ``channels/2`` each as ``[sin, cos]`` with ``omega_0 = 100``. Computed in fp32, cached
-    per (channels, h, w, aspect, device, dtype).
+    per (channels, h, w, aspect, device, dtype) when eager; inside ``torch.compile`` it is
+    computed in the graph instead, so no guard depends on a global cache that another thread
+    (an eager forward beside a background compile) may fill meanwhile.
     """
+    if torch.compiler.is_compiling():
+        return _uv_embed(channels, h, w, aspect, device, dtype)
     key = (channels, h, w, aspect, torch.device(device), dtype)
     if key not in _UV_CACHE:
-        diag = (aspect ** 2 + 1.0) ** 0.5
-        sx, sy = aspect / diag, 1.0 / diag
-        xs = torch.linspace(-sx * (w - 1) / w, sx * (w - 1) / w, w, device=device)
-        ys = torch.linspace(-sy * (h - 1) / h, sy * (h - 1) / h, h, device=device)
-        uu, vv = torch.meshgrid(xs, ys, indexing="xy")  # (h, w)
-        emb = torch.cat([_sincos(channels // 2, uu.reshape(-1)), _sincos(channels // 2, vv.reshape(-1))], -1)
-        _UV_CACHE[key] = (emb.view(h, w, channels).permute(2, 0, 1)[None] * 0.1).to(dtype)
+        _UV_CACHE[key] = _uv_embed(channels, h, w, aspect, device, dtype)
     return _UV_CACHE[key]
+
+
+def _uv_embed(channels: int, h: int, w: int, aspect: float, device, dtype) -> torch.Tensor:
+    diag = (aspect ** 2 + 1.0) ** 0.5
+    sx, sy = aspect / diag, 1.0 / diag
+    xs = torch.linspace(-sx * (w - 1) / w, sx * (w - 1) / w, w, device=device)
+    ys = torch.linspace(-sy * (h - 1) / h, sy * (h - 1) / h, h, device=device)
+    uu, vv = torch.meshgrid(xs, ys, indexing="xy")  # (h, w)
+    emb = torch.cat([_sincos(channels // 2, uu.reshape(-1)), _sincos(channels // 2, vv.reshape(-1))], -1)
+    return (emb.view(h, w, channels).permute(2, 0, 1)[None] * 0.1).to(dtype)
 
 
 def _sincos(dim: int, pos: torch.Tensor) -> torch.Tensor:

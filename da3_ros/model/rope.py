@@ -27,7 +27,11 @@ class RopeTables:
         """Return ``(cos_local, sin_local, cos_global, sin_global)``, each ``(N, 1, D)``.
 
         N = 1 + grid_h * grid_w tokens of one view; tables are computed in fp32 and cast.
+        Inside ``torch.compile`` they are computed in the graph (no guard on the cache, which an
+        eager forward on another thread may fill during a background compile).
         """
+        if torch.compiler.is_compiling():
+            return self._compute(head_dim, grid_h, grid_w, torch.device(device), dtype)
         key = (head_dim, grid_h, grid_w, torch.device(device), dtype)
         if key not in self._cache:
             self._cache[key] = self._compute(head_dim, grid_h, grid_w, torch.device(device), dtype)
