@@ -23,9 +23,15 @@ predicts no camera never reports a guess for a view whose intrinsics are known. 
 variant always runs with metric scaling (depth x focal / 300), so its depth is in metres.
 
 Conditioning:
-- ``condition_on_intrinsics``: views with known intrinsics report them (rescaled to their source
-  size) instead of the predicted ones, and the network gets them (metric scaling, pose
-  conditioning).
+- ``condition_on_intrinsics`` (the node's default): views with known intrinsics (CameraInfo)
+  report them (rescaled to their source size) instead of the predicted ones, and the network
+  gets them where it reads them: the camera encoder with known poses (below) and the metric
+  variant's focal scaling. An any-view model without known poses cannot be told them (its camera
+  encoder needs poses too), so they are not passed (the call stays unconditioned, so it can run
+  compiled). Its depth is kept as predicted (z along the optical axis, per pixel) and the
+  calibration replaces its focal: relative depth between pixels is what the network is good at,
+  and a wrong focal only stretches its reconstruction sideways, which the calibrated rays undo;
+  the cloud is unprojected with the calibration, so depth, cloud and camera_info agree.
 - ``condition_on_poses``: when every view has a known pose *and* known intrinsics, the camera
   encoder gets the poses, normalised as upstream (relative to view 0, translations divided by the
   median camera distance, clamped >= 0.1). The output then uses the known poses and depth is
@@ -181,7 +187,9 @@ class DA3Engine:
     def _forward(self, x: torch.Tensor, K: np.ndarray | None, ex: np.ndarray | None):
         def t(a):
             return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)[None]
-        kwargs = {"extrinsics": t(ex), "intrinsics": t(K), "ref_view_strategy": self.ref_view_strategy}
+        # The network reads K only with poses (camera encoder) or for metric scaling.
+        K_net = K if ex is not None or self._metric_variant else None
+        kwargs = {"extrinsics": t(ex), "intrinsics": t(K_net), "ref_view_strategy": self.ref_view_strategy}
         if self._metric_variant:
             kwargs["metric_scaling"] = True
         use_amp = self.dtype != torch.float32

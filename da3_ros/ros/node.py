@@ -155,8 +155,9 @@ class Da3Node(LifecycleNode):
         self._start_pipeline()
         self.inputs = CameraInputs(self, s.cameras, self._submit, self.diag.on_bad_input, self.diag.on_input,
                                    self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"],
-                                   camera_info_wait_s=self._camera_info_wait_s(),
-                                   on_no_intrinsics=self.diag.on_no_intrinsics)
+                                   camera_info_wait_s=float(s["camera_info_wait_s"]),
+                                   on_no_intrinsics=self.diag.on_no_intrinsics,
+                                   uses_intrinsics=self._uses_intrinsics())
         if self.truth_topics is not None:
             self.truth_topics.intrinsics_source = self.inputs.intrinsics
         topics = ", ".join(f"{c.name}: {c.image_topic} ({c.transport})" for c in s.cameras)
@@ -217,11 +218,10 @@ class Da3Node(LifecycleNode):
                                "depth_units": "metric" if info.is_metric else "relative"})
         self._device = info.device
 
-    def _camera_info_wait_s(self) -> float:
-        """How long images wait for a first CameraInfo: only when something uses intrinsics."""
+    def _uses_intrinsics(self) -> bool:
+        """Whether CameraInfo intrinsics are used (then images wait for a first one, see inputs)."""
         s = self.settings
-        uses = s["model"] == "truth" or s["condition_on_intrinsics"] or s["condition_on_poses"]
-        return float(s["camera_info_wait_s"]) if uses else 0.0
+        return bool(s["model"] == "truth" or s["condition_on_intrinsics"] or s["condition_on_poses"])
 
     def _release_predictor(self) -> None:
         if self.truth_topics is not None:

@@ -129,7 +129,9 @@ SPECS: tuple[ParamSpec, ...] = (
               f"{DEFAULT_REF_VIEW_STRATEGY}",
               choices=REF_VIEW_SETTINGS),
     ParamSpec("condition_on_intrinsics", _INF.condition_on_intrinsics,
-              "Feed CameraInfo intrinsics to the network"),
+              "Use CameraInfo intrinsics when present and valid: published camera_info is the "
+              "calibration, depth and cloud follow it, the network gets it where it can (known poses, "
+              "metric scaling); false: the network's own estimate"),
     ParamSpec("condition_on_poses", _INF.condition_on_poses, "Feed known poses to the network"),
     ParamSpec("warmup", _INF.warmup, "Run one dummy window on activation (first real window is then fast)"),
     # --- inputs (restart) ---
@@ -140,9 +142,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
-    ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, "
-              "condition_on_poses, model truth), hold a camera's images up to this long for its first "
-              "CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
+    ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, the "
+              "default; condition_on_poses; model truth), hold a camera's images up to this long for its "
+              "first CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
     # --- windowing (restart) ---
     ParamSpec("num_view", _PIPE.num_view, "Time steps (temporal) or synchronised sets (multicam) per window",
               lo=1, hi=64),
