@@ -157,3 +157,17 @@ def test_truth_lookup_gives_up_after_wait_s_without_camera_info():
     truth = _truth_with(lambda cam: None, wait_s=0.05)
     with pytest.raises(LookupError, match="needs CameraInfo"):
         truth.lookup(Frame(image=np.zeros((H, W, 3), np.uint8), stamp_ns=10))
+
+
+def test_camera_info_whose_distortion_cannot_be_undone_is_ignored_and_counted():
+    inputs, _, sunk, no_intr, bad = _inputs(wait_s=0.0)
+    odd = CameraIntrinsics(K=K.K, width=W, height=H, D=np.array([0.1, 0.0, 0.0]),
+                           distortion_model="plumb_bob")
+    inputs._on_info("camera", _info(intr=odd))
+    inputs._on_image("camera", _image(10))
+    assert bad == ["camera_info_invalid"] and sunk[0].intrinsics is None and no_intr == ["camera"]
+    barrel = CameraIntrinsics(K=K.K, width=W, height=H, D=np.array([-0.2, 0.05, 0, 0, 0]),
+                              distortion_model="plumb_bob")
+    inputs._on_info("camera", _info(intr=barrel))
+    inputs._on_image("camera", _image(20))
+    assert len(bad) == 1 and np.array_equal(sunk[1].intrinsics.D, barrel.D)  # kept for undistortion

@@ -18,7 +18,9 @@ Reasons:
 ``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
 (0 x 0), ``zero_stamp``, ``stamp_backwards`` (older than the last frame of that
 camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
-the frame goes on without intrinsics). A jump back by more than
+the frame goes on without intrinsics), ``camera_info_invalid`` (a CameraInfo that cannot be
+converted, or whose distortion cannot be undone: :func:`da3_ros.core.undistortion.supported`;
+it is ignored). A jump back by more than
 ``time_jump_reset_s`` (a looping bag, a restarted simulator) is not dropped:
 ``on_time_jump(camera)`` lets the node reset the pipeline.
 
@@ -46,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from da3_ros.core import undistortion
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions import cdr
@@ -162,10 +165,16 @@ class CameraInputs:
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:
         try:
-            self.states[camera].info = conv.camera_info_to_intrinsics(msg)
+            intr = conv.camera_info_to_intrinsics(msg)
         except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
             self._bad(camera, "camera_info_invalid", str(exc))
             return
+        if not undistortion.supported(intr):
+            self._bad(camera, "camera_info_invalid", f"distortion model {intr.distortion_model!r} with "
+                      f"{len(intr.D)} coefficients cannot be undone (supported: plumb_bob, "
+                      "rational_polynomial, equidistant); CameraInfo ignored")
+            return
+        self.states[camera].info = intr
         if self.states[camera].waiting:
             self._stop_waiting(camera)
 
