@@ -1,6 +1,7 @@
 """NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts."""
 
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
 
 from da3_ros.ros.diagnostics import LATENCY_VIEWS, NodeDiagnostics
 
@@ -49,3 +50,18 @@ def test_latency_mean_stays_defined_when_a_period_publishes_nothing():
         diag.on_published(1.0)
     values = _values(diag, None)  # the old views have left the window
     assert (values["latency_mean_s"], values["latency_max_s"]) == ("1.0000", "1.0000")
+
+
+def test_held_pose_jumps_are_reported_and_warn_once():
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    diag.on_input("camera", 1)
+    diag.retire_pipeline({"processed": 4, "windows": 2, "pose_held": {"static": 2}})
+    stats = {"processed": 6, "windows": 3, "dropped": {}, "pose_held": {"static": 1, "jump": 1},
+             "last_pose_jump": "[camera] frame 1.000 s turned 170.0 deg from the previous frame"}
+    msg = diag.build("active", stats, None, Time(sec=1))
+    values = {kv.key: kv.value for kv in msg.status[0].values}
+    assert (values["pose_held.static"], values["pose_held.jump"]) == ("3", "1")
+    assert values["last_pose_jump"] == stats["last_pose_jump"]
+    assert msg.status[0].level == DiagnosticStatus.WARN and "turned 170.0 deg" in msg.status[0].message
+    again = diag.build("active", stats, None, Time(sec=2))  # no new jump in this period
+    assert again.status[0].level == DiagnosticStatus.OK

@@ -22,6 +22,11 @@ new window onto it:
 Residual: RMS camera-centre error on the matched frames after alignment (global units). Drift:
 ``sqrt(sum of squared residuals)`` over the chain so far, an estimate of the random-walk error
 accumulated by chaining (0 when every window is aligned to known poses).
+
+Pose sanity (:mod:`da3_ros.core.pose_check`, when a check is given): an aligned window whose
+images did not change (static) or whose motion jumps is *held*: its views are published where
+their cameras were last published (``Alignment.held``, ``held_reason``), so its motion is not
+chained; its depth is still scaled onto the published frames.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from scipy.spatial.transform import Rotation
 
 from da3_ros.core.frames import WindowPrediction, depth_thumb
 from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, mean_rotation, rotation_angle_deg
+from da3_ros.core.pose_check import PoseCheck
 
 Key = tuple[str, int]
 
@@ -50,6 +56,8 @@ class Alignment:
         rot_residual_deg: largest rotation disagreement on matched frames, degrees.
         depth_residual: median |log(published / aligned depth)| on shared pixels (NaN if none).
         drift: accumulated chaining error after this window (see module docstring).
+        held: ``""`` (chained), ``"static"`` or ``"jump"`` (held by the pose check).
+        held_reason: why it was held.
     """
 
     scale: float
@@ -61,6 +69,8 @@ class Alignment:
     rot_residual_deg: float = float("nan")
     depth_residual: float = float("nan")
     drift: float = 0.0
+    held: str = ""
+    held_reason: str = ""
 
 
 @dataclass
@@ -150,13 +160,16 @@ class WindowChainer:
             first); each costs a pose and a <= 64 x 64 float32 depth thumbnail (<= 16 KiB).
             The pipeline passes the windower's history span (a window can only share frames
             still in that history), capped by ``PipelineConfig.keep_frames``.
+        check: a :class:`~da3_ros.core.pose_check.PoseCheck` reviewing each aligned window, or
+            None (every window chained).
     """
 
-    def __init__(self, mode: str = "sim3", keep_frames: int = 512):
+    def __init__(self, mode: str = "sim3", keep_frames: int = 512, check: PoseCheck | None = None):
         if mode not in ("sim3", "se3", "none"):
             raise ValueError(f"alignment mode must be sim3|se3|none, got {mode!r}")
         self.mode = mode
         self.keep_frames = keep_frames
+        self.check = check
         self.published: OrderedDict[Key, _Published] = OrderedDict()
         self.anchored_to_known = False
         self.drift_sq = 0.0
@@ -179,8 +192,13 @@ class WindowChainer:
         depth = [np.asarray(d, dtype=np.float32) * scale for d in pred.depth]
         thumbs = [t * scale for t in thumbs]
         maps = pred.device_maps and replace(pred.device_maps, depth_scale=float(al.scale))
-        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps)
         is_new = np.array([k not in self.published for k in keys], dtype=bool)
+        if self.check is not None and al.method not in ("known_poses", "none"):
+            verdict = self.check.review(pred.frames, poses, is_new, thumbs, self._last_published, al)
+            if verdict is not None:
+                al.held, al.held_reason = verdict
+                poses = self._held_poses(pred.frames, keys, poses)
+        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps)
         for i, k in enumerate(keys):
             if is_new[i]:
                 self.published[k] = _Published(poses[i].copy(), thumbs[i], pred.frames[i].stamp_ns)
@@ -196,6 +214,28 @@ class WindowChainer:
                 self.last_median_depth = med
         self.windows += 1
         return out, al, is_new
+
+    def _last_published(self, camera: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(pose, depth thumbnail, global units) of ``camera``'s newest published frame, or None."""
+        for (cam, _), pub in reversed(self.published.items()):
+            if cam == camera:
+                return pub.pose, pub.depth_thumb
+        return None
+
+    def _held_poses(self, frames, keys: list[Key], poses: np.ndarray) -> np.ndarray:
+        """Poses of a held window: published views keep theirs, new ones take their camera's last.
+
+        In a camera's first window (nothing published yet) its new views take its first view's pose.
+        """
+        out = poses.copy()
+        first: dict[str, np.ndarray] = {}
+        for i, (f, k) in enumerate(zip(frames, keys)):
+            if k in self.published:
+                out[i] = self.published[k].pose
+                continue
+            last = self._last_published(f.camera)
+            out[i] = last[0] if last is not None else first.setdefault(f.camera, poses[i])
+        return out
 
     def _align(self, pred: WindowPrediction, keys: list[Key], thumbs: list[np.ndarray]) -> Alignment:
         P = pred.world_from_cam

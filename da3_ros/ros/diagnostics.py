@@ -18,10 +18,12 @@ period, with key/values (all strings, as the message requires):
   input drops are ``input_<reason>``, see :mod:`da3_ros.ros.inputs`): images not processed;
 - ``events.input_<reason>`` for input problems that drop no image (:data:`INPUT_EVENTS`);
 - ``window_errors``, ``last_error``: windows the predictor failed on;
+- ``pose_held.static``, ``pose_held.jump``: windows the pose check held (their motion was not
+  chained: :mod:`da3_ros.core.pose_check`), ``last_pose_jump``: why the latest jump was held;
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
 Level: ERROR when the model failed to load, WARN when the node is not active, a
-camera is stale or drops grew during the last period, else OK.
+camera is stale, or drops or held pose jumps grew during the last period, else OK.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class NodeDiagnostics:
         self._input_events: dict[str, int] = defaultdict(int)
         # counts of pipelines replaced (time-jump reset) or stopped (deactivate), so the totals
         # keep every image a node instance received
-        self._retired: dict = {"processed": 0, "windows": 0, "errors": 0, "dropped": defaultdict(int)}
+        self._retired: dict = {"processed": 0, "windows": 0, "errors": 0, "dropped": defaultdict(int),
+                               "pose_held": defaultdict(int)}
+        self._last_jumps = 0
         self._no_intrinsics: dict[str, int] = {}
         self._latencies: deque[float] = deque(maxlen=LATENCY_VIEWS)  # the latest published views'
         self._published = 0
@@ -101,8 +105,9 @@ class NodeDiagnostics:
         with self._lock:
             for key in ("processed", "windows", "errors"):
                 self._retired[key] += int(stats.get(key, 0))
-            for reason, count in stats.get("dropped", {}).items():
-                self._retired["dropped"][reason] += int(count)
+            for group in ("dropped", "pose_held"):
+                for reason, count in stats.get(group, {}).items():
+                    self._retired[group][reason] += int(count)
 
     def build(self, state: str, pipeline_stats: dict | None, gpu: dict[str, float] | None,
               stamp) -> DiagnosticArray:
@@ -151,6 +156,14 @@ class NodeDiagnostics:
             kv["windows_per_s"] = f"{self._window_rate(now, windows):.3f}"
             kv["window_errors"] = str(retired["errors"] + int(pipeline_stats.get("errors", 0)))
             kv["last_error"] = str(pipeline_stats.get("last_error", ""))
+            held = pipeline_stats.get("pose_held", {})
+            for kind in ("static", "jump"):
+                kv[f"pose_held.{kind}"] = str(retired["pose_held"].get(kind, 0) + int(held.get(kind, 0)))
+            kv["last_pose_jump"] = str(pipeline_stats.get("last_pose_jump", ""))
+            jumps = int(kv["pose_held.jump"])
+            if jumps > self._last_jumps:
+                problems.append(f"{jumps - self._last_jumps} pose jump(s) held: {kv['last_pose_jump']}")
+            self._last_jumps = jumps
         total = sum(drops.values())
         kv["drops_total"] = str(total)
         kv.update({f"drops.{k}": str(v) for k, v in sorted(drops.items())})

@@ -183,6 +183,20 @@ SPECS: tuple[ParamSpec, ...] = (
               lo=1, hi=100_000_000),
     ParamSpec("publish_all_views", _PIPE.publish_all_views,
               "Republish every view of every window (not only new ones)", dynamic=True),
+    ParamSpec("pose_check", _PIPE.pose_check, "Hold windows whose images did not change (static) or "
+              "whose motion jumps: their motion is not chained (counted in /diagnostics pose_held.*)",
+              dynamic=True),
+    ParamSpec("static_max_shift_px", _PIPE.static_max_shift_px, "A camera is static while its image "
+              "shifts less than this (phase correlation, source pixels) from the last chained one",
+              dynamic=True, lo=0.0, hi=UNBOUNDED),
+    ParamSpec("static_max_change", _PIPE.static_max_change, "... and changes less than this (mean "
+              "absolute difference of blurred, normalised thumbnails)", dynamic=True, lo=0.0, hi=UNBOUNDED),
+    ParamSpec("pose_jump_deg", _PIPE.pose_jump_deg, "A view turning more than this from its camera's "
+              "previous one, or a window disagreeing this much with the frames it shares, is a jump (held)",
+              dynamic=True, lo=0.001, hi=360.0),
+    ParamSpec("pose_jump_depth_ratio", _PIPE.pose_jump_depth_ratio, "A view moving more than this many "
+              "median depths from its camera's previous one (or a window disagreeing that much) is a jump "
+              "(held)", dynamic=True, lo=0.001, hi=UNBOUNDED),
     ParamSpec("publish.depth", True, "Publish ~/<camera>/depth", dynamic=True),
     ParamSpec("publish.confidence", True, "Publish ~/<camera>/confidence", dynamic=True),
     ParamSpec("publish.camera_info", True, "Publish ~/<camera>/camera_info", dynamic=True),
