@@ -42,6 +42,10 @@ class PipelineConfig:
     depths from its camera's previous view, or disagrees that much with the frames it shares.
     Static and jumping windows are held: their motion is not chained.
 
+    ``rig_extrinsics``: ``camera -> [x, y, z, qx, qy, qz, qw]``, the camera's optical frame in a
+    common rig frame (metres; empty: not calibrated): :mod:`da3_ros.core.rig` makes each window's
+    relative poses the calibrated ones and, with every camera calibrated, puts windows in metres.
+
     Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
     retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
     ``keep_frames`` (upper bound on the
@@ -75,6 +79,7 @@ class PipelineConfig:
     static_max_change: float = 0.05
     pose_jump_deg: float = 20.0
     pose_jump_depth_ratio: float = 0.5
+    rig_extrinsics: dict[str, tuple[float, ...]] = field(default_factory=dict)
     min_views: int = 2
     memory_planning: bool = True
     keep_frames: int = 512
@@ -109,6 +114,9 @@ class PipelineConfig:
              and min(self.pose_jump_deg, self.pose_jump_depth_ratio) > 0,
              "static_max_shift_px, static_max_change >= 0; pose_jump_deg, pose_jump_depth_ratio > 0"),
         ]
+        checks += [(len(v) in (0, 7) and all(math.isfinite(x) for x in v),
+                    f"rig_extrinsics[{c!r}] must be empty or [x, y, z, qx, qy, qz, qw]")
+                   for c, v in self.rig_extrinsics.items()]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"PipelineConfig: {msg}")

@@ -40,6 +40,7 @@ from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import Frame, WindowPrediction
 from da3_ros.core.pose_check import PoseCheck
 from da3_ros.core.results import PipelineStats, WindowResult, check_prediction
+from da3_ros.core.rig import RigCalibration
 from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
@@ -80,15 +81,16 @@ class Pipeline:
                              c.keyframe_min_dt_s, c.keyframe_min_change)
 
     def _make_chainer(self) -> WindowChainer:
-        mode = self.config.align
-        if mode == "auto":
-            mode = "se3" if getattr(self.predictor, "is_metric", False) else "sim3"
+        mode, rig = self.config.align, RigCalibration(self.config.rig_extrinsics)
+        if mode == "auto":  # a calibrated rig puts relative windows in metres (core.rig)
+            metric_rig = rig.is_metric(self.config.cameras)
+            mode = "se3" if getattr(self.predictor, "is_metric", False) else "mixed" if metric_rig else "sim3"
         # A window only holds frames of the windower's history (span items of `group` frames),
         # so the chainer never needs more published frames than that (at least two items, for
         # the constant-velocity extrapolation of windows that share no frame).
         span = max(self.windower.windower.span, 2)
         return WindowChainer(mode, keep_frames=min(self.config.keep_frames, span * self.group),
-                             check=PoseCheck(self.config))
+                             check=PoseCheck(self.config), rig=rig or None)
 
     # -- accounting -------------------------------------------------------------------------
     def admit(self, frame: Frame) -> Frame:

@@ -47,6 +47,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from da3_ros.core.config import PipelineConfig
+from da3_ros.core.rig import RigCalibration
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
@@ -213,9 +214,12 @@ class Da3Node(LifecycleNode):
             if inference.warmup:
                 n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
                 build.warm_up(self.predictor, n, self.get_logger())
+        cfg = pipeline_config(s)
+        rig_metric = cfg.mode == "multicam" and RigCalibration(cfg.rig_extrinsics).is_metric(cfg.cameras)
+        units = "metric" if info.is_metric else "metric (rig baseline)" if rig_metric else "relative"
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
-                               "depth_units": "metric" if info.is_metric else "relative"})
+                               "depth_units": units})
         self._device = info.device
 
     def _uses_intrinsics(self) -> bool:

@@ -16,6 +16,8 @@ Per-camera parameters live under ``camera.<name>.`` and are declared after the
         camera.front.camera_info_topic: /front/camera_info
         camera.left.image_topic: /left/image_raw/compressed
         camera.left.transport: compressed
+        camera.front.extrinsics: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]     # rig calibration (optional)
+        camera.left.extrinsics: [-0.06, 0.0, 0.0, 0.0, -0.259, 0.0, 0.966]
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.parameter import Parameter
 
 from da3_ros.core.config import ALIGN_MODES, QUEUE_POLICIES, WINDOW_MODES, PipelineConfig
+from da3_ros.core.rig import pose_from_vector
 from da3_ros.inference.settings import (
     ACCELERATE_SETTINGS,
     ATTENTION_BACKENDS,
@@ -228,6 +232,10 @@ CAMERA_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("frame_id", "", "Optical frame id override ('': input header, else <camera>_optical_frame)"),
     ParamSpec("transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage)",
               choices=("raw", "compressed")),
+    ParamSpec("extrinsics", [], "Calibrated pose of this camera's optical frame in a common rig frame, "
+              "[x, y, z, qx, qy, qz, qw] (metres; as tf2_echo prints it); []: unknown. With two or more "
+              "cameras calibrated, each window's relative poses are the calibrated ones (and in metres)",
+              array_of=float),
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -255,6 +263,7 @@ class CameraSettings:
     camera_info_topic: str
     frame_id: str
     transport: str
+    extrinsics: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -280,6 +289,7 @@ def pipeline_config(settings: NodeSettings) -> PipelineConfig:
     """The core PipelineConfig for these parameter values."""
     fields_ = PipelineConfig.normalised({name: settings[name] for name in PIPELINE_FIELDS})
     return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras],
+                          rig_extrinsics={c.name: tuple(c.extrinsics) for c in settings.cameras},
                           **fields_, **colorize_fields(settings.values))
 
 
@@ -305,6 +315,8 @@ def declare_all(node) -> None:
         for spec in CAMERA_SPECS:
             full = camera_param(cam, spec.name)
             default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default
+            if default == []:  # an empty list has no type of its own: declare the typed, unset parameter
+                default = Parameter.Type.DOUBLE_ARRAY
             node.declare_parameter(full, default, _camera_descriptor(spec, full))
 
 
@@ -320,8 +332,9 @@ def read_settings(node) -> NodeSettings:
     cams = []
     for cam in values["cameras"]:
         get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
+        extrinsics = node.get_parameter_or(camera_param(cam, "extrinsics")).value  # None when unset
         cams.append(CameraSettings(cam, get("image_topic"), get("camera_info_topic"), get("frame_id"),
-                                   get("transport")))
+                                   get("transport"), [float(x) for x in extrinsics or []]))
     return NodeSettings(values, cams)
 
 
@@ -378,6 +391,12 @@ def _check_relations(v: dict[str, Any]) -> str | None:
                or c[0].isdigit()]
         if bad:
             return f"camera names must be valid topic tokens ([A-Za-z_][A-Za-z0-9_]*): {bad}"
+    for name, value in v.items():
+        if name.startswith("camera.") and name.endswith(".extrinsics") and value is not None and len(value):
+            try:
+                pose_from_vector(value)
+            except ValueError as exc:
+                return f"{name}: {exc}"
     if "dilations" in v and not v["dilations"]:
         return "dilations must hold at least one value"
     if v.get("mode") == "temporal" and cams is not None and len(cams) > 1:
