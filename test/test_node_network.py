@@ -130,3 +130,41 @@ def test_default_config_starts_and_every_topic_appears(tmp_path: Path):
         assert node.stop() == 0, node.log()
     msg = rec.get("/da3_node/camera/depth")[0]
     assert (msg.encoding, msg.width, msg.height) == ("32FC1", 64, 48)
+
+
+def test_a_static_camera_with_a_calibration_stays_still_through_the_node(tmp_path: Path):
+    """The issue's check, as a new user with a bag would see it: the default model, a camera that
+    never moves (one render plus fresh sensor noise), a calibrated CameraInfo. Published
+    camera_info is the calibration; every published pose is the first one."""
+    from dataclasses import replace
+
+    steps = render_sequence(["camera"], 14, 128, 96, kind="room", seed=2)
+    still, rng = steps[3][0], np.random.default_rng(0)
+    calibration = still.K * [[1.1], [1.1], [1.0]]  # not the render's: the node must publish what it is given
+    for views in steps:
+        noisy = np.clip(still.rgb + rng.normal(0, 2.0, still.rgb.shape), 0, 255).astype(np.uint8)
+        views[0] = replace(still, stamp_ns=views[0].stamp_ns, rgb=noisy, K=calibration)
+    params = {"device": "cpu", "num_view": 4, "stride": 2, "queue_size": 50, "input_qos": "reliable",
+              "input_queue_depth": 50, "diagnostics_period_s": 0.5,
+              "camera.camera.image_topic": "camera/image_raw",
+              "camera.camera.camera_info_topic": "camera/camera_info"}
+    domain, ns = unique_domain_id(), unique_namespace()
+    topics = {"/da3_node/camera/pose": PoseStamped, "/da3_node/camera/camera_info": CameraInfo,
+              "/diagnostics": DiagnosticArray}
+    with NodeProcess(tmp_path, params, domain, ns=ns) as node, RosHarness(domain) as ros:
+        rec = Recorder(ros.node, topics, ns=ns)
+        cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
+        assert cam.wait_for_subscribers(120), node.log()
+        time.sleep(0.5)
+        cam.play(steps, with_truth=False)
+        assert wait_until(lambda: rec.count("/da3_node/camera/pose") >= 12, 120, alive=node.alive), node.log()
+        wait_until(lambda: rec.count("/diagnostics") >= 2, 10)
+        assert node.stop() == 0, node.log()
+    poses = [conv.pose_to_matrix(m.pose) for m in rec.get("/da3_node/camera/pose")]
+    for T in poses:
+        np.testing.assert_array_equal(T, poses[0])
+    for msg in rec.get("/da3_node/camera/camera_info"):
+        np.testing.assert_allclose(conv.camera_info_to_intrinsics(msg).K, calibration, rtol=1e-12)
+    diag = {kv.key: kv.value for kv in rec.get("/diagnostics")[-1].status[0].values}
+    assert int(diag["pose_held.static"]) >= 5 and diag["pose_held.jump"] == "0"
+    assert diag["model"].endswith("da3-tiny-synth")
