@@ -201,3 +201,40 @@ def test_per_view_mono_model_reports_known_intrinsics_not_a_guess():
     np.testing.assert_allclose(pred.intrinsics[0].K, known.K)
     assert (pred.intrinsics[1].width, pred.intrinsics[1].height) == (64, 48)
     assert not np.allclose(pred.intrinsics[1].K, known.K)  # the guess, for the view without one
+
+
+def test_calibration_is_published_and_an_any_view_network_without_poses_is_not_told_it():
+    """CameraInfo is the source of intrinsics: reported at source size, depth as predicted (z),
+    and the network call stays unconditioned (it cannot use K without poses; a conditioned call
+    runs eagerly on the GPU)."""
+    poses = np.tile(np.eye(4), (2, 1, 1))
+    net = FakeNet(poses, np.array([[30.0, 0, 35.0], [0, 30.0, 28.0], [0, 0, 1]]))  # its own focal: wrong
+    frames = _frames([(64, 48), (128, 96)])
+    pred = DA3Engine(net, process_res=70, condition_on_intrinsics=True).predict(frames)
+    assert net.calls[0][2] is None and net.calls[0][1] is None
+    for i, (f, k) in enumerate(zip(frames, pred.intrinsics)):
+        np.testing.assert_allclose(k.K, f.intrinsics.K)
+        assert (k.width, k.height) == (f.width, f.height)
+        np.testing.assert_allclose(pred.depth[i], i + 1, rtol=1e-6)
+
+
+def test_published_cloud_is_the_published_depth_unprojected_with_the_calibration(tiny_engine):
+    from da3_ros.core.geometry import depth_to_world_points
+
+    seq = make_sequence(6, width=64, height=48)
+    calib = CameraIntrinsics(np.array([[41.0, 0, 30.5], [0, 43.0, 25.0], [0, 0, 1]]), 64, 48)
+    frames = [Frame(f.image, f.stamp_ns, f.camera, intrinsics=calib) for f in seq.frames]
+    eng = DA3Engine(tiny_engine.model, process_res=70, ref_view_strategy="first",
+                    condition_on_intrinsics=True)
+    p = Pipeline(PipelineConfig(num_view=3, stride=2, cloud_pixel_step=1, max_points=0), eng)
+    results = [r for f in frames for r in p.push(f)]
+    assert len(results) == 2
+    for r in results:
+        pred = r.prediction
+        want = []
+        for i in np.flatnonzero(r.is_new):
+            np.testing.assert_allclose(pred.intrinsics[i].K, calib.K)
+            d = pred.depth[i]
+            pts = depth_to_world_points(d, calib.K, r.world_from_cam[i]).reshape(-1, 3)
+            want.append(pts[(np.isfinite(d) & (d > 0)).ravel()])
+        np.testing.assert_allclose(r.points_world, np.concatenate(want), rtol=1e-4, atol=1e-5)

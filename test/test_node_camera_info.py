@@ -45,12 +45,12 @@ class _FakeNode:
         return self.logger
 
 
-def _inputs(wait_s, info_topic="camera/camera_info"):
+def _inputs(wait_s, info_topic="camera/camera_info", uses=True):
     node, sunk, no_intr, bad = _FakeNode(), [], [], []
     cam = CameraSettings("camera", "camera/image_raw", info_topic, "", "raw")
     inputs = CameraInputs(node, [cam], sunk.append, lambda c, r: bad.append(r), lambda c, s: None,
                           lambda c: None, qos=None, camera_info_wait_s=wait_s,
-                          on_no_intrinsics=no_intr.append)
+                          on_no_intrinsics=no_intr.append, uses_intrinsics=uses)
     return inputs, node, sunk, no_intr, bad
 
 
@@ -93,13 +93,27 @@ def test_without_camera_info_in_time_frames_go_on_without_intrinsics_counted():
     assert sunk[-1].intrinsics is not None and len(no_intr) == 3
 
 
-def test_nothing_is_held_when_intrinsics_are_not_used_or_there_is_no_info_topic():
+def test_nothing_is_held_or_counted_when_intrinsics_are_not_used_or_there_is_no_info_topic():
+    inputs, node, sunk, no_intr, _ = _inputs(wait_s=1.0, uses=False)
+    inputs._on_image("camera", _image(10))
+    assert len(sunk) == 1 and no_intr == []  # nothing uses them: nothing is missing
     inputs, node, sunk, no_intr, _ = _inputs(wait_s=0.0)
     inputs._on_image("camera", _image(10))
-    assert len(sunk) == 1 and no_intr == ["camera"]
+    assert len(sunk) == 1 and no_intr == ["camera"]  # used, never waited for: counted
     inputs, node, sunk, no_intr, _ = _inputs(wait_s=1.0, info_topic="")
     inputs._on_image("camera", _image(10))
     assert len(sunk) == 1 and no_intr == []  # intrinsics are estimated anyway
+
+
+def test_an_image_just_ahead_of_its_camera_info_is_not_counted_without_intrinsics():
+    """The reported start-up race: each image comes with a CameraInfo of the same stamp, the first
+    image's callback runs first. With the default settings (intrinsics used) it waits for it."""
+    inputs, _, sunk, no_intr, _ = _inputs(wait_s=1.0)
+    for stamp in (10, 20, 30):
+        inputs._on_image("camera", _image(stamp))
+        inputs._on_info("camera", _info(stamp))
+    assert [f.stamp_ns for f in sunk] == [10, 20, 30] and all(f.intrinsics is not None for f in sunk)
+    assert no_intr == []
 
 
 def test_held_frames_are_bounded_and_handed_over_on_destroy():
@@ -143,3 +157,17 @@ def test_truth_lookup_gives_up_after_wait_s_without_camera_info():
     truth = _truth_with(lambda cam: None, wait_s=0.05)
     with pytest.raises(LookupError, match="needs CameraInfo"):
         truth.lookup(Frame(image=np.zeros((H, W, 3), np.uint8), stamp_ns=10))
+
+
+def test_camera_info_whose_distortion_cannot_be_undone_is_ignored_and_counted():
+    inputs, _, sunk, no_intr, bad = _inputs(wait_s=0.0)
+    odd = CameraIntrinsics(K=K.K, width=W, height=H, D=np.array([0.1, 0.0, 0.0]),
+                           distortion_model="plumb_bob")
+    inputs._on_info("camera", _info(intr=odd))
+    inputs._on_image("camera", _image(10))
+    assert bad == ["camera_info_invalid"] and sunk[0].intrinsics is None and no_intr == ["camera"]
+    barrel = CameraIntrinsics(K=K.K, width=W, height=H, D=np.array([-0.2, 0.05, 0, 0, 0]),
+                              distortion_model="plumb_bob")
+    inputs._on_info("camera", _info(intr=barrel))
+    inputs._on_image("camera", _image(20))
+    assert len(bad) == 1 and np.array_equal(sunk[1].intrinsics.D, barrel.D)  # kept for undistortion

@@ -1,8 +1,9 @@
 """NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts."""
 
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
 
-from da3_ros.ros.diagnostics import NodeDiagnostics
+from da3_ros.ros.diagnostics import LATENCY_VIEWS, NodeDiagnostics
 
 
 def _values(diag, stats):
@@ -31,3 +32,36 @@ def test_retired_pipeline_counts_stay_in_the_totals():
     assert values["window_errors"] == "1"
     assert values["drops.closed"] == "3" and values["drops.queue_full"] == "2"
     assert values["drops_total"] == "5"
+
+
+def test_latency_mean_stays_defined_when_a_period_publishes_nothing():
+    """A window slower than the diagnostics period: mean and max keep the last views' values."""
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    values = _values(diag, None)
+    assert values["latency_mean_s"] == values["latency_max_s"] == values["latency_last_s"] == "nan"
+    diag.on_published(0.2)
+    diag.on_published(0.4)
+    keys = ("latency_mean_s", "latency_max_s", "latency_last_s")
+    first = _values(diag, None)
+    assert tuple(first[k] for k in keys) == ("0.3000", "0.4000", "0.4000")
+    again = _values(diag, None)  # nothing published in this period: same values, no nan
+    assert tuple(again[k] for k in keys) == ("0.3000", "0.4000", "0.4000")
+    for _ in range(LATENCY_VIEWS):
+        diag.on_published(1.0)
+    values = _values(diag, None)  # the old views have left the window
+    assert (values["latency_mean_s"], values["latency_max_s"]) == ("1.0000", "1.0000")
+
+
+def test_held_pose_jumps_are_reported_and_warn_once():
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    diag.on_input("camera", 1)
+    diag.retire_pipeline({"processed": 4, "windows": 2, "pose_held": {"static": 2}})
+    stats = {"processed": 6, "windows": 3, "dropped": {}, "pose_held": {"static": 1, "jump": 1},
+             "last_pose_jump": "[camera] frame 1.000 s turned 170.0 deg from the previous frame"}
+    msg = diag.build("active", stats, None, Time(sec=1))
+    values = {kv.key: kv.value for kv in msg.status[0].values}
+    assert (values["pose_held.static"], values["pose_held.jump"]) == ("3", "1")
+    assert values["last_pose_jump"] == stats["last_pose_jump"]
+    assert msg.status[0].level == DiagnosticStatus.WARN and "turned 170.0 deg" in msg.status[0].message
+    again = diag.build("active", stats, None, Time(sec=2))  # no new jump in this period
+    assert again.status[0].level == DiagnosticStatus.OK

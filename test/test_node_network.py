@@ -65,8 +65,7 @@ def test_tiny_network_plumbing(tmp_path: Path):
         cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
         assert cam.wait_for_subscribers(120), node.log()  # model build + warm-up come first
         time.sleep(0.5)
-        cam.prime_camera_info(steps)
-        cam.play(steps, with_truth=False)
+        cam.play(steps, with_truth=False)  # no CameraInfo ahead: the first image may beat its own
         assert wait_until(lambda: rec.count("/da3_node/camera/depth") >= 8, 120, alive=node.alive), node.log()
         wait_until(lambda: rec.count("/diagnostics") >= 1 and rec.count("/da3_node/path") >= 1, 10)
         code = node.stop()
@@ -82,9 +81,13 @@ def test_tiny_network_plumbing(tmp_path: Path):
             arr, _ = conv.image_to_numpy(msg)
             if enc == "32FC1":
                 assert np.isfinite(arr).mean() > 0.9 and np.all(np.nan_to_num(arr, nan=1.0) > 0)
-    for msg in rec.get("/da3_node/camera/camera_info"):
+    calibration = steps[0][0].K
+    infos = rec.get("/da3_node/camera/camera_info")
+    assert len(infos) == len(depth)
+    for msg in infos:  # the given calibration at the source resolution, never the network's guess
         intr = conv.camera_info_to_intrinsics(msg)
-        assert (intr.width, intr.height) == (96, 72) and np.isfinite(intr.K).all()
+        assert (intr.width, intr.height) == (96, 72)
+        np.testing.assert_allclose(intr.K, calibration, rtol=1e-12)
     for msg in rec.get("/da3_node/camera/pose"):
         T = conv.pose_to_matrix(msg.pose)
         assert msg.header.frame_id == "da3_odom" and np.isfinite(T).all()
@@ -95,6 +98,8 @@ def test_tiny_network_plumbing(tmp_path: Path):
     pts = conv.cloud_to_numpy(clouds[-1])
     assert len(pts) > 0 and np.isfinite(pts["x"]).all()
     diag = {kv.key: kv.value for kv in rec.get("/diagnostics")[-1].status[0].values}
+    assert "frames_without_intrinsics.camera" not in diag  # every image had its CameraInfo
+    assert diag["latency_mean_s"] != "nan" and diag["latency_last_s"] != "nan"
     assert diag["model"] == "da3-tiny (random weights)"
     assert (diag["depth_units"], diag["device"], diag["attention_backend"]) == ("relative", "cpu", "sdpa")
     assert diag["accelerate"] == "off"  # the GPU fast path never runs on the CPU
@@ -125,3 +130,45 @@ def test_default_config_starts_and_every_topic_appears(tmp_path: Path):
         assert node.stop() == 0, node.log()
     msg = rec.get("/da3_node/camera/depth")[0]
     assert (msg.encoding, msg.width, msg.height) == ("32FC1", 64, 48)
+
+
+def test_a_static_camera_with_a_calibration_stays_still_through_the_node(tmp_path: Path):
+    """The issue's check, as a new user with a bag would see it: the default model, a camera that
+    never moves (one render plus fresh sensor noise), a calibrated CameraInfo. Published
+    camera_info is the calibration; every published pose is the first one."""
+    from dataclasses import replace
+
+    steps = render_sequence(["camera"], 14, 128, 96, kind="room", seed=2)
+    still, rng = steps[3][0], np.random.default_rng(0)
+    calibration = still.K * [[1.1], [1.1], [1.0]]  # not the render's: the node must publish what it is given
+    for views in steps:
+        noisy = np.clip(still.rgb + rng.normal(0, 2.0, still.rgb.shape), 0, 255).astype(np.uint8)
+        views[0] = replace(still, stamp_ns=views[0].stamp_ns, rgb=noisy, K=calibration)
+    params = {"device": "cpu", "num_view": 4, "stride": 2, "queue_size": 50, "input_qos": "reliable",
+              "input_queue_depth": 50, "diagnostics_period_s": 0.5,
+              "camera.camera.image_topic": "camera/image_raw",
+              "camera.camera.camera_info_topic": "camera/camera_info"}
+    domain, ns = unique_domain_id(), unique_namespace()
+    topics = {"/da3_node/camera/pose": PoseStamped, "/da3_node/camera/camera_info": CameraInfo,
+              "/diagnostics": DiagnosticArray}
+    with NodeProcess(tmp_path, params, domain, ns=ns) as node, RosHarness(domain) as ros:
+        rec = Recorder(ros.node, topics, ns=ns)
+        cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
+        assert cam.wait_for_subscribers(120), node.log()
+        time.sleep(0.5)
+        cam.play(steps, with_truth=False)
+        assert wait_until(lambda: rec.count("/da3_node/camera/pose") >= 12, 120, alive=node.alive), node.log()
+
+        def held():
+            last = rec.get("/diagnostics")[-1:] or [None]
+            return {kv.key: kv.value for kv in last[0].status[0].values} if last[0] else {}
+
+        assert wait_until(lambda: int(held().get("pose_held.static", 0)) >= 5, 10), held()
+        assert node.stop() == 0, node.log()
+    poses = [conv.pose_to_matrix(m.pose) for m in rec.get("/da3_node/camera/pose")]
+    for T in poses:
+        np.testing.assert_array_equal(T, poses[0])
+    for msg in rec.get("/da3_node/camera/camera_info"):
+        np.testing.assert_allclose(conv.camera_info_to_intrinsics(msg).K, calibration, rtol=1e-12)
+    diag = held()
+    assert diag["pose_held.jump"] == "0" and diag["model"].endswith("da3-tiny-synth")

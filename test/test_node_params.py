@@ -185,3 +185,21 @@ def test_sigint_while_the_model_loads_is_a_clean_exit(tmp_path):
         code = node.stop(signal.SIGINT, timeout_s=60)
         assert code == 0, node.log()
         assert "Traceback" not in node.log()
+
+
+def test_rig_extrinsics_parameters_reach_the_pipeline(make_node):
+    from da3_ros.ros.parameters import pipeline_config, read_settings
+
+    node = make_node(cameras=["left", "right"],
+                     **{"camera.left.extrinsics": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                        "camera.right.extrinsics": [0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]})
+    assert node.describe_parameter("camera.left.extrinsics").type == ParameterType.PARAMETER_DOUBLE_ARRAY
+    cfg = pipeline_config(read_settings(node))
+    assert cfg.rig_extrinsics == {"left": (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+                                  "right": (0.12, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)}
+    plain = make_node(cameras=["left", "right"])  # not given: unknown
+    assert pipeline_config(read_settings(plain)).rig_extrinsics == {"left": (), "right": ()}
+    from da3_ros.ros.parameters import check_values
+
+    assert "quaternion" in check_values({"camera.left.extrinsics": [0.0] * 7})
+    assert "quaternion" in check_values({"camera.left.extrinsics": [1.0, 2.0]})

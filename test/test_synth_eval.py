@@ -165,6 +165,18 @@ def test_constant_scale_is_removed_by_sim3_but_not_se3():
     assert se3.ate > 0.1 and se3.rpe > 0.01
 
 
+def test_a_trajectory_that_stays_still_is_scored_not_refused():
+    """A static camera (or an estimate the pose check held still): Umeyama is degenerate."""
+    stamps, poses = make_trajectory("room", 10, 10.0, seed=0)
+    still = np.repeat(poses[:1], 10, axis=0)
+    e = M.trajectory_errors({"c": (stamps, still)}, {"c": (stamps, poses)}, correct_scale=True)
+    centres = poses[:, :3, 3]
+    spread = np.sqrt(np.mean(np.sum((centres - centres.mean(0)) ** 2, axis=1)))
+    assert e.alignment == "centroid" and e.ate == pytest.approx(spread)  # how far the truth moved
+    both = M.trajectory_errors({"c": (stamps, still)}, {"c": (stamps, still)}, correct_scale=True)
+    assert both.ate == pytest.approx(0.0, abs=1e-12)
+
+
 def test_depth_metrics_known_values():
     gt = np.full((4, 5), 2.0)
     gt[0, 0] = np.nan

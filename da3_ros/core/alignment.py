@@ -22,6 +22,17 @@ new window onto it:
 Residual: RMS camera-centre error on the matched frames after alignment (global units). Drift:
 ``sqrt(sum of squared residuals)`` over the chain so far, an estimate of the random-walk error
 accumulated by chaining (0 when every window is aligned to known poses).
+
+Modes: ``sim3`` (relative models: scale estimated per window), ``se3`` (metric models: scale 1),
+``mixed`` (a calibrated rig, :mod:`da3_ros.core.rig`: a window the rig put in metres is aligned
+with scale 1 when the global frame is metric, i.e. when the first window was in metres; any
+other window's scale is estimated), ``none``. With a rig, each window is put through
+:meth:`RigCalibration.apply` before it is aligned.
+
+Pose sanity (:mod:`da3_ros.core.pose_check`, when a check is given): an aligned window whose
+images did not change (static) or whose motion jumps is *held*: its views are published where
+their cameras were last published (``Alignment.held``, ``held_reason``), so its motion is not
+chained; its depth is still scaled onto the published frames.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from scipy.spatial.transform import Rotation
 
 from da3_ros.core.frames import WindowPrediction, depth_thumb
 from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, mean_rotation, rotation_angle_deg
+from da3_ros.core.pose_check import PoseCheck
+from da3_ros.core.rig import RigCalibration
 
 Key = tuple[str, int]
 
@@ -50,6 +63,8 @@ class Alignment:
         rot_residual_deg: largest rotation disagreement on matched frames, degrees.
         depth_residual: median |log(published / aligned depth)| on shared pixels (NaN if none).
         drift: accumulated chaining error after this window (see module docstring).
+        held: ``""`` (chained), ``"static"`` or ``"jump"`` (held by the pose check).
+        held_reason: why it was held.
     """
 
     scale: float
@@ -61,6 +76,8 @@ class Alignment:
     rot_residual_deg: float = float("nan")
     depth_residual: float = float("nan")
     drift: float = 0.0
+    held: str = ""
+    held_reason: str = ""
 
 
 @dataclass
@@ -144,19 +161,27 @@ class WindowChainer:
     """Aligns successive window predictions into one global frame (see module docstring).
 
     Args:
-        mode: ``"sim3"`` (relative models), ``"se3"`` (metric) or ``"none"`` (no chaining:
-            each window stays in its own frame).
+        mode: ``"sim3"`` (relative models), ``"se3"`` (metric), ``"mixed"`` (SE(3) for windows in
+            metres, Sim(3) for the others; a calibrated rig) or ``"none"`` (no chaining: each
+            window stays in its own frame).
         keep_frames: how many published frames to remember for matching (oldest forgotten
             first); each costs a pose and a <= 64 x 64 float32 depth thumbnail (<= 16 KiB).
             The pipeline passes the windower's history span (a window can only share frames
             still in that history), capped by ``PipelineConfig.keep_frames``.
+        check: a :class:`~da3_ros.core.pose_check.PoseCheck` reviewing each aligned window, or
+            None (every window chained).
+        rig: a :class:`~da3_ros.core.rig.RigCalibration` applied to each window first, or None.
     """
 
-    def __init__(self, mode: str = "sim3", keep_frames: int = 512):
-        if mode not in ("sim3", "se3", "none"):
-            raise ValueError(f"alignment mode must be sim3|se3|none, got {mode!r}")
+    def __init__(self, mode: str = "sim3", keep_frames: int = 512, check: PoseCheck | None = None,
+                 rig: RigCalibration | None = None):
+        if mode not in ("sim3", "se3", "mixed", "none"):
+            raise ValueError(f"alignment mode must be sim3|se3|mixed|none, got {mode!r}")
         self.mode = mode
         self.keep_frames = keep_frames
+        self.check = check
+        self.rig = rig
+        self.metric_frame = mode == "se3"  # mixed: set by the first window
         self.published: OrderedDict[Key, _Published] = OrderedDict()
         self.anchored_to_known = False
         self.drift_sq = 0.0
@@ -171,6 +196,10 @@ class WindowChainer:
             (prediction with global ``world_from_cam`` and depth in global units, the Alignment,
             is_new (S,) bool: views published for the first time).
         """
+        if self.rig is not None:
+            pred = self.rig.apply(pred)
+        if self.windows == 0 and self.mode == "mixed":
+            self.metric_frame = pred.is_metric
         keys = [frame_key(f) for f in pred.frames]
         thumbs = _thumbs(pred)
         al = self._align(pred, keys, thumbs)
@@ -178,9 +207,15 @@ class WindowChainer:
         scale = np.float32(al.scale)
         depth = [np.asarray(d, dtype=np.float32) * scale for d in pred.depth]
         thumbs = [t * scale for t in thumbs]
-        maps = pred.device_maps and replace(pred.device_maps, depth_scale=float(al.scale))
-        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps)
+        maps = pred.device_maps
+        maps = maps and replace(maps, depth_scale=maps.depth_scale * al.scale)
         is_new = np.array([k not in self.published for k in keys], dtype=bool)
+        if self.check is not None and al.method not in ("known_poses", "none"):
+            verdict = self.check.review(pred.frames, poses, is_new, thumbs, self._last_published, al)
+            if verdict is not None:
+                al.held, al.held_reason = verdict
+                poses = self._held_poses(pred.frames, keys, poses)
+        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps)
         for i, k in enumerate(keys):
             if is_new[i]:
                 self.published[k] = _Published(poses[i].copy(), thumbs[i], pred.frames[i].stamp_ns)
@@ -190,17 +225,40 @@ class WindowChainer:
             self.drift_sq += al.residual ** 2
         al.drift = float(np.sqrt(self.drift_sq))
         self.last_scale = al.scale
-        if self.mode == "sim3":  # only a Sim(3) extrapolation reads it
+        if self.mode != "se3":  # only a Sim(3) extrapolation reads it
             med = _median_depth(thumbs)
             if med is not None and med > 0:  # an all-zero window must not pin later scales to 0 / med
                 self.last_median_depth = med
         self.windows += 1
         return out, al, is_new
 
+    def _last_published(self, camera: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(pose, depth thumbnail, global units) of ``camera``'s newest published frame, or None."""
+        for (cam, _), pub in reversed(self.published.items()):
+            if cam == camera:
+                return pub.pose, pub.depth_thumb
+        return None
+
+    def _held_poses(self, frames, keys: list[Key], poses: np.ndarray) -> np.ndarray:
+        """Poses of a held window: published views keep theirs, new ones take their camera's last.
+
+        In a camera's first window (nothing published yet) its new views take its first view's pose.
+        """
+        out = poses.copy()
+        first: dict[str, np.ndarray] = {}
+        for i, (f, k) in enumerate(zip(frames, keys)):
+            if k in self.published:
+                out[i] = self.published[k].pose
+                continue
+            last = self._last_published(f.camera)
+            out[i] = last[0] if last is not None else first.setdefault(f.camera, poses[i])
+        return out
+
     def _align(self, pred: WindowPrediction, keys: list[Key], thumbs: list[np.ndarray]) -> Alignment:
         P = pred.world_from_cam
         known = [i for i, f in enumerate(pred.frames) if f.world_from_cam is not None]
-        with_scale = self.mode == "sim3"
+        in_metres = pred.is_metric and self.metric_frame
+        with_scale = self.mode == "sim3" or (self.mode == "mixed" and not in_metres)
         if self.mode == "none":
             return Alignment(1.0, np.eye(3), np.zeros(3), "none")
         if self.windows == 0 and known:

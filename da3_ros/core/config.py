@@ -34,6 +34,18 @@ class PipelineConfig:
     (:mod:`da3_ros.core.visualize`; the range ``(near, far)``, ``(0, 0)`` per image), on the
     predictor's device when its prediction lives there.
 
+    Pose sanity (:mod:`da3_ros.core.pose_check`, where the policy is described): ``pose_check``
+    turns it on; a window is *static* when each new frame differs from its camera's anchor image
+    by less than ``static_max_shift_px`` (phase-correlation shift, source pixels) and
+    ``static_max_change`` (mean absolute difference of normalised thumbnails); it *jumps* when a
+    new view turns more than ``pose_jump_deg`` or moves more than ``pose_jump_depth_ratio`` median
+    depths from its camera's previous view, or disagrees that much with the frames it shares.
+    Static and jumping windows are held: their motion is not chained.
+
+    ``rig_extrinsics``: ``camera -> [x, y, z, qx, qy, qz, qw]``, the camera's optical frame in a
+    common rig frame (metres; empty: not calibrated): :mod:`da3_ros.core.rig` makes each window's
+    relative poses the calibrated ones and, with every camera calibrated, puts windows in metres.
+
     Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
     retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
     ``keep_frames`` (upper bound on the
@@ -62,6 +74,12 @@ class PipelineConfig:
     cloud_pixel_step: int = 4
     colorize: bool = False
     colorize_range: tuple[float, float] = (0.0, 0.0)
+    pose_check: bool = True
+    static_max_shift_px: float = 0.5
+    static_max_change: float = 0.05
+    pose_jump_deg: float = 20.0
+    pose_jump_depth_ratio: float = 0.5
+    rig_extrinsics: dict[str, tuple[float, ...]] = field(default_factory=dict)
     min_views: int = 2
     memory_planning: bool = True
     keep_frames: int = 512
@@ -92,7 +110,13 @@ class PipelineConfig:
             (self.slop_s >= 0 and self.min_depth_m >= 0 and self.max_depth_m > self.min_depth_m,
              "slop_s >= 0 and 0 <= min_depth_m < max_depth_m"),
             (self.cloud_pixel_step >= 1 and self.max_points >= 0, "cloud_pixel_step >= 1, max_points >= 0"),
+            (min(self.static_max_shift_px, self.static_max_change) >= 0
+             and min(self.pose_jump_deg, self.pose_jump_depth_ratio) > 0,
+             "static_max_shift_px, static_max_change >= 0; pose_jump_deg, pose_jump_depth_ratio > 0"),
         ]
+        checks += [(len(v) in (0, 7) and all(math.isfinite(x) for x in v),
+                    f"rig_extrinsics[{c!r}] must be empty or [x, y, z, qx, qy, qz, qw]")
+                   for c, v in self.rig_extrinsics.items()]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"PipelineConfig: {msg}")

@@ -23,9 +23,19 @@ predicts no camera never reports a guess for a view whose intrinsics are known. 
 variant always runs with metric scaling (depth x focal / 300), so its depth is in metres.
 
 Conditioning:
-- ``condition_on_intrinsics``: views with known intrinsics report them (rescaled to their source
-  size) instead of the predicted ones, and the network gets them (metric scaling, pose
-  conditioning).
+- ``condition_on_intrinsics`` (the node's default): views with known intrinsics (CameraInfo)
+  report them (rescaled to their source size) instead of the predicted ones, and the network
+  gets them where it reads them: the camera encoder with known poses (below) and the metric
+  variant's focal scaling. An any-view model without known poses cannot be told them (its camera
+  encoder needs poses too), so they are not passed (the call stays unconditioned, so it can run
+  compiled). Its depth is kept as predicted (z along the optical axis, per pixel) and the
+  calibration replaces its focal: relative depth between pixels is what the network is good at,
+  and a wrong focal only stretches its reconstruction sideways, which the calibrated rays undo;
+  the cloud is unprojected with the calibration, so depth, cloud and camera_info agree.
+  Images whose intrinsics carry lens distortion are first undistorted onto their own K
+  (:mod:`da3_ros.core.undistortion`; on the CPU, before the upload, on both paths), so depth,
+  confidence and the cloud's colours are in that undistorted geometry; a distortion that cannot
+  be undone makes the view go on without its intrinsics (logged once).
 - ``condition_on_poses``: when every view has a known pose *and* known intrinsics, the camera
   encoder gets the poses, normalised as upstream (relative to view 0, translations divided by the
   median camera distance, clamped >= 0.1). The output then uses the known poses and depth is
@@ -37,8 +47,10 @@ Conditioning:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -60,6 +72,9 @@ from da3_ros.core.resampling import (
     resize_map,
     resize_maps_torch,
 )
+from da3_ros.core.undistortion import Undistorter, blank_outside, supported
+
+LOG = logging.getLogger("da3_ros.core.engine")
 
 #: Horizontal field of view assumed for a view whose intrinsics nobody knows (per-view models).
 GUESS_HFOV_DEG = 60.0
@@ -132,6 +147,8 @@ class DA3Engine:
         is_module = isinstance(net, torch.nn.Module)
         self._param_bytes = memory.param_bytes(net) if is_module else 0
         self._weight_dtype = memory.weight_dtype(net) if is_module else None
+        self._undistorter = Undistorter()
+        self._warned_distortion: set[str] = set()
 
     def window_size(self, frames: Sequence[Frame]) -> tuple[int, int]:
         """Common process (w, h) of a window: the first view's process size."""
@@ -199,8 +216,8 @@ class DA3Engine:
             torch.cuda.OutOfMemoryError / RuntimeError("out of memory"): left to the caller
             (the pipeline retries smaller, see ``memory.run_with_oom_retry``).
         """
-        frames = list(frames)
         t0 = time.perf_counter()
+        frames, inside = self._undistort(list(frames))
         size = self.window_size(frames)
         K_in, ex, med = self._conditioning(frames, size)
         x, uploaded = self._images(frames, size)
@@ -210,8 +227,31 @@ class DA3Engine:
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
         pred = self._postprocess(frames, size, out, K_in, ex, med, uploaded)
+        blank_outside(pred, inside)
         pred.timings_s = {"preprocess": t1 - t0, "network": t2 - t1, "postprocess": time.perf_counter() - t2}
         return pred
+
+    def _undistort(self, frames: list[Frame]) -> tuple[list[Frame], list[np.ndarray | None]]:
+        """Frames with distortion undistorted onto their K when intrinsics are used (module docstring).
+
+        Returns:
+            (the frames, per view the mask of pixels with a source pixel, None: all).
+        """
+        if not self.condition_on_intrinsics:
+            return frames, [None] * len(frames)
+        out, inside = [], []
+        for f in frames:
+            if f.intrinsics is not None and not supported(f.intrinsics):
+                if f.camera not in self._warned_distortion:
+                    self._warned_distortion.add(f.camera)
+                    LOG.warning("[%s] distortion model %r with %d coefficients cannot be undone: its "
+                                "intrinsics are not used", f.camera, f.intrinsics.distortion_model,
+                                np.asarray(f.intrinsics.D).size)
+                f = replace(f, intrinsics=None)
+            f, mask = self._undistorter.undistort(f)
+            out.append(f)
+            inside.append(mask)
+        return out, inside
 
     def _postprocess(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex, med,
                      uploaded) -> WindowPrediction:

@@ -108,9 +108,12 @@ class WindowPrediction:
     """What a predictor returns for one window of S views, at each view's source resolution.
 
     Attributes:
-        frames: the S input frames, in window order.
+        frames: the S input frames, in window order (a predictor that undistorts returns them
+            with the undistorted images, :mod:`da3_ros.core.undistortion`).
         depth: S arrays (H_i, W_i) float32 z-depth along the optical axis; model
-            units for relative models, metres for metric ones; NaN where unknown.
+            units for relative models, metres for metric ones; NaN where unknown. Pinhole:
+            pixel (u, v) is the ray ``K^-1 (u, v, 1)`` of ``intrinsics`` (any distortion in
+            their ``D`` was undone before the network).
         confidence: S arrays (H_i, W_i) float32, larger is more confident (DA3: >= 1).
         world_from_cam: (S, 4, 4) camera-to-world poses in the window's own world
             frame (the model's reference view), OpenCV optical axes.

@@ -8,7 +8,8 @@ Data flow::
               slop_s, keyframes, temporal windows of num_view items every stride, dilations)
           ──► memory plan (predictor.plan, if it has one: fewer views, never a split window)
           ──► predictor.predict(frames) with OOM retry (memory.run_with_oom_retry)
-          ──► alignment.WindowChainer (Sim(3)/SE(3) onto published frames, or known poses)
+          ──► alignment.WindowChainer (Sim(3)/SE(3) onto published frames, or known poses;
+              pose_check.PoseCheck holds static or jumping windows)
           ──► WindowResult (global poses, depth in global units, is_new per view, fused cloud)
 
 Accounting: every received frame ends as exactly one of ``processed`` (ran in at least one
@@ -37,7 +38,9 @@ from da3_ros.core.alignment import WindowChainer, frame_key
 from da3_ros.core.cloud import window_cloud, window_cloud_torch
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import Frame, WindowPrediction
+from da3_ros.core.pose_check import PoseCheck
 from da3_ros.core.results import PipelineStats, WindowResult, check_prediction
+from da3_ros.core.rig import RigCalibration
 from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
@@ -78,14 +81,16 @@ class Pipeline:
                              c.keyframe_min_dt_s, c.keyframe_min_change)
 
     def _make_chainer(self) -> WindowChainer:
-        mode = self.config.align
-        if mode == "auto":
-            mode = "se3" if getattr(self.predictor, "is_metric", False) else "sim3"
+        mode, rig = self.config.align, RigCalibration(self.config.rig_extrinsics)
+        if mode == "auto":  # a calibrated rig puts relative windows in metres (core.rig)
+            metric_rig = rig.is_metric(self.config.cameras)
+            mode = "se3" if getattr(self.predictor, "is_metric", False) else "mixed" if metric_rig else "sim3"
         # A window only holds frames of the windower's history (span items of `group` frames),
         # so the chainer never needs more published frames than that (at least two items, for
         # the constant-velocity extrapolation of windows that share no frame).
         span = max(self.windower.windower.span, 2)
-        return WindowChainer(mode, keep_frames=min(self.config.keep_frames, span * self.group))
+        return WindowChainer(mode, keep_frames=min(self.config.keep_frames, span * self.group),
+                             check=PoseCheck(self.config), rig=rig or None)
 
     # -- accounting -------------------------------------------------------------------------
     def admit(self, frame: Frame) -> Frame:
@@ -278,6 +283,9 @@ class Pipeline:
             s.latency_last_s, s.latency_max_s = lat, max(s.latency_max_s, lat)
             s.latency_mean_s = self._latency_sum / s.windows
             s.window_time_mean_s = self._window_time_sum / s.windows
+            if al.held:
+                s.pose_held[al.held] = s.pose_held.get(al.held, 0) + 1
+                s.last_pose_jump = al.held_reason if al.held == "jump" else s.last_pose_jump
             index = s.windows - 1
         return WindowResult(prediction=aligned, world_from_cam=aligned.world_from_cam, scale=al.scale,
                             residual=al.residual, drift=al.drift, is_new=is_new, points_world=pts,

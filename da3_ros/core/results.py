@@ -15,7 +15,8 @@ class PipelineStats:
     """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result).
 
     ``received == processed + dropped_total + pending`` always holds; ``queue_len`` (frames
-    waiting for the worker) is part of ``pending``.
+    waiting for the worker) is part of ``pending``. ``pose_held``: windows the pose check held,
+    by kind (``static``, ``jump``); ``last_pose_jump``: the reason of the latest jump.
     """
 
     received: int = 0
@@ -31,6 +32,8 @@ class PipelineStats:
     latency_max_s: float = 0.0
     window_time_mean_s: float = 0.0
     last_error: str = ""
+    pose_held: dict[str, int] = field(default_factory=dict)
+    last_pose_jump: str = ""
 
     @property
     def dropped_total(self) -> int:
@@ -40,7 +43,8 @@ class PipelineStats:
     def as_dict(self) -> dict:
         """Plain dict (copies), e.g. for diagnostics."""
         d = dict(self.__dict__)
-        d["dropped"], d["events"] = dict(self.dropped), dict(self.events)
+        for key in ("dropped", "events", "pose_held"):
+            d[key] = dict(d[key])
         d["dropped_total"] = self.dropped_total
         return d
 

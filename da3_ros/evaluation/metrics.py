@@ -15,6 +15,10 @@ Trajectories: ``ate`` = RMSE of camera-centre errors (metres) after aligning the
 the truth with Umeyama: Sim(3) (``correct_scale``) for relative models, SE(3) for metric ones;
 ``rpe`` = RMSE of the translation part of relative poses between consecutive frames of one
 camera, computed on the aligned estimate. Poses are (4, 4) camera-to-world, any consistent axes.
+When either trajectory's centres do not span a plane (a static camera, or an estimate held still by
+the pose check) Umeyama has no unique answer: the estimate is then only shifted onto the truth's
+centroid (scale 1, ``alignment`` ``"centroid"``), so ``ate`` is how far the truth moved from
+where the estimate stayed.
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ def trajectory_errors(estimate: Mapping[str, Track], truth: Mapping[str, Track],
         camera by camera in the order of ``estimate``.
     """
     from evo.core import metrics
+    from evo.core.geometry import GeometryException
 
     cams = [c for c in estimate if len(estimate[c][0]) > 0]
     for c in cams:
@@ -153,7 +158,13 @@ def trajectory_errors(estimate: Mapping[str, Track], truth: Mapping[str, Track],
                         np.concatenate([estimate[c][1] for c in cams]))
     all_ref = _evo_traj(np.concatenate([truth[c][0] for c in cams]),
                         np.concatenate([truth[c][1] for c in cams]))
-    _, _, scale = all_est.align(all_ref, correct_scale=correct_scale)
+    try:
+        _, _, scale = all_est.align(all_ref, correct_scale=correct_scale)
+    except GeometryException:  # degenerate centres (see the module docstring)
+        kind, scale = "centroid", 1.0
+        shift = np.eye(4)
+        shift[:3, 3] = all_ref.positions_xyz.mean(axis=0) - all_est.positions_xyz.mean(axis=0)
+        all_est.transform(shift)
     ape = metrics.APE(metrics.PoseRelation.translation_part)
     ape.process_data((all_ref, all_est))
     aligned = np.stack(all_est.poses_se3)

@@ -38,7 +38,10 @@ class InferenceSettings:
         accelerate: one of :data:`ACCELERATE_SETTINGS` (see :func:`build.resolve_accelerate`).
         process_res: long side of the network input in pixels; 0: the weights' recommendation.
         ref_view_strategy: one of :data:`REF_VIEW_SETTINGS`.
-        condition_on_intrinsics, condition_on_poses: feed known intrinsics / poses to the network.
+        condition_on_intrinsics: use CameraInfo intrinsics when a frame has them (the default):
+            they are published instead of the network's estimate, the cloud follows them, and
+            the network gets them where it can use them (see :mod:`da3_ros.core.engine`).
+        condition_on_poses: feed known poses (with known intrinsics) to the network.
         warmup: run one dummy window when the predictor is built.
         compile_cache_dir: inductor's cache (compiled kernels survive restarts); "": the user
             cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``da3_ros/torch_compile``).
@@ -52,7 +55,7 @@ class InferenceSettings:
     accelerate: str = "auto"
     process_res: int = 0
     ref_view_strategy: str = "auto"
-    condition_on_intrinsics: bool = False
+    condition_on_intrinsics: bool = True
     condition_on_poses: bool = False
     warmup: bool = True
     compile_cache_dir: str = ""

@@ -11,21 +11,23 @@ period, with key/values (all strings, as the message requires):
   on without intrinsics: none arrived yet, see ``camera_info_wait_s``; not a drop);
 - ``windows_per_s``, ``windows``, ``frames_processed``, ``views_published``;
 - ``latency_mean_s``, ``latency_max_s``: image stamp to publish, on the node's clock
-  (sim time under ``use_sim_time``), over the last period (``nan`` when nothing was
-  published in it); ``latency_last_s``: the latest view's;
+  (sim time under ``use_sim_time``), over the last :data:`LATENCY_VIEWS` published views;
+  ``latency_last_s``: the latest view's. All three are ``nan`` only before the first view is
+  published (a window slower than the diagnostics period leaves them at their last values);
 - ``queue_len``, ``drops_total`` and ``drops.<reason>`` (pipeline and input drops together;
   input drops are ``input_<reason>``, see :mod:`da3_ros.ros.inputs`): images not processed;
 - ``events.input_<reason>`` for input problems that drop no image (:data:`INPUT_EVENTS`);
 - ``window_errors``, ``last_error``: windows the predictor failed on;
+- ``pose_held.static``, ``pose_held.jump``: windows the pose check held (their motion was not
+  chained: :mod:`da3_ros.core.pose_check`), ``last_pose_jump``: why the latest jump was held;
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
 Level: ERROR when the model failed to load, WARN when the node is not active, a
-camera is stale or drops grew during the last period, else OK.
+camera is stale, or drops or held pose jumps grew during the last period, else OK.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import defaultdict, deque
@@ -37,6 +39,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 # its intrinsics), an invalid CameraInfo (that message is ignored), stamps jumping back by more
 # than time_jump_reset_s (the pipeline restarts and the image is processed).
 INPUT_EVENTS = frozenset({"camera_info_mismatch", "camera_info_invalid", "time_jump_reset"})
+#: Published views the latency mean and max are taken over (a count, not a period: a window
+#: slower than the diagnostics period must not turn the mean into nan next to a valid last value).
+LATENCY_VIEWS = 100
 
 
 class NodeDiagnostics:
@@ -61,10 +66,11 @@ class NodeDiagnostics:
         self._input_events: dict[str, int] = defaultdict(int)
         # counts of pipelines replaced (time-jump reset) or stopped (deactivate), so the totals
         # keep every image a node instance received
-        self._retired: dict = {"processed": 0, "windows": 0, "errors": 0, "dropped": defaultdict(int)}
+        self._retired: dict = {"processed": 0, "windows": 0, "errors": 0, "dropped": defaultdict(int),
+                               "pose_held": defaultdict(int)}
+        self._last_jumps = 0
         self._no_intrinsics: dict[str, int] = {}
-        self._latencies: deque[float] = deque(maxlen=10000)  # this period's; bounded if build() stalls
-        self._last_latency = math.nan
+        self._latencies: deque[float] = deque(maxlen=LATENCY_VIEWS)  # the latest published views'
         self._published = 0
         self._last_drops_total = 0
         self._last_windows: tuple[float, int] | None = None
@@ -99,12 +105,13 @@ class NodeDiagnostics:
         with self._lock:
             for key in ("processed", "windows", "errors"):
                 self._retired[key] += int(stats.get(key, 0))
-            for reason, count in stats.get("dropped", {}).items():
-                self._retired["dropped"][reason] += int(count)
+            for group in ("dropped", "pose_held"):
+                for reason, count in stats.get(group, {}).items():
+                    self._retired[group][reason] += int(count)
 
     def build(self, state: str, pipeline_stats: dict | None, gpu: dict[str, float] | None,
               stamp) -> DiagnosticArray:
-        """The DiagnosticArray for now; resets the per-period latency window.
+        """The DiagnosticArray for now.
 
         Args:
             state: lifecycle state label.
@@ -129,16 +136,14 @@ class NodeDiagnostics:
                     kv[f"frames_without_intrinsics.{cam}"] = str(self._no_intrinsics[cam])
                 if age > self.stale_input_s:
                     problems.append(f"{cam} stale ({age:.1f} s)")
-            lat, self._latencies = list(self._latencies), deque(maxlen=10000)
+            lat = list(self._latencies)
             drops = {k: int(v) for k, v in self._input_drops.items()}
             retired = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._retired.items()}
             kv.update({f"events.{k}": str(v) for k, v in self._input_events.items()})
             kv["views_published"] = str(self._published)
-        if lat:
-            self._last_latency = lat[-1]
         kv["latency_mean_s"] = f"{sum(lat) / len(lat):.4f}" if lat else "nan"
         kv["latency_max_s"] = f"{max(lat):.4f}" if lat else "nan"
-        kv["latency_last_s"] = f"{self._last_latency:.4f}"
+        kv["latency_last_s"] = f"{lat[-1]:.4f}" if lat else "nan"
         for key, value in retired["dropped"].items():
             drops[key] = drops.get(key, 0) + value
         if pipeline_stats:
@@ -151,6 +156,14 @@ class NodeDiagnostics:
             kv["windows_per_s"] = f"{self._window_rate(now, windows):.3f}"
             kv["window_errors"] = str(retired["errors"] + int(pipeline_stats.get("errors", 0)))
             kv["last_error"] = str(pipeline_stats.get("last_error", ""))
+            held = pipeline_stats.get("pose_held", {})
+            for kind in ("static", "jump"):
+                kv[f"pose_held.{kind}"] = str(retired["pose_held"].get(kind, 0) + int(held.get(kind, 0)))
+            kv["last_pose_jump"] = str(pipeline_stats.get("last_pose_jump", ""))
+            jumps = int(kv["pose_held.jump"])
+            if jumps > self._last_jumps:
+                problems.append(f"{jumps - self._last_jumps} pose jump(s) held: {kv['last_pose_jump']}")
+            self._last_jumps = jumps
         total = sum(drops.values())
         kv["drops_total"] = str(total)
         kv.update({f"drops.{k}": str(v) for k, v in sorted(drops.items())})

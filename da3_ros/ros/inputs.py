@@ -18,18 +18,23 @@ Reasons:
 ``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
 (0 x 0), ``zero_stamp``, ``stamp_backwards`` (older than the last frame of that
 camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
-the frame goes on without intrinsics). A jump back by more than
+the frame goes on without intrinsics), ``camera_info_invalid`` (a CameraInfo that cannot be
+converted, or whose distortion cannot be undone: :func:`da3_ros.core.undistortion.supported`;
+it is ignored). A jump back by more than
 ``time_jump_reset_s`` (a looping bag, a restarted simulator) is not dropped:
 ``on_time_jump(camera)`` lets the node reset the pipeline.
 
-Start-up with CameraInfo: when a camera has a ``camera_info_topic`` and the node uses
-intrinsics (``camera_info_wait_s`` > 0 here), images arriving before that camera's first
-CameraInfo are held (in order, at most ``camera_info_wait_s`` seconds and ``MAX_HELD``
-frames) and released with the intrinsics as soon as it arrives. If it does not arrive in
-time (checked on each image and by :meth:`CameraInputs.check_held`, which the node calls with
-its diagnostics) they go on without intrinsics and the camera stops waiting. Every frame of a camera
-with a CameraInfo topic that goes on without intrinsics is counted through
-``on_no_intrinsics(camera)`` (a count, not a drop: the frame is still processed).
+Start-up with CameraInfo: a camera's first image usually arrives before its first CameraInfo
+(two subscriptions; nothing orders them). When a camera has a ``camera_info_topic`` and the
+node uses intrinsics (``uses_intrinsics``, the default: ``condition_on_intrinsics``), images
+arriving before that camera's first CameraInfo are held (in order, at most
+``camera_info_wait_s`` seconds and ``MAX_HELD`` frames) and released with the intrinsics as
+soon as it arrives. If it does not arrive in time (checked on each image and by
+:meth:`CameraInputs.check_held`, which the node calls with its diagnostics) they go on
+without intrinsics and the camera stops waiting. When intrinsics are used, every frame of a
+camera with a CameraInfo topic that goes on without them is counted through
+``on_no_intrinsics(camera)`` (a count, not a drop: the frame is still processed); when they
+are not used nothing is held or counted.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from da3_ros.core import undistortion
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions import cdr
@@ -89,7 +95,9 @@ class CameraInputs:
         camera_info_wait_s: how long images wait for a camera's first CameraInfo (0: never
             wait; see the module docstring).
         on_no_intrinsics: ``(camera)`` for each frame of a camera with a CameraInfo topic that
-            goes on without intrinsics.
+            goes on without intrinsics (only when ``uses_intrinsics``).
+        uses_intrinsics: whether the node uses CameraInfo intrinsics at all; without a use,
+            frames are neither held nor counted.
     """
 
     def __init__(self, node, cameras: list[CameraSettings], sink: Callable[[Frame], None],
@@ -97,7 +105,8 @@ class CameraInputs:
                  on_time_jump: Callable[[str], None], qos: QoSProfile,
                  time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0,
                  camera_info_wait_s: float = 0.0,
-                 on_no_intrinsics: Callable[[str], None] | None = None) -> None:
+                 on_no_intrinsics: Callable[[str], None] | None = None,
+                 uses_intrinsics: bool = True) -> None:
         self._node = node
         self._sink = sink
         self._on_bad_input = on_bad_input
@@ -106,6 +115,7 @@ class CameraInputs:
         self._on_no_intrinsics = on_no_intrinsics or (lambda _camera: None)
         self.time_jump_reset_s = time_jump_reset_s
         self.camera_info_wait_s = float(camera_info_wait_s)
+        self.uses_intrinsics = bool(uses_intrinsics)
         self.throttle = Throttle(log_throttle_s)
         self._hold_lock = threading.RLock()  # held frames: camera callbacks vs check_held / destroy
         self._subs: list = []
@@ -123,7 +133,7 @@ class CameraInputs:
         if cam.camera_info_topic:
             self._subs.append(self._node.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos))
-            if self.camera_info_wait_s > 0:
+            if self.uses_intrinsics and self.camera_info_wait_s > 0:
                 self.states[cam.name].waiting = True
 
     def destroy(self) -> None:
@@ -155,10 +165,16 @@ class CameraInputs:
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:
         try:
-            self.states[camera].info = conv.camera_info_to_intrinsics(msg)
+            intr = conv.camera_info_to_intrinsics(msg)
         except Exception as exc:  # noqa: BLE001 - bad input must never kill the node
             self._bad(camera, "camera_info_invalid", str(exc))
             return
+        if not undistortion.supported(intr):
+            self._bad(camera, "camera_info_invalid", f"distortion model {intr.distortion_model!r} with "
+                      f"{len(intr.D)} coefficients cannot be undone (supported: plumb_bob, "
+                      "rational_polynomial, equidistant); CameraInfo ignored")
+            return
+        self.states[camera].info = intr
         if self.states[camera].waiting:
             self._stop_waiting(camera)
 
@@ -193,7 +209,8 @@ class CameraInputs:
         self._deliver(camera, frame)
 
     def _deliver(self, camera: str, frame: Frame) -> None:
-        if frame.intrinsics is None and self.states[camera].settings.camera_info_topic:
+        if (frame.intrinsics is None and self.uses_intrinsics
+                and self.states[camera].settings.camera_info_topic):
             self._on_no_intrinsics(camera)
         self._sink(frame)
 

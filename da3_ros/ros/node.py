@@ -47,6 +47,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from da3_ros.core.config import PipelineConfig
+from da3_ros.core.rig import RigCalibration
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
@@ -152,11 +153,13 @@ class Da3Node(LifecycleNode):
         self.diag.error = ""
         ret = super().on_activate(state)
         self._start_pipeline()
-        wait_s = self._camera_info_wait_s()
         self.inputs = CameraInputs(self, s.cameras, self._submit, self.diag.on_bad_input, self.diag.on_input,
                                    self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"],
-                                   camera_info_wait_s=wait_s, on_no_intrinsics=self.diag.on_no_intrinsics)
+                                   camera_info_wait_s=float(s["camera_info_wait_s"]),
+                                   on_no_intrinsics=self.diag.on_no_intrinsics,
+                                   uses_intrinsics=self._uses_intrinsics())
         # every timer wakes the executor: this one only runs while images may wait for CameraInfo
+        wait_s = float(s["camera_info_wait_s"]) if self._uses_intrinsics() else 0.0
         self._set_timer("held_frames", min(HELD_CHECK_PERIOD_S, wait_s / 4) if wait_s > 0 else 0.0,
                         self._release_held_frames)
         if self.truth_topics is not None:
@@ -214,16 +217,18 @@ class Da3Node(LifecycleNode):
             if inference.warmup:
                 n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
                 build.warm_up(self.predictor, n, self.get_logger())
+        cfg = pipeline_config(s)
+        rig_metric = cfg.mode == "multicam" and RigCalibration(cfg.rig_extrinsics).is_metric(cfg.cameras)
+        units = "metric" if info.is_metric else "metric (rig baseline)" if rig_metric else "relative"
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
-                               "depth_units": "metric" if info.is_metric else "relative"})
+                               "depth_units": units})
         self._device = info.device
 
-    def _camera_info_wait_s(self) -> float:
-        """How long images wait for a first CameraInfo: only when something uses intrinsics."""
+    def _uses_intrinsics(self) -> bool:
+        """Whether CameraInfo intrinsics are used (then images wait for a first one, see inputs)."""
         s = self.settings
-        uses = s["model"] == "truth" or s["condition_on_intrinsics"] or s["condition_on_poses"]
-        return float(s["camera_info_wait_s"]) if uses else 0.0
+        return bool(s["model"] == "truth" or s["condition_on_intrinsics"] or s["condition_on_poses"])
 
     def _release_predictor(self) -> None:
         if self.truth_topics is not None:

@@ -16,6 +16,8 @@ Per-camera parameters live under ``camera.<name>.`` and are declared after the
         camera.front.camera_info_topic: /front/camera_info
         camera.left.image_topic: /left/image_raw/compressed
         camera.left.transport: compressed
+        camera.front.extrinsics: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]     # rig calibration (optional)
+        camera.left.extrinsics: [-0.06, 0.0, 0.0, 0.0, -0.259, 0.0, 0.966]
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.parameter import Parameter
 
 from da3_ros.core.config import ALIGN_MODES, QUEUE_POLICIES, WINDOW_MODES, PipelineConfig
+from da3_ros.core.rig import pose_from_vector
 from da3_ros.inference.settings import (
     ACCELERATE_SETTINGS,
     ATTENTION_BACKENDS,
@@ -129,7 +133,9 @@ SPECS: tuple[ParamSpec, ...] = (
               f"{DEFAULT_REF_VIEW_STRATEGY}",
               choices=REF_VIEW_SETTINGS),
     ParamSpec("condition_on_intrinsics", _INF.condition_on_intrinsics,
-              "Feed CameraInfo intrinsics to the network"),
+              "Use CameraInfo intrinsics when present and valid: published camera_info is the "
+              "calibration, depth and cloud follow it, the network gets it where it can (known poses, "
+              "metric scaling); false: the network's own estimate"),
     ParamSpec("condition_on_poses", _INF.condition_on_poses, "Feed known poses to the network"),
     ParamSpec("warmup", _INF.warmup, "Run one dummy window on activation (first real window is then fast)"),
     # --- inputs (restart) ---
@@ -140,9 +146,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
-    ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, "
-              "condition_on_poses, model truth), hold a camera's images up to this long for its first "
-              "CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
+    ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, the "
+              "default; condition_on_poses; model truth), hold a camera's images up to this long for its "
+              "first CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
     # --- windowing (restart) ---
     ParamSpec("num_view", _PIPE.num_view, "Time steps (temporal) or synchronised sets (multicam) per window",
               lo=1, hi=64),
@@ -181,6 +187,20 @@ SPECS: tuple[ParamSpec, ...] = (
               lo=1, hi=100_000_000),
     ParamSpec("publish_all_views", _PIPE.publish_all_views,
               "Republish every view of every window (not only new ones)", dynamic=True),
+    ParamSpec("pose_check", _PIPE.pose_check, "Hold windows whose images did not change (static) or "
+              "whose motion jumps: their motion is not chained (counted in /diagnostics pose_held.*)",
+              dynamic=True),
+    ParamSpec("static_max_shift_px", _PIPE.static_max_shift_px, "A camera is static while its image "
+              "shifts less than this (phase correlation, source pixels) from the last chained one",
+              dynamic=True, lo=0.0, hi=UNBOUNDED),
+    ParamSpec("static_max_change", _PIPE.static_max_change, "... and changes less than this (mean "
+              "absolute difference of blurred, normalised thumbnails)", dynamic=True, lo=0.0, hi=UNBOUNDED),
+    ParamSpec("pose_jump_deg", _PIPE.pose_jump_deg, "A view turning more than this from its camera's "
+              "previous one, or a window disagreeing this much with the frames it shares, is a jump (held)",
+              dynamic=True, lo=0.001, hi=360.0),
+    ParamSpec("pose_jump_depth_ratio", _PIPE.pose_jump_depth_ratio, "A view moving more than this many "
+              "median depths from its camera's previous one (or a window disagreeing that much) is a jump "
+              "(held)", dynamic=True, lo=0.001, hi=UNBOUNDED),
     ParamSpec("publish.depth", True, "Publish ~/<camera>/depth", dynamic=True),
     ParamSpec("publish.confidence", True, "Publish ~/<camera>/confidence", dynamic=True),
     ParamSpec("publish.camera_info", True, "Publish ~/<camera>/camera_info", dynamic=True),
@@ -212,6 +232,10 @@ CAMERA_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("frame_id", "", "Optical frame id override ('': input header, else <camera>_optical_frame)"),
     ParamSpec("transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage)",
               choices=("raw", "compressed")),
+    ParamSpec("extrinsics", [], "Calibrated pose of this camera's optical frame in a common rig frame, "
+              "[x, y, z, qx, qy, qz, qw] (metres; as tf2_echo prints it); []: unknown. With two or more "
+              "cameras calibrated, each window's relative poses are the calibrated ones (and in metres)",
+              array_of=float),
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -239,6 +263,7 @@ class CameraSettings:
     camera_info_topic: str
     frame_id: str
     transport: str
+    extrinsics: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -264,6 +289,7 @@ def pipeline_config(settings: NodeSettings) -> PipelineConfig:
     """The core PipelineConfig for these parameter values."""
     fields_ = PipelineConfig.normalised({name: settings[name] for name in PIPELINE_FIELDS})
     return PipelineConfig(mode=settings.mode, cameras=[c.name for c in settings.cameras],
+                          rig_extrinsics={c.name: tuple(c.extrinsics) for c in settings.cameras},
                           **fields_, **colorize_fields(settings.values))
 
 
@@ -289,6 +315,8 @@ def declare_all(node) -> None:
         for spec in CAMERA_SPECS:
             full = camera_param(cam, spec.name)
             default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default
+            if default == []:  # an empty list has no type of its own: declare the typed, unset parameter
+                default = Parameter.Type.DOUBLE_ARRAY
             node.declare_parameter(full, default, _camera_descriptor(spec, full))
 
 
@@ -304,8 +332,9 @@ def read_settings(node) -> NodeSettings:
     cams = []
     for cam in values["cameras"]:
         get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
+        extrinsics = node.get_parameter_or(camera_param(cam, "extrinsics")).value  # None when unset
         cams.append(CameraSettings(cam, get("image_topic"), get("camera_info_topic"), get("frame_id"),
-                                   get("transport")))
+                                   get("transport"), [float(x) for x in extrinsics or []]))
     return NodeSettings(values, cams)
 
 
@@ -362,6 +391,12 @@ def _check_relations(v: dict[str, Any]) -> str | None:
                or c[0].isdigit()]
         if bad:
             return f"camera names must be valid topic tokens ([A-Za-z_][A-Za-z0-9_]*): {bad}"
+    for name, value in v.items():
+        if name.startswith("camera.") and name.endswith(".extrinsics") and value is not None and len(value):
+            try:
+                pose_from_vector(value)
+            except ValueError as exc:
+                return f"{name}: {exc}"
     if "dilations" in v and not v["dilations"]:
         return "dilations must hold at least one value"
     if v.get("mode") == "temporal" and cams is not None and len(cams) > 1:
