@@ -72,6 +72,7 @@ def test_replay_accounts_for_every_message(tmp_path, bag):
             stamps.add(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
     assert stamps == answered
     assert r["node_exit_code"] == 0  # the spawned node stopped cleanly
+    assert not (out / "PARTIAL").exists()  # a finished run is not marked partial
 
 
 def test_replay_loop_samples_memory_and_accounts(tmp_path, bag):
@@ -97,6 +98,8 @@ def test_replay_without_a_node_fails_with_one_line(tmp_path, bag):
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "no subscriber on /camera/image_raw" in lines[0], res.stderr
+    out = tmp_path / "out"  # what it had started (node-less: the empty recorded bag) is marked, and named
+    assert "partial output left in" in lines[0] and (out / "PARTIAL").exists()
 
 
 def test_replay_bad_arguments_fail_with_one_line(tmp_path, bag):

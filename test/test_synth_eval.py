@@ -108,6 +108,7 @@ def test_eval_truth_is_ideal_and_writes_every_output(bag, tmp_path):
                  "points.ply", "trajectory_camera.tum", "truth_camera.tum"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert len((tmp_path / "trajectory_camera.tum").read_text().splitlines()) == N
+    assert not (tmp_path / "PARTIAL").exists() and not saved["partial"]  # a finished run is not marked
     with BagReader(tmp_path / "predictions") as r:
         topics = r.topics
     for t in ("camera/depth", "camera/confidence", "camera/camera_info", "camera/pose", "points", "odometry",
@@ -149,7 +150,7 @@ def test_eval_metric_model_is_scored_without_any_scale_correction(bag, tmp_path)
             pred.world_from_cam[:, :3, 3] *= 2.0
             return pred
 
-    m = evaluate(bag, tmp_path, _opts(), predictor_factory=WrongScaleMetric)
+    m = evaluate(bag, tmp_path, _opts(overwrite=True), predictor_factory=WrongScaleMetric)
     assert m["abs_rel"] == pytest.approx(1.0, abs=1e-4)  # |2g - g| / g
     assert m["delta1"] == 0.0
     assert m["ate"] > 0.05  # SE(3) cannot undo the scale

@@ -54,6 +54,9 @@ def write_summary(path: Path, m: dict) -> None:
              f"depth alignment: {m['depth_alignment']}; "
              f"trajectory alignment: {m['trajectory_alignment']}.", "",
              "| metric | value |", "|---|---|"]
+    if m.get("partial"):
+        lines[1:1] = ["", f"**PARTIAL RUN**: it failed ({m.get('error', '')}); everything below covers only "
+                      "the frames before the failure."]
     for key in ("abs_rel", "rmse", "delta1", "ate", "rpe", "rpe_rot_deg", "trajectory_scale"):
         lines.append(f"| {key} | {_fmt(m.get(key, math.nan))} |")
     lines += ["", "| count | value |", "|---|---|"]

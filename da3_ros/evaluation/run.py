@@ -51,6 +51,8 @@ class EvalRun:
         self._published = 0
         self._rng = np.random.default_rng(opts.seed)
         self._bar = None
+        #: entries added to the metrics dict as they are (e.g. how the input was checked)
+        self.info: dict = {}
 
     # -- driving ---------------------------------------------------------------------------
     def progress(self, iterable):
@@ -137,8 +139,12 @@ class EvalRun:
         ref = {c: (np.array(s, np.int64), np.array(r).reshape(-1, 4, 4)) for c, (s, _, r) in self.ref.items()}
         return M.trajectory_errors(est, ref, correct_scale=not self.is_metric)
 
-    def report(self, out: Path, bag: str, elapsed_s: float, frames_read: int) -> dict:
-        """Write every output file into ``out``; returns the metrics dict."""
+    def report(self, out: Path, bag: str, elapsed_s: float, frames_read: int, partial: str = "") -> dict:
+        """Write every output file into ``out``; returns the metrics dict.
+
+        ``partial``: the error that ended the run early (the report then covers the frames so far,
+        and says so in ``metrics.json`` (``partial``, ``error``) and summary.md).
+        """
         traj = self._trajectory()
         ate_of = {}
         k = 0
@@ -162,7 +168,10 @@ class EvalRun:
              "dropped_by_reason": dict(stats.dropped), "frames_evaluated": depth["depth_frames"],
              "depth_pixels": depth["depth_pixels"], "poses_evaluated": traj.n_poses, "windows": stats.windows,
              "elapsed_s": elapsed_s, "fps": frames_read / elapsed_s if elapsed_s > 0 else math.nan,
-             "points": 0, "notes": []}
+             "points": 0, "notes": [], "partial": bool(partial), "error": partial, **self.info}
+        if partial:
+            m["notes"].append(f"PARTIAL: the run failed after {frames_read} frames ({partial}); "
+                              "these numbers cover only the frames before the failure")
         if not self.have_truth:
             m["notes"].append("the bag lacks depth_gt / pose_gt for some camera: metrics are partial or n/a")
         if "random weights" in str(name):

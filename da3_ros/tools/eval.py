@@ -35,10 +35,12 @@ from da3_ros.inference.build import build_engine
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros.publishers import OutputPublishers
 from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
+from da3_ros.tools.bag.check import check_bag
 from da3_ros.tools.bag.frames import BagFrameStream, TruthCache
 from da3_ros.tools.bag.io import BagError, BagReader, BagWriter, find_cameras
 from da3_ros.tools.bag.node import BagNode
 from da3_ros.tools.cli import run_main
+from da3_ros.tools.outdir import RunOutput
 
 LOG = logging.getLogger("da3_ros.tools.eval")
 
@@ -73,6 +75,8 @@ class EvalOptions:
     max_cloud_points: int = 500_000
     voxel_size_m: float = 0.0
     progress: bool = True
+    overwrite: bool = False
+    check_bag: bool = True
 
 
 def make_predictor(opts: EvalOptions, truth_fn):
@@ -100,10 +104,17 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
     ``predictor_factory(truth_fn) -> predictor`` replaces :func:`make_predictor` (tests inject
     predictors this way); ``truth_fn(frame)`` gives the bag's truth of a frame.
 
+    ``out_dir`` must be new or empty, unless ``opts.overwrite`` (see :class:`RunOutput`); a run that
+    fails after writing output leaves it marked ``PARTIAL`` (and a ``partial`` metrics.json when the
+    report could still be written).
+
     Raises:
         BagError: unreadable bag, missing topics, or ``truth`` without ground truth in the bag.
+        ToolError: ``out_dir`` holds an older run and ``opts.overwrite`` is off.
+        PartialOutputError: the run failed after writing output (its message names it).
     """
-    out = Path(out_dir)
+    output = RunOutput(out_dir, "da3-eval", opts.overwrite)
+    out = output.path
     with BagReader(bag) as reader:
         cams = find_cameras(reader, opts.image_topics)
         if opts.model == "truth":
@@ -112,30 +123,39 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
                 raise BagError(f"--model truth needs <ns>/depth_gt, <ns>/pose_gt and <ns>/camera_info "
                                f"in the bag; missing for camera(s) {', '.join(missing)}")
         names = [c.name for c in cams]
+        checked = check_bag(reader, [c.image for c in cams]).line() if opts.check_bag else "skipped"
+        if opts.progress:
+            print(f"da3-eval: checked {bag}: {checked}", file=sys.stderr)
         # frames read ahead of a window: its stride, plus what a rig's sync may hold back
         ahead = opts.stride + 16
         truth = TruthCache(capacity=truth_capacity(opts.num_view, opts.dilations, ahead, len(cams)))
         stream = BagFrameStream(reader, cams, truth, max_frames=opts.max_frames)
-        predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
-        out.mkdir(parents=True, exist_ok=True)
-        writer = sink = None
-        if opts.write_bag:
-            writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True)
-            sink = OutputPublishers(BagNode(writer), names, "da3_odom").publish_result
-        run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, sink,
-                      have_truth=all(c.depth_gt and c.pose_gt for c in cams),
-                      total=stream.total_frames())
-        t0 = time.perf_counter()
-        try:
-            for frame in run.progress(stream):
-                run.push(frame)
-            run.finish()
-        finally:
-            run.close_progress()
-            if writer is not None:
-                writer.close()
-        elapsed = time.perf_counter() - t0
-    return run.report(out, bag=str(bag), elapsed_s=elapsed, frames_read=sum(stream.read_counts.values()))
+        with output.running():
+            predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
+            writer = sink = None
+            if opts.write_bag:
+                writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True)
+                sink = OutputPublishers(BagNode(writer), names, "da3_odom").publish_result
+            run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, sink,
+                          have_truth=all(c.depth_gt and c.pose_gt for c in cams),
+                          total=stream.total_frames())
+            run.info["bag_check"] = checked
+            t0 = time.perf_counter()
+
+            def report(partial: str = "") -> dict:
+                return run.report(out, bag=str(bag), elapsed_s=time.perf_counter() - t0,
+                                  frames_read=sum(stream.read_counts.values()), partial=partial)
+
+            output.on_fail = report
+            try:
+                for frame in run.progress(stream):
+                    run.push(frame)
+                run.finish()
+            finally:
+                run.close_progress()
+                if writer is not None:
+                    writer.close()
+            return report()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=float, default=0.0, help="voxel size of the fused cloud")
     p.add_argument("--no-bag", action="store_true", help="skip the output bag")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip reading the whole bag once before the run (chunk CRCs, message counts)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output of an earlier run in --out (else a non-empty --out is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -195,7 +219,8 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
                        max_depth_m=args.max_depth, scale_range=tuple(args.scale_range),
                        depth_noise=args.depth_noise, pose_noise=args.pose_noise,
                        truth_metric=args.truth_metric, seed=args.seed, voxel_size_m=args.voxel_size,
-                       write_bag=not args.no_bag, plots=not args.no_plots, progress=not args.quiet)
+                       write_bag=not args.no_bag, plots=not args.no_plots, progress=not args.quiet,
+                       overwrite=args.overwrite, check_bag=not args.no_check)
 
 
 def main(argv: list[str] | None = None) -> int:

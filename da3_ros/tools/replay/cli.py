@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from da3_ros.dds_env import fastdds_profile_path, pick_domain_id
+from da3_ros.tools.bag.check import check_bag
 from da3_ros.tools.bag.io import BagReader, BagWriter, find_cameras
 from da3_ros.tools.cli import run_main
+from da3_ros.tools.outdir import RunOutput
 from da3_ros.tools.replay.node_runner import NodeRunner
 from da3_ros.tools.replay.player import Replayer
 from da3_ros.tools.replay.report import build_report, write_outputs
@@ -60,6 +62,8 @@ class ReplayOptions:
     sample_period_s: float = 1.0
     record: bool = True
     progress: bool = True
+    overwrite: bool = False
+    check_bag: bool = True
 
 
 def play_topics(reader: BagReader, opts: ReplayOptions) -> tuple[list[str], dict[str, str]]:
@@ -97,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=float, default=1.0, help="seconds from node ready to playing")
     p.add_argument("--sample-period", type=float, default=1.0, help="memory sampling period, s")
     p.add_argument("--no-record", action="store_true", help="do not write the recorded bag")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip reading the whole bag once before playing (chunk CRCs, message counts)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output of an earlier run in --out (else a non-empty --out is refused)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -117,7 +125,8 @@ def options_from_args(a: argparse.Namespace) -> ReplayOptions:
                          keep_stamps=a.keep_stamps, node_name=a.node_name, spawn_node=a.spawn_node,
                          params=a.params, node_cmd=a.node_cmd, node_pid=a.node_pid, domain_id=a.domain_id,
                          wait_ready_s=a.wait_ready, settle_s=a.settle, delay_s=a.delay,
-                         sample_period_s=a.sample_period, record=not a.no_record, progress=not a.quiet)
+                         sample_period_s=a.sample_period, record=not a.no_record, progress=not a.quiet,
+                         overwrite=a.overwrite, check_bag=not a.no_check)
 
 
 def prepare_dds(domain_id: int | None) -> int:
@@ -141,33 +150,42 @@ def node_command(opts: ReplayOptions) -> list[str] | None:
 
 
 def replay(bag: str | Path, out_dir: str | Path, opts: ReplayOptions) -> dict:
-    """Play, record, account; returns the report written to ``out_dir/report.json``."""
-    out = Path(out_dir)
+    """Play, record, account; returns the report written to ``out_dir/report.json``.
+
+    ``out_dir`` must be new or empty unless ``opts.overwrite``; a run that fails after writing
+    output leaves it marked ``PARTIAL`` and raises a PartialOutputError naming it.
+    """
+    output = RunOutput(out_dir, "da3-replay", opts.overwrite)
+    out = output.path
     with BagReader(bag) as reader:
         topics, image_cam = play_topics(reader, opts)
-        out.mkdir(parents=True, exist_ok=True)
+        if opts.check_bag:
+            checked = check_bag(reader, list(image_cam))
+            if opts.progress:
+                print(f"da3-replay: checked {bag}: {checked.line()}", file=sys.stderr)
         domain = prepare_dds(opts.domain_id)
         cmd = node_command(opts)
-        writer = BagWriter(out / "recorded", fmt="mcap", overwrite=True) if opts.record else None
-        run = node = None
-        try:
-            node = NodeRunner(cmd, domain, out) if cmd else None
-            run = Replayer(reader, topics, image_cam, opts, writer, node)
-            run.wait_ready()
-            sampler = threading.Thread(target=run.sample_memory, daemon=True)
-            sampler.start()
-            run.play()
-            run.settle()
-            run.stop_sampling.set()
-            sampler.join(timeout=5)
-        finally:
-            if run is not None:
-                run.close()
-            if writer is not None:
-                writer.close()
-            node_code = node.stop() if node is not None else None
-    report = build_report(run, bag=str(bag), node_exit_code=node_code)
-    write_outputs(out, report, run)
+        with output.running():
+            writer = BagWriter(out / "recorded", fmt="mcap", overwrite=True) if opts.record else None
+            run = node = None
+            try:
+                node = NodeRunner(cmd, domain, out) if cmd else None
+                run = Replayer(reader, topics, image_cam, opts, writer, node)
+                run.wait_ready()
+                sampler = threading.Thread(target=run.sample_memory, daemon=True)
+                sampler.start()
+                run.play()
+                run.settle()
+                run.stop_sampling.set()
+                sampler.join(timeout=5)
+            finally:
+                if run is not None:
+                    run.close()
+                if writer is not None:
+                    writer.close()
+                node_code = node.stop() if node is not None else None
+            report = build_report(run, bag=str(bag), node_exit_code=node_code)
+            write_outputs(out, report, run)
     return report
 
 
