@@ -60,3 +60,11 @@ def run_tool(tool: str, *args, cwd: Path, domain: int = 77, timeout: float = 180
     res = subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env,
                          timeout=timeout)
     return res, time.monotonic() - t0
+
+
+def chunk_compression(bag: Path) -> set[str]:
+    """The compression of the chunks of an mcap bag's first file ('' = none)."""
+    from mcap.reader import make_reader
+
+    with open(next(bag.glob("*.mcap")), "rb") as f:
+        return {c.compression for c in make_reader(f).get_summary().chunk_indexes}

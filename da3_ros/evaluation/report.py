@@ -21,6 +21,74 @@ def json_safe(v):
     return v
 
 
+def human_bytes(n: float) -> str:
+    """``1.7 GB``-style size (decimal units, as ``du --si`` and file managers show)."""
+    for unit in ("B", "kB", "MB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
+
+
+def folder_sizes(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """``{name: bytes}`` of the entries of ``folder``, largest first (``{}`` when there is none).
+
+    Sub-folders are summed and their names end in ``/``; names in ``skip`` are left out.
+    """
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for child in folder.iterdir():
+        if child.name in skip:
+            continue
+        files = [child] if child.is_file() else [p for p in child.rglob("*") if p.is_file()]
+        found[child.name + ("/" if child.is_dir() else "")] = sum(p.stat().st_size for p in files)
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+class DepthPngWriter:
+    """Depth maps as 16-bit PNG files ``<folder>/<camera>/<stamp_ns>.png`` (lossless, zlib-compressed).
+
+    Pixel value = depth / ``unit``, 0 = no estimate, 65535 = beyond the range. ``unit`` is 1 mm for a
+    metric model (the REP-118 ``16UC1`` convention); for a relative model it is fixed by the first
+    map written (its 99th percentile maps to 16000, leaving 4x headroom) and holds for the whole run.
+    :meth:`finish` writes ``units.json`` (``unit``, ``units``, ``maps``, ``saturated_pixels``).
+    """
+
+    def __init__(self, folder: Path, metric: bool):
+        self.folder, self.metric = Path(folder), metric
+        self.unit = 1e-3 if metric else math.nan
+        self.maps = self.saturated = 0
+
+    def write(self, camera: str, stamp_ns: int, depth: np.ndarray) -> None:
+        """Write one (H, W) depth map (metres, or global model units)."""
+        import cv2
+
+        d = np.asarray(depth, dtype=np.float64)
+        ok = np.isfinite(d) & (d > 0)
+        if not math.isfinite(self.unit):
+            p99 = float(np.percentile(d[ok], 99)) if ok.any() else 0.0
+            self.unit = p99 / 16000.0 if p99 > 0 else 1e-3
+        q = np.zeros(d.shape, dtype=np.uint16)
+        q[ok] = np.clip(np.rint(d[ok] / self.unit), 1, 65535)
+        self.saturated += int(np.count_nonzero(q == 65535))
+        (self.folder / camera).mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(self.folder / camera / f"{int(stamp_ns)}.png"), q):
+            raise OSError(f"cannot write a PNG into {self.folder / camera}")
+        self.maps += 1
+
+    def finish(self) -> None:
+        """Write ``units.json`` next to the maps (nothing when none was written)."""
+        import json
+
+        if self.maps:
+            units = "metres" if self.metric else "model units (the run's global scale)"
+            info = {"unit": self.unit, "units": units,
+                    "value": "depth = png_value * unit; 0 = no estimate; 65535 = out of range",
+                    "maps": self.maps, "saturated_pixels": self.saturated}
+            (self.folder / "units.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> None:
     """Binary little-endian PLY with x y z (float32), red green blue (uint8), confidence (float32)."""
     n = len(points)
@@ -47,6 +115,23 @@ def _fmt(v) -> str:
     return str(v)
 
 
+_SAVE_WHERE = {"bag": "predictions/ (the node's topics)", "depth": "depth/ (16-bit PNG)",
+               "cloud": "points.ply", "plots": "PNG plots"}
+
+
+def _outputs_section(m: dict) -> list[str]:
+    """Markdown lines: what the run wrote, how large, and what it left out."""
+    lines = ["", "## Outputs", ""]
+    lines += [f"- `{name}` {human_bytes(n)}" for name, n in m.get("outputs", {}).items()]
+    saved = m.get("saved", {})
+    if saved.get("bag") or saved.get("depth"):
+        lines.append(f"- images and clouds of every {saved.get('stride', 1)}-th view kept (`--save-stride`)")
+    off = [where for item, where in _SAVE_WHERE.items() if item in saved and not saved[item]]
+    if off:
+        lines.append(f"- not written (ask with `--save`): {', '.join(off)}")
+    return lines
+
+
 def write_summary(path: Path, m: dict) -> None:
     """Markdown summary of a metrics dict (see ``da3-eval``)."""
     lines = [f"# da3-eval: {m['model']} on `{m['bag']}`", "",
@@ -68,6 +153,7 @@ def write_summary(path: Path, m: dict) -> None:
     lines.append(f"\n{m['frames_read']} frames in {m['elapsed_s']:.1f} s ({_fmt(m['fps'])} frames/s).")
     if m.get("notes"):
         lines += ["", *[f"- {n}" for n in m["notes"]]]
+    lines += _outputs_section(m)
     path.write_text("\n".join(lines) + "\n")
 
 

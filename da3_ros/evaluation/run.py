@@ -31,15 +31,17 @@ class EvalRun:
             writing into an output bag), or None.
         have_truth: every camera has depth and pose ground truth.
         total: frames expected (progress bar, sample spacing).
+        depth_dir: folder for 16-bit PNG depth of every ``opts.save_stride``-th view of a camera, or None.
     """
 
     def __init__(self, opts, cameras: list[str], predictor, config, truth, sink, have_truth: bool,
-                 total: int):
+                 total: int, depth_dir: Path | None = None):
         self.opts, self.cameras, self.predictor, self.truth = opts, cameras, predictor, truth
         self.pipeline = Pipeline(config, predictor)
         self.have_truth = have_truth
         self.total = total
         self.is_metric = bool(getattr(predictor, "is_metric", False))
+        self.depth_pngs = None if depth_dir is None else R.DepthPngWriter(depth_dir, self.is_metric)
         self.sink = sink
         self.rows: list[dict] = []
         self.est = {c: ([], []) for c in cameras}  # stamps, poses of every published view
@@ -97,7 +99,7 @@ class EvalRun:
         scale = self._window_scale(result, gts)
         for i in np.flatnonzero(np.asarray(result.is_new, dtype=bool)):
             self._on_view(result, int(i), gts[i], scale)
-        if len(result.points_world):
+        if self.opts.write_cloud and len(result.points_world):
             self.cloud.append((np.asarray(result.points_world, np.float32),
                                np.asarray(result.colors, np.uint8),
                                np.asarray(result.points_conf, np.float32)))
@@ -108,6 +110,8 @@ class EvalRun:
     def _on_view(self, result: WindowResult, i: int, gt, scale: float) -> None:
         f = result.prediction.frames[i]
         pose = np.asarray(result.world_from_cam[i], dtype=np.float64)
+        if self.depth_pngs is not None and len(self.est[f.camera][0]) % self.opts.save_stride == 0:
+            self.depth_pngs.write(f.camera, f.stamp_ns, result.prediction.depth[i])
         self.est[f.camera][0].append(f.stamp_ns)
         self.est[f.camera][1].append(pose)
         if gt is not None and gt.world_from_cam is not None:
@@ -185,18 +189,24 @@ class EvalRun:
             s, _, r = self.ref[c]
             if s:
                 (out / f"truth_{c}.tum").write_text("\n".join(M.tum_lines(np.array(s), np.array(r))) + "\n")
+        if self.depth_pngs is not None:
+            self.depth_pngs.finish()
         if self.cloud:
             if self.cloud_n > self.opts.max_cloud_points:
                 self._thin_cloud()
             pts, cols, conf = (np.concatenate(x) for x in zip(*self.cloud))
             R.write_ply(out / "points.ply", points_to_fixed(pts), cols, conf)
             m["points"] = int(len(pts))
-        self._write_tables(out, m)
         if self.opts.plots:
             R.plot_samples(out / "samples.png", self.samples)
             R.plot_trajectory(out / "trajectory.png", traj.est_xyz, traj.ref_xyz,
                               f"{name}: ATE {traj.ate:.4g} m ({traj.alignment})")
             R.plot_per_frame(out / "per_frame.png", self.rows, traj.ate_per_pose)
+        m["outputs"] = R.folder_sizes(out, skip=("PARTIAL",))  # all but the small tables written next
+        o = self.opts
+        m["saved"] = {"bag": o.write_bag, "depth": o.write_depth, "cloud": o.write_cloud, "plots": o.plots,
+                      "stride": o.save_stride}
+        self._write_tables(out, m)
         return m
 
     def _write_tables(self, out: Path, m: dict) -> None:

@@ -83,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = step("2/3 evaluation: the same pipeline offline against the bag's ground truth")
     metrics = evaluate(args.bag, out / "report", EvalOptions(
         model=weights, process_res=args.process_res, device=args.device, num_view=args.num_view,
-        stride=args.stride, ref_view_strategy=args.ref_view_strategy, overwrite=True))
+        stride=args.stride, ref_view_strategy=args.ref_view_strategy, overwrite=True, write_bag=True))
     print(f"    done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     step("3/3 results")

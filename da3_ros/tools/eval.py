@@ -40,7 +40,7 @@ from da3_ros.tools.bag.frames import BagFrameStream, TruthCache
 from da3_ros.tools.bag.io import BagError, BagReader, BagWriter, find_cameras
 from da3_ros.tools.bag.node import BagNode
 from da3_ros.tools.cli import run_main
-from da3_ros.tools.outdir import RunOutput
+from da3_ros.tools.outdir import RunOutput, size_line
 
 LOG = logging.getLogger("da3_ros.tools.eval")
 
@@ -69,8 +69,11 @@ class EvalOptions:
     pose_noise: float = 0.0
     truth_metric: bool = False
     seed: int = 0
-    write_bag: bool = True
+    write_bag: bool = False
     plots: bool = True
+    write_cloud: bool = True
+    write_depth: bool = False
+    save_stride: int = 10
     samples: int = 4
     max_cloud_points: int = 500_000
     voxel_size_m: float = 0.0
@@ -96,6 +99,20 @@ def pipeline_config(opts: EvalOptions, cameras: list[str]) -> PipelineConfig:
     return PipelineConfig(mode="multicam" if len(cameras) > 1 else "temporal", cameras=cameras,
                           num_view=opts.num_view, stride=opts.stride, dilations=opts.dilations,
                           slop_s=opts.slop_s, voxel_size_m=opts.voxel_size_m)
+
+
+def open_output_bag(out: Path, cameras: list[str], opts: EvalOptions) -> tuple[BagWriter, OutputPublishers]:
+    """``out/predictions`` (zstd mcap) and the node's publishers writing into it.
+
+    Images and clouds are kept for every ``opts.save_stride``-th view (poses, camera_info, odometry
+    all); ``~/path`` (the whole path so far in every message, O(frames^2) in a bag) goes out once
+    at the start, then once at the end (the caller sets ``path_period_s`` to 0 and flushes).
+    """
+    writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True,
+                       heavy_every=opts.save_stride)
+    pubs = OutputPublishers(BagNode(writer), cameras, "da3_odom")
+    pubs.path_period_s = math.inf
+    return writer, pubs
 
 
 def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_factory=None) -> dict:
@@ -132,13 +149,11 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
         stream = BagFrameStream(reader, cams, truth, max_frames=opts.max_frames)
         with output.running():
             predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
-            writer = sink = None
-            if opts.write_bag:
-                writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True)
-                sink = OutputPublishers(BagNode(writer), names, "da3_odom").publish_result
-            run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, sink,
+            writer, pubs = open_output_bag(out, names, opts) if opts.write_bag else (None, None)
+            run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth,
+                          pubs and pubs.publish_result,
                           have_truth=all(c.depth_gt and c.pose_gt for c in cams),
-                          total=stream.total_frames())
+                          total=stream.total_frames(), depth_dir=out / "depth" if opts.write_depth else None)
             run.info["bag_check"] = checked
             t0 = time.perf_counter()
 
@@ -154,6 +169,8 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
             finally:
                 run.close_progress()
                 if writer is not None:
+                    pubs.path_period_s = 0.0  # the whole path, once, at the end
+                    pubs.publish_path_if_due()
                     writer.close()
             return report()
 
@@ -193,8 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-metric", action="store_true", help="truth stand-in acts as a metric model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voxel-size", type=float, default=0.0, help="voxel size of the fused cloud")
-    p.add_argument("--no-bag", action="store_true", help="skip the output bag")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--save", default="cloud,plots",
+                   help="what to write besides metrics.json, summary.md, the CSV tables and TUM "
+                        "trajectories: comma-separated of bag (predictions/: the node's topics), depth "
+                        "(depth/<camera>/<stamp>.png, 16-bit), cloud (points.ply), plots; 'all' or 'none'")
+    p.add_argument("--save-stride", type=int, default=10,
+                   help="bag and depth PNGs keep the images / clouds of every N-th view of a camera (poses, "
+                        "camera_info and odometry of every view); 1: all")
+    p.add_argument("--no-bag", action="store_true", help="leave 'bag' out of --save")
+    p.add_argument("--no-plots", action="store_true", help="leave 'plots' out of --save")
     p.add_argument("--no-check", action="store_true",
                    help="skip reading the whole bag once before the run (chunk CRCs, message counts)")
     p.add_argument("--overwrite", action="store_true",
@@ -204,8 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SAVE_ITEMS = ("bag", "depth", "cloud", "plots")
+
+
+def save_items(args: argparse.Namespace) -> set[str]:
+    """The outputs ``--save`` (less ``--no-bag`` / ``--no-plots``) asks for (ValueError on an unknown one)."""
+    words = {w.strip() for w in args.save.split(",") if w.strip()}
+    items = set(SAVE_ITEMS) if "all" in words else set() if "none" in words else words
+    unknown = items - set(SAVE_ITEMS)
+    if unknown:
+        raise ValueError(f"--save: unknown item(s) {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(SAVE_ITEMS)}, all, none")
+    if args.save_stride < 1:
+        raise ValueError("--save-stride must be >= 1")
+    if args.no_bag:
+        items.discard("bag")
+    if args.no_plots:
+        items.discard("plots")
+    return items
+
+
 def options_from_args(args: argparse.Namespace) -> EvalOptions:
     """EvalOptions from parsed arguments (ValueError on a bad value)."""
+    save = save_items(args)
     try:
         dil = tuple(int(x) for x in args.dilations.split(",") if x.strip())
     except ValueError:
@@ -219,7 +264,8 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
                        max_depth_m=args.max_depth, scale_range=tuple(args.scale_range),
                        depth_noise=args.depth_noise, pose_noise=args.pose_noise,
                        truth_metric=args.truth_metric, seed=args.seed, voxel_size_m=args.voxel_size,
-                       write_bag=not args.no_bag, plots=not args.no_plots, progress=not args.quiet,
+                       write_bag="bag" in save, plots="plots" in save, write_cloud="cloud" in save,
+                       write_depth="depth" in save, save_stride=args.save_stride, progress=not args.quiet,
                        overwrite=args.overwrite, check_bag=not args.no_check)
 
 
@@ -233,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m['model']}: abs_rel {m['abs_rel']:.4g} rmse {m['rmse']:.4g} delta1 {m['delta1']:.4g} "
               f"ate {m['ate']:.4g} rpe {m['rpe']:.4g} ({m['frames_processed']}/{m['frames_read']} frames "
               f"processed, {m['frames_dropped']} dropped) -> {args.out}")
+        print(f"wrote {size_line(RunOutput(args.out, 'da3-eval').sizes())} to {args.out}")
         return 0
 
     return run_main(work, "da3-eval", args.debug)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from da3_ros.evaluation.report import folder_sizes, human_bytes
 from da3_ros.tools.cli import ToolError, describe
 
 MARKER = "PARTIAL"
@@ -29,22 +30,6 @@ RUN_FILES = ("metrics.json", "report.json", MARKER)
 
 class PartialOutputError(ToolError):
     """A run failed after writing output; the message names the output and its ``PARTIAL`` marker."""
-
-
-def human_bytes(n: float) -> str:
-    """``1.7 GB``-style size (decimal units, as ``du --si`` and file managers show)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    raise AssertionError("unreachable")
-
-
-def path_bytes(path: Path) -> int:
-    """Bytes of a file, or of every file below a folder."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def size_line(sizes: dict[str, int], most: int = 4) -> str:
@@ -94,11 +79,7 @@ class RunOutput:
 
     def sizes(self) -> dict[str, int]:
         """``{top-level name: bytes}`` of what the run wrote (folders end in ``/``), largest first."""
-        if not self.path.is_dir():
-            return {}
-        found = {c.name + ("/" if c.is_dir() else ""): path_bytes(c) for c in self.path.iterdir()
-                 if c.name != MARKER}
-        return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+        return folder_sizes(self.path, skip=(MARKER,))
 
     def complete(self) -> None:
         """The run finished: remove the marker."""

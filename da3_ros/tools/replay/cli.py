@@ -34,7 +34,7 @@ from da3_ros.dds_env import fastdds_profile_path, pick_domain_id
 from da3_ros.tools.bag.check import check_bag
 from da3_ros.tools.bag.io import BagReader, BagWriter, find_cameras
 from da3_ros.tools.cli import run_main
-from da3_ros.tools.outdir import RunOutput
+from da3_ros.tools.outdir import RunOutput, size_line
 from da3_ros.tools.replay.node_runner import NodeRunner
 from da3_ros.tools.replay.player import Replayer
 from da3_ros.tools.replay.report import build_report, write_outputs
@@ -61,6 +61,7 @@ class ReplayOptions:
     delay_s: float = 1.0
     sample_period_s: float = 1.0
     record: bool = True
+    record_stride: int = 10
     progress: bool = True
     overwrite: bool = False
     check_bag: bool = True
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", type=float, default=1.0, help="seconds from node ready to playing")
     p.add_argument("--sample-period", type=float, default=1.0, help="memory sampling period, s")
     p.add_argument("--no-record", action="store_true", help="do not write the recorded bag")
+    p.add_argument("--record-stride", type=int, default=10,
+                   help="record every N-th message of each image / cloud topic (zstd mcap; poses, odometry, "
+                        "camera_info and diagnostics all; latency counts every output); 1: all")
     p.add_argument("--no-check", action="store_true",
                    help="skip reading the whole bag once before playing (chunk CRCs, message counts)")
     p.add_argument("--overwrite", action="store_true",
@@ -118,6 +122,8 @@ def options_from_args(a: argparse.Namespace) -> ReplayOptions:
         raise ValueError("--loop needs --duration MIN > 0")
     if a.spawn_node and not a.params:
         raise ValueError("--spawn-node needs --params FILE")
+    if a.record_stride < 1:
+        raise ValueError("--record-stride must be >= 1")
     if a.params and not Path(a.params).is_file():
         raise ValueError(f"params file not found: {a.params}")
     return ReplayOptions(rate=a.rate, loop=a.loop, duration_min=a.duration,
@@ -125,8 +131,9 @@ def options_from_args(a: argparse.Namespace) -> ReplayOptions:
                          keep_stamps=a.keep_stamps, node_name=a.node_name, spawn_node=a.spawn_node,
                          params=a.params, node_cmd=a.node_cmd, node_pid=a.node_pid, domain_id=a.domain_id,
                          wait_ready_s=a.wait_ready, settle_s=a.settle, delay_s=a.delay,
-                         sample_period_s=a.sample_period, record=not a.no_record, progress=not a.quiet,
-                         overwrite=a.overwrite, check_bag=not a.no_check)
+                         sample_period_s=a.sample_period, record=not a.no_record,
+                         record_stride=a.record_stride, progress=not a.quiet, overwrite=a.overwrite,
+                         check_bag=not a.no_check)
 
 
 def prepare_dds(domain_id: int | None) -> int:
@@ -166,7 +173,8 @@ def replay(bag: str | Path, out_dir: str | Path, opts: ReplayOptions) -> dict:
         domain = prepare_dds(opts.domain_id)
         cmd = node_command(opts)
         with output.running():
-            writer = BagWriter(out / "recorded", fmt="mcap", overwrite=True) if opts.record else None
+            writer = (BagWriter(out / "recorded", fmt="mcap", compress=True, overwrite=True,
+                                heavy_every=opts.record_stride) if opts.record else None)
             run = node = None
             try:
                 node = NodeRunner(cmd, domain, out) if cmd else None
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['inputs_without_output']} without); latency mean {lat['mean']:.1f} ms "
               f"p90 {lat['p90']:.1f} ms; output {r['output_rate_hz']:.2f} Hz; node drops "
               f"{r['node'].get('drops_total', 'n/a')}; all accounted: {r['all_accounted']} -> {args.out}")
+        print(f"wrote {size_line(RunOutput(args.out, 'da3-replay').sizes())} to {args.out}")
         return 0 if r["all_accounted"] else 3
 
     return run_main(work, "da3-replay", args.debug)
