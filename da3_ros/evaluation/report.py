@@ -109,54 +109,6 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, conf: np.ndarr
         f.write(rec.tobytes())
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
-
-
-_SAVE_WHERE = {"bag": "predictions/ (the node's topics)", "depth": "depth/ (16-bit PNG)",
-               "cloud": "points.ply", "plots": "PNG plots"}
-
-
-def _outputs_section(m: dict) -> list[str]:
-    """Markdown lines: what the run wrote, how large, and what it left out."""
-    lines = ["", "## Outputs", ""]
-    lines += [f"- `{name}` {human_bytes(n)}" for name, n in m.get("outputs", {}).items()]
-    saved = m.get("saved", {})
-    if saved.get("bag") or saved.get("depth"):
-        lines.append(f"- images and clouds of every {saved.get('stride', 1)}-th view kept (`--save-stride`)")
-    off = [where for item, where in _SAVE_WHERE.items() if item in saved and not saved[item]]
-    if off:
-        lines.append(f"- not written (ask with `--save`): {', '.join(off)}")
-    return lines
-
-
-def write_summary(path: Path, m: dict) -> None:
-    """Markdown summary of a metrics dict (see ``da3-eval``)."""
-    lines = [f"# da3-eval: {m['model']} on `{m['bag']}`", "",
-             f"Cameras: {', '.join(m['cameras'])}; model is {'metric' if m['is_metric'] else 'relative'}; "
-             f"depth alignment: {m['depth_alignment']}; "
-             f"trajectory alignment: {m['trajectory_alignment']}.", "",
-             "| metric | value |", "|---|---|"]
-    if m.get("partial"):
-        lines[1:1] = ["", f"**PARTIAL RUN**: it failed ({m.get('error', '')}); everything below covers only "
-                      "the frames before the failure."]
-    for key in ("abs_rel", "rmse", "delta1", "ate", "rpe", "rpe_rot_deg", "trajectory_scale"):
-        lines.append(f"| {key} | {_fmt(m.get(key, math.nan))} |")
-    lines += ["", "| count | value |", "|---|---|"]
-    for key in ("frames_read", "frames_processed", "frames_dropped", "frames_evaluated", "poses_evaluated",
-                "windows", "points"):
-        lines.append(f"| {key} | {m.get(key)} |")
-    if m.get("dropped_by_reason"):
-        lines.append(f"\nDropped by reason: {m['dropped_by_reason']}")
-    lines.append(f"\n{m['frames_read']} frames in {m['elapsed_s']:.1f} s ({_fmt(m['fps'])} frames/s).")
-    if m.get("notes"):
-        lines += ["", *[f"- {n}" for n in m["notes"]]]
-    lines += _outputs_section(m)
-    path.write_text("\n".join(lines) + "\n")
-
-
 def pyplot():
     """``matplotlib.pyplot`` on the non-interactive Agg backend (tools write PNG files only)."""
     import matplotlib
@@ -168,23 +120,32 @@ def pyplot():
 
 
 def plot_samples(path: Path, samples: list[dict]) -> None:
-    """Grid: image | prediction (scaled to metres) | truth | abs. relative error, one row per sample."""
+    """Grid, one row per sample: image | prediction (scaled to metres) | truth | abs. relative error.
+
+    A sample without truth (``gt`` None) shows image | prediction (its own units) only.
+    """
     if not samples:
         return
     plt = pyplot()
-    fig, axes = plt.subplots(len(samples), 4, figsize=(13, 2.8 * len(samples)), squeeze=False)
+    cols = 4 if any(s["gt"] is not None for s in samples) else 2
+    fig, axes = plt.subplots(len(samples), cols, figsize=(3.25 * cols + 0.5, 2.8 * len(samples)),
+                             squeeze=False)
     for row, s in zip(axes, samples):
         gt, pred = s["gt"], s["pred"]
-        finite = gt[np.isfinite(gt)]
+        ref = pred if gt is None else gt
+        finite = ref[np.isfinite(ref)]
         lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = np.abs(pred - gt) / gt
-        for ax, img, title, kw in (
-                (row[0], s["image"], f"{s['camera']} {s['stamp_ns']}", {}),
-                (row[1], pred, "prediction (m)", {"cmap": "turbo_r", "vmin": lo, "vmax": hi}),
-                (row[2], gt, "truth (m)", {"cmap": "turbo_r", "vmin": lo, "vmax": hi}),
-                (row[3], err, f"abs rel error (mean {s['abs_rel']:.3f})", {"cmap": "magma", "vmin": 0,
-                                                                           "vmax": 0.25})):
+        depth_kw = {"cmap": "turbo_r", "vmin": lo, "vmax": hi}
+        panels = [(s["image"], f"{s['camera']} {s['stamp_ns']}", {}),
+                  (pred, "prediction (m)" if gt is not None else "prediction (no truth)", depth_kw)]
+        if gt is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                err = np.abs(pred - gt) / gt
+            err_kw = {"cmap": "magma", "vmin": 0, "vmax": 0.25}
+            panels += [(gt, "truth (m)", depth_kw), (err, f"abs rel error (mean {s['abs_rel']:.3f})", err_kw)]
+        for ax in row[len(panels):]:
+            ax.axis("off")
+        for ax, (img, title, kw) in zip(row, panels):
             im = ax.imshow(img, **kw)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
@@ -196,14 +157,19 @@ def plot_samples(path: Path, samples: list[dict]) -> None:
 
 
 def plot_trajectory(path: Path, est_xyz: np.ndarray, ref_xyz: np.ndarray, title: str) -> None:
-    """Top (x-y) and side (x-z) views of the aligned estimate against the truth (metres)."""
+    """Top (x-y) and side (x-z) views of the aligned estimate against the truth (metres).
+
+    With an empty ``ref_xyz`` (no truth) the estimate alone, as it is.
+    """
     if len(est_xyz) == 0:
         return
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (i, j, name) in zip(axes, ((0, 1, "x-y (top)"), (0, 2, "x-z (side)"))):
-        ax.plot(ref_xyz[:, i], ref_xyz[:, j], "k.-", ms=3, lw=1, label="truth")
-        ax.plot(est_xyz[:, i], est_xyz[:, j], "r.-", ms=3, lw=1, label="estimate (aligned)")
+        if len(ref_xyz):
+            ax.plot(ref_xyz[:, i], ref_xyz[:, j], "k.-", ms=3, lw=1, label="truth")
+        ax.plot(est_xyz[:, i], est_xyz[:, j], "r.-", ms=3, lw=1,
+                label="estimate (aligned)" if len(ref_xyz) else "estimate")
         ax.set_title(name)
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, alpha=0.3)
@@ -232,6 +198,33 @@ def plot_per_frame(path: Path, rows: list[dict], ate_per_pose: list[float]) -> N
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[2].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_consistency(path: Path, windows: list) -> None:
+    """Per window: depth disagreement on re-predicted views (%), scale (log axis), compute time (ms).
+
+    ``windows``: :class:`~da3_ros.evaluation.consistency.WindowRecord` in order.
+    """
+    if not windows:
+        return
+    plt = pyplot()
+    idx = [w.index for w in windows]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    axes[0].plot(idx, [(math.exp(w.depth_residual) - 1) * 100 for w in windows], ".-")
+    axes[1].semilogy(idx, [w.scale if w.scale > 0 else math.nan for w in windows], ".-")
+    axes[2].plot(idx, [w.time_s * 1e3 for w in windows], ".-")
+    extrapolated = [w.index for w in windows if w.method == "extrapolated"]
+    names = ("depth disagreement on shared views (%)", "window scale (global / window units)",
+             "window compute time (ms)")
+    for ax, name in zip(axes, names):
+        for x in extrapolated:
+            ax.axvline(x, color="r", alpha=0.3, lw=1)
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[2].set_xlabel("window (red lines: no overlap with the past, trajectory extrapolated)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -26,10 +26,12 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from da3_ros.core.config import PipelineConfig
+from da3_ros.evaluation.consistency import percent
 from da3_ros.evaluation.run import EvalRun
 from da3_ros.inference.build import build_engine
 from da3_ros.inference.settings import InferenceSettings
@@ -115,11 +117,13 @@ def open_output_bag(out: Path, cameras: list[str], opts: EvalOptions) -> tuple[B
     return writer, pubs
 
 
-def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_factory=None) -> dict:
+def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_factory=None,
+             note: Callable[[str], None] | None = None) -> dict:
     """Run the evaluation; returns the metrics dict also written to ``out_dir/metrics.json``.
 
     ``predictor_factory(truth_fn) -> predictor`` replaces :func:`make_predictor` (tests inject
-    predictors this way); ``truth_fn(frame)`` gives the bag's truth of a frame.
+    predictors this way); ``truth_fn(frame)`` gives the bag's truth of a frame. ``note(line)`` hears,
+    before the run, what the user should know at once (a bag without any ground truth).
 
     ``out_dir`` must be new or empty, unless ``opts.overwrite`` (see :class:`RunOutput`); a run that
     fails after writing output leaves it marked ``PARTIAL`` (and a ``partial`` metrics.json when the
@@ -140,6 +144,10 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
                 raise BagError(f"--model truth needs <ns>/depth_gt, <ns>/pose_gt and <ns>/camera_info "
                                f"in the bag; missing for camera(s) {', '.join(missing)}")
         names = [c.name for c in cams]
+        any_truth = any(c.depth_gt or c.pose_gt for c in cams)
+        if not any_truth and note is not None:
+            note(f"no ground truth in {bag} (no <ns>/depth_gt or <ns>/pose_gt topic): depth and trajectory "
+                 "are not scored; consistency between windows, trajectory length, rates and latency instead")
         checked = check_bag(reader, [c.image for c in cams]).line() if opts.check_bag else "skipped"
         if opts.progress:
             print(f"da3-eval: checked {bag}: {checked}", file=sys.stderr)
@@ -153,7 +161,8 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
             run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth,
                           pubs and pubs.publish_result,
                           have_truth=all(c.depth_gt and c.pose_gt for c in cams),
-                          total=stream.total_frames(), depth_dir=out / "depth" if opts.write_depth else None)
+                          total=stream.total_frames(), depth_dir=out / "depth" if opts.write_depth else None,
+                          any_truth=any_truth)
             run.info["bag_check"] = checked
             t0 = time.perf_counter()
 
@@ -269,16 +278,30 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
                        overwrite=args.overwrite, check_bag=not args.no_check)
 
 
+def result_line(m: dict, out: str) -> str:
+    """The terminal's one-line result: scores against the truth, or (without any) consistency."""
+    counts = (f"{m['frames_processed']}/{m['frames_read']} frames processed, {m['frames_dropped']} dropped")
+    if m["ground_truth"] != "none":
+        return (f"{m['model']}: abs_rel {m['abs_rel']:.4g} rmse {m['rmse']:.4g} delta1 {m['delta1']:.4g} "
+                f"ate {m['ate']:.4g} rpe {m['rpe']:.4g} ({counts}) -> {out}")
+    c = m["consistency"]
+    length = " + ".join(f"{t['length']:.3g}" for t in c["trajectory"].values())
+    scale = "" if m["is_metric"] else f", scale change {percent(c['scale_step']['median']):.2g} %/window"
+    return (f"{m['model']}: depth consistency {percent(c['depth_residual']['median']):.2g} % (median over "
+            f"{c['depth_residual']['n']} windows){scale}, trajectory {length} {c['trajectory_units']}, "
+            f"{c['processing_fps']:.3g} frames/s, window {c['window_time_s']['median'] * 1e3:.3g} ms "
+            f"({counts}) -> {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``da3-eval``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="da3-eval: %(message)s")
 
     def work() -> int:
-        m = evaluate(args.bag, args.out, options_from_args(args))
-        print(f"{m['model']}: abs_rel {m['abs_rel']:.4g} rmse {m['rmse']:.4g} delta1 {m['delta1']:.4g} "
-              f"ate {m['ate']:.4g} rpe {m['rpe']:.4g} ({m['frames_processed']}/{m['frames_read']} frames "
-              f"processed, {m['frames_dropped']} dropped) -> {args.out}")
+        m = evaluate(args.bag, args.out, options_from_args(args),
+                     note=lambda s: print(f"da3-eval: {s}", flush=True))
+        print(result_line(m, args.out))
         print(f"wrote {size_line(RunOutput(args.out, 'da3-eval').sizes())} to {args.out}")
         return 0
 
