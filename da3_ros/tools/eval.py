@@ -289,7 +289,7 @@ def result_line(m: dict, out: str) -> str:
     scale = "" if m["is_metric"] else f", scale change {percent(c['scale_step']['median']):.2g} %/window"
     return (f"{m['model']}: depth consistency {percent(c['depth_residual']['median']):.2g} % (median over "
             f"{c['depth_residual']['n']} windows){scale}, trajectory {length} {c['trajectory_units']}, "
-            f"{c['processing_fps']:.3g} frames/s, window {c['window_time_s']['median'] * 1e3:.3g} ms "
+            f"{c['processing_fps']:.3g} frames/s, window {c['window_time_s']['median'] * 1e3:.4g} ms "
             f"({counts}) -> {out}")
 
 
