@@ -27,6 +27,7 @@ from _launch_api import (
 
 from da3_ros.launch_args import NODE_ARGUMENTS, launch_arguments, resolve_path
 from da3_ros.ros.parameters import CAMERA_SPECS, SPECS, camera_param, check_values
+from da3_ros.tools.replay.rig import flatten_params
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
@@ -46,22 +47,11 @@ def _console_scripts() -> dict[str, str]:
     raise AssertionError("setup.py declares no entry_points")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, name + "."))
-        else:
-            out[name] = v
-    return out
-
-
 def _params_of(path: Path) -> dict:
     data = yaml.safe_load(path.read_text())
     assert isinstance(data, dict) and len(data) == 1, f"{path.name}: one node section expected"
     section = next(iter(data.values()))
-    return _flatten(section["ros__parameters"])
+    return flatten_params(section["ros__parameters"])
 
 
 def _declared_types(params: dict) -> dict[str, type]:

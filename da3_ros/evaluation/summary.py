@@ -28,26 +28,29 @@ def _table(rows: list[tuple[str, str]], head: tuple[str, str] = ("", "value")) -
     return [f"| {head[0]} | {head[1]} |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows]]
 
 
+_TRUTH_SECTIONS = (
+    ("Depth against ground truth", ("abs_rel", "rmse", "delta1"), "frames_evaluated",
+     "{} frames scored, depth alignment: {depth_alignment}.",
+     "Not scored: no camera has `<ns>/depth_gt` (sensor_msgs/Image 32FC1, metres, NaN = none, the stamps of "
+     "the images; `da3-synth` writes it). abs_rel, rmse, delta1, the truth and error columns of samples.png "
+     "and per_frame.png need it."),
+    ("Trajectory against ground truth", ("ate", "rpe", "rpe_rot_deg", "trajectory_scale"), "poses_evaluated",
+     "{} poses, alignment: {trajectory_alignment}.",
+     "Not scored: no camera has `<ns>/pose_gt` (geometry_msgs/PoseStamped of the camera's optical frame, the "
+     "stamps of the images). ATE, RPE, truth_<camera>.tum and the truth line of trajectory.png need it."),
+)
+
+
 def _truth_sections(m: dict) -> list[str]:
-    lines = ["## Depth against ground truth", ""]
-    if m["frames_evaluated"]:
-        keys = ("abs_rel", "rmse", "delta1")
-        lines += _table([(k, fmt(m.get(k, math.nan))) for k in keys], ("metric", "value"))
-        lines += ["", f"{m['frames_evaluated']} frames scored, depth alignment: {m['depth_alignment']}."]
-    else:
-        lines.append("Not scored: no camera has `<ns>/depth_gt` (sensor_msgs/Image 32FC1, metres, NaN = "
-                     "none, the stamps of the images; `da3-synth` writes it). abs_rel, rmse, delta1, the "
-                     "truth and error columns of samples.png and per_frame.png need it.")
-    lines += ["", "## Trajectory against ground truth", ""]
-    if m["poses_evaluated"]:
-        keys = ("ate", "rpe", "rpe_rot_deg", "trajectory_scale")
-        lines += _table([(k, fmt(m.get(k, math.nan))) for k in keys], ("metric", "value"))
-        lines += ["", f"{m['poses_evaluated']} poses, alignment: {m['trajectory_alignment']}."]
-    else:
-        lines.append("Not scored: no camera has `<ns>/pose_gt` (geometry_msgs/PoseStamped of the camera's "
-                     "optical frame, the stamps of the images). ATE, RPE, truth_<camera>.tum and the truth "
-                     "line of trajectory.png need it.")
-    return lines
+    lines = []
+    for title, keys, count, done, absent in _TRUTH_SECTIONS:
+        lines += [f"## {title}", ""]
+        if m[count]:
+            lines += _table([(k, fmt(m.get(k, math.nan))) for k in keys], ("metric", "value"))
+            lines += ["", done.format(m[count], **m), ""]
+        else:
+            lines += [absent, ""]
+    return lines[:-1]
 
 
 def _consistency_section(m: dict) -> list[str]:

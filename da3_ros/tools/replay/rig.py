@@ -30,12 +30,13 @@ def default_params_file() -> Path:
     return fastdds_profile_path().parent / "da3_replay.yaml"
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_params(d: dict, prefix: str = "") -> dict:
+    """Nested ``ros__parameters`` as flat dotted names (``camera: {front: {x: 1}}`` -> ``camera.front.x``)."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten_params(v, key + "."))
         else:
             out[key] = v
     return out
@@ -46,7 +47,7 @@ def doc_params(doc) -> dict:
     params: dict = {}
     for block in (doc.values() if isinstance(doc, dict) else []):
         if isinstance(block, dict) and isinstance(block.get("ros__parameters"), dict):
-            params.update(_flatten(block["ros__parameters"]))
+            params.update(flatten_params(block["ros__parameters"]))
     return params
 
 
