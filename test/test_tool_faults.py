@@ -110,3 +110,16 @@ def test_failure_before_output_removes_the_empty_folder(tmp_path):
     with pytest.raises(ValueError, match="boom"), out.running():
         raise ValueError("boom")
     assert not (tmp_path / "o").exists()
+
+
+def test_marker_is_there_while_running_and_says_interrupted(tmp_path, capsys):
+    out = RunOutput(tmp_path / "o", "da3-eval")
+    with pytest.raises(KeyboardInterrupt), out.running():
+        assert (tmp_path / "o" / MARKER).exists()  # a run killed here leaves it marked
+        (tmp_path / "o" / "predictions").mkdir()
+        (tmp_path / "o" / "predictions" / "x.mcap").write_bytes(b"0" * 2000)
+        raise KeyboardInterrupt
+    marker = (tmp_path / "o" / MARKER).read_text()
+    assert "FAILED" in marker and "error: interrupted" in marker
+    err = capsys.readouterr().err
+    assert err.startswith("da3-eval: interrupted; partial output left in") and "predictions/ 2.0 kB" in err
