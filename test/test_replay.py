@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _bags import chunk_compression
 
 from da3_ros.dds_env import loopback_env
 from da3_ros.tools.bag.io import BagReader
@@ -47,7 +48,8 @@ def _replay(tmp_path, bag, domain, *extra, timeout=240):
 
 
 def test_replay_accounts_for_every_message(tmp_path, bag):
-    res = _replay(tmp_path, bag, _domain(1), "--spawn-node", "--params", _params(tmp_path), "--settle", 3)
+    res = _replay(tmp_path, bag, _domain(1), "--spawn-node", "--params", _params(tmp_path), "--settle", 3,
+                  "--record-stride", 1)
     out = tmp_path / "out"
     assert res.returncode == 0, res.stderr + (out / "node.log").read_text(errors="replace")[-3000:]
     r = json.loads((out / "report.json").read_text())
@@ -72,6 +74,7 @@ def test_replay_accounts_for_every_message(tmp_path, bag):
             stamps.add(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
     assert stamps == answered
     assert r["node_exit_code"] == 0  # the spawned node stopped cleanly
+    assert not (out / "PARTIAL").exists()  # a finished run is not marked partial
 
 
 def test_replay_loop_samples_memory_and_accounts(tmp_path, bag):
@@ -90,6 +93,13 @@ def test_replay_loop_samples_memory_and_accounts(tmp_path, bag):
     assert min(rss) > 50  # the node process tree's resident memory, in MiB
     assert r["memory"]["samples"] == len(rows) - 1 and r["memory"]["rss_end_mb"] > 50
     assert (out / "memory.png").stat().st_size > 0
+    # by default the recorder keeps every 10th image / cloud of a topic (all poses), zstd-compressed
+    received = r["recorded_counts"]["/da3_node/camera/depth"]
+    with BagReader(out / "recorded") as rec:
+        assert rec.topics["/da3_node/camera/depth"][1] == (received + 9) // 10
+        assert rec.topics["/da3_node/camera/pose"][1] == r["recorded_counts"]["/da3_node/camera/pose"]
+    assert chunk_compression(out / "recorded") == {"zstd"}
+    assert "wrote " in res.stdout and " to " in res.stdout
 
 
 def test_replay_without_a_node_fails_with_one_line(tmp_path, bag):
@@ -97,6 +107,8 @@ def test_replay_without_a_node_fails_with_one_line(tmp_path, bag):
     assert res.returncode != 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "no subscriber on /camera/image_raw" in lines[0], res.stderr
+    out = tmp_path / "out"  # what it had started (node-less: the empty recorded bag) is marked, and named
+    assert "partial output left in" in lines[0] and (out / "PARTIAL").exists()
 
 
 def test_replay_bad_arguments_fail_with_one_line(tmp_path, bag):

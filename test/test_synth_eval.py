@@ -95,7 +95,7 @@ def test_synth_rig_names_cameras_and_stamps_them_close(tmp_path):
 
 # ---------------------------------------------------------------- eval with the truth stand-in
 def test_eval_truth_is_ideal_and_writes_every_output(bag, tmp_path):
-    m = evaluate(bag, tmp_path, _opts(write_bag=True, plots=True, samples=2))
+    m = evaluate(bag, tmp_path, _opts(write_bag=True, plots=True, samples=2, save_stride=1))
     assert m["abs_rel"] < 1e-5 and m["rmse"] < 1e-4 and m["delta1"] == 1.0
     assert m["ate"] < 1e-5 and m["rpe"] < 1e-5
     assert m["frames_read"] == N and m["frames_processed"] == N and m["frames_dropped"] == 0
@@ -108,6 +108,7 @@ def test_eval_truth_is_ideal_and_writes_every_output(bag, tmp_path):
                  "points.ply", "trajectory_camera.tum", "truth_camera.tum"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert len((tmp_path / "trajectory_camera.tum").read_text().splitlines()) == N
+    assert not (tmp_path / "PARTIAL").exists() and not saved["partial"]  # a finished run is not marked
     with BagReader(tmp_path / "predictions") as r:
         topics = r.topics
     for t in ("camera/depth", "camera/confidence", "camera/camera_info", "camera/pose", "points", "odometry",
@@ -149,7 +150,7 @@ def test_eval_metric_model_is_scored_without_any_scale_correction(bag, tmp_path)
             pred.world_from_cam[:, :3, 3] *= 2.0
             return pred
 
-    m = evaluate(bag, tmp_path, _opts(), predictor_factory=WrongScaleMetric)
+    m = evaluate(bag, tmp_path, _opts(overwrite=True), predictor_factory=WrongScaleMetric)
     assert m["abs_rel"] == pytest.approx(1.0, abs=1e-4)  # |2g - g| / g
     assert m["delta1"] == 0.0
     assert m["ate"] > 0.05  # SE(3) cannot undo the scale
@@ -293,7 +294,7 @@ def test_eval_runs_a_network_through_the_node_engine(bag, tmp_path):
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
     m = evaluate(bag, tmp_path, _opts(model="da3-tiny", process_res=56, device="cpu", dtype="float32",
-                                      max_frames=4, write_bag=True))
+                                      max_frames=4, write_bag=True, save_stride=1))
     assert m["frames_read"] == 4 and m["frames_processed"] == 4 and m["windows"] >= 1
     assert "random weights" in m["model"] and any("RANDOM WEIGHTS" in n for n in m["notes"])
     assert all(math.isfinite(m[k]) for k in ("abs_rel", "rmse", "delta1", "ate"))

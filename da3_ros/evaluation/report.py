@@ -21,6 +21,74 @@ def json_safe(v):
     return v
 
 
+def human_bytes(n: float) -> str:
+    """``1.7 GB``-style size (decimal units, as ``du --si`` and file managers show)."""
+    for unit in ("B", "kB", "MB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"
+
+
+def folder_sizes(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    """``{name: bytes}`` of the entries of ``folder``, largest first (``{}`` when there is none).
+
+    Sub-folders are summed and their names end in ``/``; names in ``skip`` are left out.
+    """
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for child in folder.iterdir():
+        if child.name in skip:
+            continue
+        files = [child] if child.is_file() else [p for p in child.rglob("*") if p.is_file()]
+        found[child.name + ("/" if child.is_dir() else "")] = sum(p.stat().st_size for p in files)
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+class DepthPngWriter:
+    """Depth maps as 16-bit PNG files ``<folder>/<camera>/<stamp_ns>.png`` (lossless, zlib-compressed).
+
+    Pixel value = depth / ``unit``, 0 = no estimate, 65535 = beyond the range. ``unit`` is 1 mm for a
+    metric model (the REP-118 ``16UC1`` convention); for a relative model it is fixed by the first
+    map written (its 99th percentile maps to 16000, leaving 4x headroom) and holds for the whole run.
+    :meth:`finish` writes ``units.json`` (``unit``, ``units``, ``maps``, ``saturated_pixels``).
+    """
+
+    def __init__(self, folder: Path, metric: bool):
+        self.folder, self.metric = Path(folder), metric
+        self.unit = 1e-3 if metric else math.nan
+        self.maps = self.saturated = 0
+
+    def write(self, camera: str, stamp_ns: int, depth: np.ndarray) -> None:
+        """Write one (H, W) depth map (metres, or global model units)."""
+        import cv2
+
+        d = np.asarray(depth, dtype=np.float64)
+        ok = np.isfinite(d) & (d > 0)
+        if not math.isfinite(self.unit):
+            p99 = float(np.percentile(d[ok], 99)) if ok.any() else 0.0
+            self.unit = p99 / 16000.0 if p99 > 0 else 1e-3
+        q = np.zeros(d.shape, dtype=np.uint16)
+        q[ok] = np.clip(np.rint(d[ok] / self.unit), 1, 65535)
+        self.saturated += int(np.count_nonzero(q == 65535))
+        (self.folder / camera).mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(self.folder / camera / f"{int(stamp_ns)}.png"), q):
+            raise OSError(f"cannot write a PNG into {self.folder / camera}")
+        self.maps += 1
+
+    def finish(self) -> None:
+        """Write ``units.json`` next to the maps (nothing when none was written)."""
+        import json
+
+        if self.maps:
+            units = "metres" if self.metric else "model units (the run's global scale)"
+            info = {"unit": self.unit, "units": units,
+                    "value": "depth = png_value * unit; 0 = no estimate; 65535 = out of range",
+                    "maps": self.maps, "saturated_pixels": self.saturated}
+            (self.folder / "units.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
 def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, conf: np.ndarray) -> None:
     """Binary little-endian PLY with x y z (float32), red green blue (uint8), confidence (float32)."""
     n = len(points)
@@ -41,33 +109,6 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, conf: np.ndarr
         f.write(rec.tobytes())
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.4g}"
-    return str(v)
-
-
-def write_summary(path: Path, m: dict) -> None:
-    """Markdown summary of a metrics dict (see ``da3-eval``)."""
-    lines = [f"# da3-eval: {m['model']} on `{m['bag']}`", "",
-             f"Cameras: {', '.join(m['cameras'])}; model is {'metric' if m['is_metric'] else 'relative'}; "
-             f"depth alignment: {m['depth_alignment']}; "
-             f"trajectory alignment: {m['trajectory_alignment']}.", "",
-             "| metric | value |", "|---|---|"]
-    for key in ("abs_rel", "rmse", "delta1", "ate", "rpe", "rpe_rot_deg", "trajectory_scale"):
-        lines.append(f"| {key} | {_fmt(m.get(key, math.nan))} |")
-    lines += ["", "| count | value |", "|---|---|"]
-    for key in ("frames_read", "frames_processed", "frames_dropped", "frames_evaluated", "poses_evaluated",
-                "windows", "points"):
-        lines.append(f"| {key} | {m.get(key)} |")
-    if m.get("dropped_by_reason"):
-        lines.append(f"\nDropped by reason: {m['dropped_by_reason']}")
-    lines.append(f"\n{m['frames_read']} frames in {m['elapsed_s']:.1f} s ({_fmt(m['fps'])} frames/s).")
-    if m.get("notes"):
-        lines += ["", *[f"- {n}" for n in m["notes"]]]
-    path.write_text("\n".join(lines) + "\n")
-
-
 def pyplot():
     """``matplotlib.pyplot`` on the non-interactive Agg backend (tools write PNG files only)."""
     import matplotlib
@@ -79,23 +120,32 @@ def pyplot():
 
 
 def plot_samples(path: Path, samples: list[dict]) -> None:
-    """Grid: image | prediction (scaled to metres) | truth | abs. relative error, one row per sample."""
+    """Grid, one row per sample: image | prediction (scaled to metres) | truth | abs. relative error.
+
+    A sample without truth (``gt`` None) shows image | prediction (its own units) only.
+    """
     if not samples:
         return
     plt = pyplot()
-    fig, axes = plt.subplots(len(samples), 4, figsize=(13, 2.8 * len(samples)), squeeze=False)
+    cols = 4 if any(s["gt"] is not None for s in samples) else 2
+    fig, axes = plt.subplots(len(samples), cols, figsize=(3.25 * cols + 0.5, 2.8 * len(samples)),
+                             squeeze=False)
     for row, s in zip(axes, samples):
         gt, pred = s["gt"], s["pred"]
-        finite = gt[np.isfinite(gt)]
+        ref = pred if gt is None else gt
+        finite = ref[np.isfinite(ref)]
         lo, hi = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err = np.abs(pred - gt) / gt
-        for ax, img, title, kw in (
-                (row[0], s["image"], f"{s['camera']} {s['stamp_ns']}", {}),
-                (row[1], pred, "prediction (m)", {"cmap": "turbo_r", "vmin": lo, "vmax": hi}),
-                (row[2], gt, "truth (m)", {"cmap": "turbo_r", "vmin": lo, "vmax": hi}),
-                (row[3], err, f"abs rel error (mean {s['abs_rel']:.3f})", {"cmap": "magma", "vmin": 0,
-                                                                           "vmax": 0.25})):
+        depth_kw = {"cmap": "turbo_r", "vmin": lo, "vmax": hi}
+        panels = [(s["image"], f"{s['camera']} {s['stamp_ns']}", {}),
+                  (pred, "prediction (m)" if gt is not None else "prediction (no truth)", depth_kw)]
+        if gt is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                err = np.abs(pred - gt) / gt
+            err_kw = {"cmap": "magma", "vmin": 0, "vmax": 0.25}
+            panels += [(gt, "truth (m)", depth_kw), (err, f"abs rel error (mean {s['abs_rel']:.3f})", err_kw)]
+        for ax in row[len(panels):]:
+            ax.axis("off")
+        for ax, (img, title, kw) in zip(row, panels):
             im = ax.imshow(img, **kw)
             ax.set_title(title, fontsize=8)
             ax.axis("off")
@@ -107,14 +157,19 @@ def plot_samples(path: Path, samples: list[dict]) -> None:
 
 
 def plot_trajectory(path: Path, est_xyz: np.ndarray, ref_xyz: np.ndarray, title: str) -> None:
-    """Top (x-y) and side (x-z) views of the aligned estimate against the truth (metres)."""
+    """Top (x-y) and side (x-z) views of the aligned estimate against the truth (metres).
+
+    With an empty ``ref_xyz`` (no truth) the estimate alone, as it is.
+    """
     if len(est_xyz) == 0:
         return
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (i, j, name) in zip(axes, ((0, 1, "x-y (top)"), (0, 2, "x-z (side)"))):
-        ax.plot(ref_xyz[:, i], ref_xyz[:, j], "k.-", ms=3, lw=1, label="truth")
-        ax.plot(est_xyz[:, i], est_xyz[:, j], "r.-", ms=3, lw=1, label="estimate (aligned)")
+        if len(ref_xyz):
+            ax.plot(ref_xyz[:, i], ref_xyz[:, j], "k.-", ms=3, lw=1, label="truth")
+        ax.plot(est_xyz[:, i], est_xyz[:, j], "r.-", ms=3, lw=1,
+                label="estimate (aligned)" if len(ref_xyz) else "estimate")
         ax.set_title(name)
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, alpha=0.3)
@@ -143,6 +198,33 @@ def plot_per_frame(path: Path, rows: list[dict], ate_per_pose: list[float]) -> N
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
     axes[2].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_consistency(path: Path, windows: list) -> None:
+    """Per window: depth disagreement on re-predicted views (%), scale (log axis), compute time (ms).
+
+    ``windows``: :class:`~da3_ros.evaluation.consistency.WindowRecord` in order.
+    """
+    if not windows:
+        return
+    plt = pyplot()
+    idx = [w.index for w in windows]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    axes[0].plot(idx, [(math.exp(w.depth_residual) - 1) * 100 for w in windows], ".-")
+    axes[1].semilogy(idx, [w.scale if w.scale > 0 else math.nan for w in windows], ".-")
+    axes[2].plot(idx, [w.time_s * 1e3 for w in windows], ".-")
+    extrapolated = [w.index for w in windows if w.method == "extrapolated"]
+    names = ("depth disagreement on shared views (%)", "window scale (global / window units)",
+             "window compute time (ms)")
+    for ax, name in zip(axes, names):
+        for x in extrapolated:
+            ax.axvline(x, color="r", alpha=0.3, lw=1)
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[2].set_xlabel("window (red lines: no overlap with the past, trajectory extrapolated)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -16,6 +16,12 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def describe(exc: BaseException) -> str:
+    """One line for the user: the message of a known error, ``Type: message`` for an unexpected one."""
+    known = isinstance(exc, ToolError | FileNotFoundError | ValueError | OSError)
+    return one_line(exc) if known else f"{type(exc).__name__}: {one_line(exc)}"
+
+
 def run_main(work: Callable[[], int], prog: str, debug: bool = False) -> int:
     """Run ``work()`` and turn any exception into ``<prog>: error: <one line>`` and exit code 1.
 
@@ -30,7 +36,6 @@ def run_main(work: Callable[[], int], prog: str, debug: bool = False) -> int:
         if debug:
             raise
         known = isinstance(exc, ToolError | FileNotFoundError | ValueError | OSError)
-        prefix = "" if known else f"{type(exc).__name__}: "
         hint = "" if known else " (run with --debug for a traceback)"
-        print(f"{prog}: error: {prefix}{one_line(exc)}{hint}", file=sys.stderr)
+        print(f"{prog}: error: {describe(exc)}{hint}", file=sys.stderr)
         return 1

@@ -74,7 +74,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     t0 = step(f"1/3 live node: replaying {args.bag} into da3_node (model {weights}) over loopback DDS")
     rep = replay(args.bag, out / "replay", ReplayOptions(spawn_node=True, params=str(params),
-                                                         rate=args.rate))
+                                                         rate=args.rate, overwrite=True))
     lat = rep["latency_ms"]
     print(f"    {rep['inputs']} images played, {rep['outputs_matched']} with output, latency mean "
           f"{lat['mean']:.0f} ms, node drops {rep['node'].get('drops_total', 'n/a')}, all accounted: "
@@ -83,7 +83,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = step("2/3 evaluation: the same pipeline offline against the bag's ground truth")
     metrics = evaluate(args.bag, out / "report", EvalOptions(
         model=weights, process_res=args.process_res, device=args.device, num_view=args.num_view,
-        stride=args.stride, ref_view_strategy=args.ref_view_strategy))
+        stride=args.stride, ref_view_strategy=args.ref_view_strategy, overwrite=True, write_bag=True))
     print(f"    done ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     step("3/3 results")

@@ -26,19 +26,23 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from da3_ros.core.config import PipelineConfig
+from da3_ros.evaluation.consistency import percent
 from da3_ros.evaluation.run import EvalRun
 from da3_ros.inference.build import build_engine
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros.publishers import OutputPublishers
 from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
+from da3_ros.tools.bag.check import check_bag
 from da3_ros.tools.bag.frames import BagFrameStream, TruthCache
 from da3_ros.tools.bag.io import BagError, BagReader, BagWriter, find_cameras
 from da3_ros.tools.bag.node import BagNode
 from da3_ros.tools.cli import run_main
+from da3_ros.tools.outdir import RunOutput, size_line
 
 LOG = logging.getLogger("da3_ros.tools.eval")
 
@@ -67,12 +71,17 @@ class EvalOptions:
     pose_noise: float = 0.0
     truth_metric: bool = False
     seed: int = 0
-    write_bag: bool = True
+    write_bag: bool = False
     plots: bool = True
+    write_cloud: bool = True
+    write_depth: bool = False
+    save_stride: int = 10
     samples: int = 4
     max_cloud_points: int = 500_000
     voxel_size_m: float = 0.0
     progress: bool = True
+    overwrite: bool = False
+    check_bag: bool = True
 
 
 def make_predictor(opts: EvalOptions, truth_fn):
@@ -94,16 +103,39 @@ def pipeline_config(opts: EvalOptions, cameras: list[str]) -> PipelineConfig:
                           slop_s=opts.slop_s, voxel_size_m=opts.voxel_size_m)
 
 
-def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_factory=None) -> dict:
+def open_output_bag(out: Path, cameras: list[str], opts: EvalOptions) -> tuple[BagWriter, OutputPublishers]:
+    """``out/predictions`` (zstd mcap) and the node's publishers writing into it.
+
+    Images and clouds are kept for every ``opts.save_stride``-th view (poses, camera_info, odometry
+    all); ``~/path`` (the whole path so far in every message, O(frames^2) in a bag) goes out once
+    at the start, then once at the end (the caller sets ``path_period_s`` to 0 and flushes).
+    """
+    writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True,
+                       heavy_every=opts.save_stride)
+    pubs = OutputPublishers(BagNode(writer), cameras, "da3_odom")
+    pubs.path_period_s = math.inf
+    return writer, pubs
+
+
+def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_factory=None,
+             note: Callable[[str], None] | None = None) -> dict:
     """Run the evaluation; returns the metrics dict also written to ``out_dir/metrics.json``.
 
     ``predictor_factory(truth_fn) -> predictor`` replaces :func:`make_predictor` (tests inject
-    predictors this way); ``truth_fn(frame)`` gives the bag's truth of a frame.
+    predictors this way); ``truth_fn(frame)`` gives the bag's truth of a frame. ``note(line)`` hears,
+    before the run, what the user should know at once (a bag without any ground truth).
+
+    ``out_dir`` must be new or empty, unless ``opts.overwrite`` (see :class:`RunOutput`); a run that
+    fails after writing output leaves it marked ``PARTIAL`` (and a ``partial`` metrics.json when the
+    report could still be written).
 
     Raises:
         BagError: unreadable bag, missing topics, or ``truth`` without ground truth in the bag.
+        ToolError: ``out_dir`` holds an older run and ``opts.overwrite`` is off.
+        PartialOutputError: the run failed after writing output (its message names it).
     """
-    out = Path(out_dir)
+    output = RunOutput(out_dir, "da3-eval", opts.overwrite)
+    out = output.path
     with BagReader(bag) as reader:
         cams = find_cameras(reader, opts.image_topics)
         if opts.model == "truth":
@@ -112,30 +144,44 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
                 raise BagError(f"--model truth needs <ns>/depth_gt, <ns>/pose_gt and <ns>/camera_info "
                                f"in the bag; missing for camera(s) {', '.join(missing)}")
         names = [c.name for c in cams]
+        any_truth = any(c.depth_gt or c.pose_gt for c in cams)
+        if not any_truth and note is not None:
+            note(f"no ground truth in {bag} (no <ns>/depth_gt or <ns>/pose_gt topic): depth and trajectory "
+                 "are not scored; consistency between windows, trajectory length, rates and latency instead")
+        checked = check_bag(reader, [c.image for c in cams]).line() if opts.check_bag else "skipped"
+        if opts.progress:
+            print(f"da3-eval: checked {bag}: {checked}", file=sys.stderr)
         # frames read ahead of a window: its stride, plus what a rig's sync may hold back
         ahead = opts.stride + 16
         truth = TruthCache(capacity=truth_capacity(opts.num_view, opts.dilations, ahead, len(cams)))
         stream = BagFrameStream(reader, cams, truth, max_frames=opts.max_frames)
-        predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
-        out.mkdir(parents=True, exist_ok=True)
-        writer = sink = None
-        if opts.write_bag:
-            writer = BagWriter(out / "predictions", fmt="mcap", compress=True, overwrite=True)
-            sink = OutputPublishers(BagNode(writer), names, "da3_odom").publish_result
-        run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth, sink,
-                      have_truth=all(c.depth_gt and c.pose_gt for c in cams),
-                      total=stream.total_frames())
-        t0 = time.perf_counter()
-        try:
-            for frame in run.progress(stream):
-                run.push(frame)
-            run.finish()
-        finally:
-            run.close_progress()
-            if writer is not None:
-                writer.close()
-        elapsed = time.perf_counter() - t0
-    return run.report(out, bag=str(bag), elapsed_s=elapsed, frames_read=sum(stream.read_counts.values()))
+        with output.running():
+            predictor = (predictor_factory or (lambda fn: make_predictor(opts, fn)))(truth.lookup)
+            writer, pubs = open_output_bag(out, names, opts) if opts.write_bag else (None, None)
+            run = EvalRun(opts, names, predictor, pipeline_config(opts, names), truth,
+                          pubs and pubs.publish_result,
+                          have_truth=all(c.depth_gt and c.pose_gt for c in cams),
+                          total=stream.total_frames(), depth_dir=out / "depth" if opts.write_depth else None,
+                          any_truth=any_truth)
+            run.info["bag_check"] = checked
+            t0 = time.perf_counter()
+
+            def report(partial: str = "") -> dict:
+                return run.report(out, bag=str(bag), elapsed_s=time.perf_counter() - t0,
+                                  frames_read=sum(stream.read_counts.values()), partial=partial)
+
+            output.on_fail = report
+            try:
+                for frame in run.progress(stream):
+                    run.push(frame)
+                run.finish()
+            finally:
+                run.close_progress()
+                if writer is not None:
+                    pubs.path_period_s = 0.0  # the whole path, once, at the end
+                    pubs.publish_path_if_due()
+                    writer.close()
+            return report()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,15 +219,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-metric", action="store_true", help="truth stand-in acts as a metric model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voxel-size", type=float, default=0.0, help="voxel size of the fused cloud")
-    p.add_argument("--no-bag", action="store_true", help="skip the output bag")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--save", default="cloud,plots",
+                   help="what to write besides metrics.json, summary.md, the CSV tables and TUM "
+                        "trajectories: comma-separated of bag (predictions/: the node's topics), depth "
+                        "(depth/<camera>/<stamp>.png, 16-bit), cloud (points.ply), plots; 'all' or 'none'")
+    p.add_argument("--save-stride", type=int, default=10,
+                   help="bag and depth PNGs keep the images / clouds of every N-th view of a camera (poses, "
+                        "camera_info and odometry of every view); 1: all")
+    p.add_argument("--no-bag", action="store_true", help="leave 'bag' out of --save")
+    p.add_argument("--no-plots", action="store_true", help="leave 'plots' out of --save")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip reading the whole bag once before the run (chunk CRCs, message counts)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output of an earlier run in --out (else a non-empty --out is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
+SAVE_ITEMS = ("bag", "depth", "cloud", "plots")
+
+
+def save_items(args: argparse.Namespace) -> set[str]:
+    """The outputs ``--save`` (less ``--no-bag`` / ``--no-plots``) asks for (ValueError on an unknown one)."""
+    words = {w.strip() for w in args.save.split(",") if w.strip()}
+    items = set(SAVE_ITEMS) if "all" in words else set() if "none" in words else words
+    unknown = items - set(SAVE_ITEMS)
+    if unknown:
+        raise ValueError(f"--save: unknown item(s) {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(SAVE_ITEMS)}, all, none")
+    if args.save_stride < 1:
+        raise ValueError("--save-stride must be >= 1")
+    if args.no_bag:
+        items.discard("bag")
+    if args.no_plots:
+        items.discard("plots")
+    return items
+
+
 def options_from_args(args: argparse.Namespace) -> EvalOptions:
     """EvalOptions from parsed arguments (ValueError on a bad value)."""
+    save = save_items(args)
     try:
         dil = tuple(int(x) for x in args.dilations.split(",") if x.strip())
     except ValueError:
@@ -195,7 +273,24 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
                        max_depth_m=args.max_depth, scale_range=tuple(args.scale_range),
                        depth_noise=args.depth_noise, pose_noise=args.pose_noise,
                        truth_metric=args.truth_metric, seed=args.seed, voxel_size_m=args.voxel_size,
-                       write_bag=not args.no_bag, plots=not args.no_plots, progress=not args.quiet)
+                       write_bag="bag" in save, plots="plots" in save, write_cloud="cloud" in save,
+                       write_depth="depth" in save, save_stride=args.save_stride, progress=not args.quiet,
+                       overwrite=args.overwrite, check_bag=not args.no_check)
+
+
+def result_line(m: dict, out: str) -> str:
+    """The terminal's one-line result: scores against the truth, or (without any) consistency."""
+    counts = (f"{m['frames_processed']}/{m['frames_read']} frames processed, {m['frames_dropped']} dropped")
+    if m["ground_truth"] != "none":
+        return (f"{m['model']}: abs_rel {m['abs_rel']:.4g} rmse {m['rmse']:.4g} delta1 {m['delta1']:.4g} "
+                f"ate {m['ate']:.4g} rpe {m['rpe']:.4g} ({counts}) -> {out}")
+    c = m["consistency"]
+    length = " + ".join(f"{t['length']:.3g}" for t in c["trajectory"].values())
+    scale = "" if m["is_metric"] else f", scale change {percent(c['scale_step']['median']):.2g} %/window"
+    return (f"{m['model']}: depth consistency {percent(c['depth_residual']['median']):.2g} % (median over "
+            f"{c['depth_residual']['n']} windows){scale}, trajectory {length} {c['trajectory_units']}, "
+            f"{c['processing_fps']:.3g} frames/s, window {c['window_time_s']['median'] * 1e3:.4g} ms "
+            f"({counts}) -> {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="da3-eval: %(message)s")
 
     def work() -> int:
-        m = evaluate(args.bag, args.out, options_from_args(args))
-        print(f"{m['model']}: abs_rel {m['abs_rel']:.4g} rmse {m['rmse']:.4g} delta1 {m['delta1']:.4g} "
-              f"ate {m['ate']:.4g} rpe {m['rpe']:.4g} ({m['frames_processed']}/{m['frames_read']} frames "
-              f"processed, {m['frames_dropped']} dropped) -> {args.out}")
+        m = evaluate(args.bag, args.out, options_from_args(args),
+                     note=lambda s: print(f"da3-eval: {s}", flush=True))
+        print(result_line(m, args.out))
+        print(f"wrote {size_line(RunOutput(args.out, 'da3-eval').sizes())} to {args.out}")
         return 0
 
     return run_main(work, "da3-eval", args.debug)

@@ -25,6 +25,8 @@ from pathlib import Path
 from da3_ros.tools.cli import ToolError, one_line
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+#: Message types whose size grows with the image (decimated by ``BagWriter(heavy_every=N)``).
+HEAVY_TYPES = (*IMAGE_TYPES, "sensor_msgs/msg/PointCloud2")
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
 # Image topics that carry depth / confidence rather than camera pictures.
@@ -207,9 +209,13 @@ class BagWriter:
         fmt: ``"mcap"`` or ``"sqlite3"``.
         compress: zstd chunk compression (mcap only; readable by ros2 bag and mcap tools).
         overwrite: remove an existing bag directory at ``path`` first.
+        heavy_every: keep only every N-th message of each topic of a :data:`HEAVY_TYPES` type (images,
+            clouds; the first one always); other topics (poses, camera_info, ...) are all written.
+            ``counts`` / ``skipped``: messages written / left out, per topic.
     """
 
-    def __init__(self, path: str | Path, fmt: str = "mcap", compress: bool = False, overwrite: bool = False):
+    def __init__(self, path: str | Path, fmt: str = "mcap", compress: bool = False, overwrite: bool = False,
+                 heavy_every: int = 1):
         import shutil
 
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
@@ -233,6 +239,9 @@ class BagWriter:
             raise BagError(f"cannot create bag {self.path}: {one_line(exc)}") from exc
         self._conns = {}
         self.counts: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        self.heavy_every = max(1, int(heavy_every))
+        self._offered: dict[str, int] = {}
 
     def set_metadata(self, key: str, value: str) -> None:
         """Store a ``custom_data`` entry in metadata.yaml (call before the first write)."""
@@ -242,16 +251,21 @@ class BagWriter:
         """Register ``topic`` with ``msgtype`` (a type of the Kilted typestore)."""
         if topic not in self._conns:
             self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
-            self.counts[topic] = 0
+            self.counts[topic] = self.skipped[topic] = self._offered[topic] = 0
 
     def write(self, topic: str, log_time_ns: int, data, msgtype: str | None = None) -> None:
         """Write one message: raw CDR ``bytes`` or a ``rosbags`` message object.
 
         The topic is registered on first use (``msgtype`` taken from the message object
-        when not given).
+        when not given). A heavy message that ``heavy_every`` leaves out is only counted.
         """
         if topic not in self._conns:
             self.add_topic(topic, msgtype or data.__msgtype__)
+        n = self._offered[topic]
+        self._offered[topic] = n + 1
+        if n % self.heavy_every and self._conns[topic].msgtype in HEAVY_TYPES:
+            self.skipped[topic] += 1
+            return
         if not isinstance(data, bytes | bytearray | memoryview):
             data = typestore().serialize_cdr(data, self._conns[topic].msgtype)
         self._writer.write(self._conns[topic], int(log_time_ns), data)

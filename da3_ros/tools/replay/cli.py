@@ -30,12 +30,24 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from da3_ros.dds_env import fastdds_profile_path, pick_domain_id
-from da3_ros.tools.bag.io import BagReader, BagWriter, find_cameras
+from da3_ros.tools.bag.check import check_bag
+from da3_ros.tools.bag.io import BagReader, BagWriter, CameraTopics, find_cameras
 from da3_ros.tools.cli import run_main
+from da3_ros.tools.outdir import RunOutput, size_line
 from da3_ros.tools.replay.node_runner import NodeRunner
 from da3_ros.tools.replay.player import Replayer
 from da3_ros.tools.replay.report import build_report, write_outputs
+from da3_ros.tools.replay.rig import (
+    check_params_cover_bag,
+    default_params_file,
+    doc_params,
+    rig_params,
+    rig_summary,
+    slop_s,
+)
 
 
 @dataclass
@@ -55,16 +67,20 @@ class ReplayOptions:
     node_pid: int = 0
     domain_id: int | None = None
     wait_ready_s: float = 120.0
+    wait_subscribers_s: float = 10.0
+    rig: bool = False
     settle_s: float = 5.0
     delay_s: float = 1.0
     sample_period_s: float = 1.0
     record: bool = True
+    record_stride: int = 10
     progress: bool = True
+    overwrite: bool = False
+    check_bag: bool = True
 
 
-def play_topics(reader: BagReader, opts: ReplayOptions) -> tuple[list[str], dict[str, str]]:
+def play_topics(cams: list[CameraTopics], opts: ReplayOptions) -> tuple[list[str], dict[str, str]]:
     """Topics to play and ``{image topic: camera}``."""
-    cams = find_cameras(reader, opts.image_topics)
     topics, image_cam = [], {}
     for c in cams:
         image_cam[c.image] = c.name
@@ -92,11 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-cmd", default="", help="command that starts the node (instead of --spawn-node)")
     p.add_argument("--node-pid", type=int, default=0, help="pid of an already running node (memory samples)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: env or derived)")
-    p.add_argument("--wait-ready", type=float, default=120.0, help="seconds to wait for the node")
+    p.add_argument("--rig", action="store_true",
+                   help="map every camera of the bag (or of --image-topics) to a camera of the spawned node: "
+                        "writes OUT/node_params.yaml from --params (default: the package's da3_replay.yaml) "
+                        "with cameras, topics, transport and mode set, and says which topic went where")
+    p.add_argument("--wait-ready", type=float, default=120.0,
+                   help="seconds a spawned node may take to come up (model loading)")
+    p.add_argument("--wait-subscribers", type=float, default=10.0,
+                   help="seconds to wait for subscribers on the bag's image topics once the node is up "
+                        "(or, for a node the tool did not start, for it to appear)")
     p.add_argument("--settle", type=float, default=5.0, help="seconds without new outputs that end a run")
     p.add_argument("--delay", type=float, default=1.0, help="seconds from node ready to playing")
     p.add_argument("--sample-period", type=float, default=1.0, help="memory sampling period, s")
     p.add_argument("--no-record", action="store_true", help="do not write the recorded bag")
+    p.add_argument("--record-stride", type=int, default=10,
+                   help="record every N-th message of each image / cloud topic (zstd mcap; poses, odometry, "
+                        "camera_info and diagnostics all; latency counts every output); 1: all")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip reading the whole bag once before playing (chunk CRCs, message counts)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output of an earlier run in --out (else a non-empty --out is refused)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -108,16 +139,25 @@ def options_from_args(a: argparse.Namespace) -> ReplayOptions:
         raise ValueError("--rate must be > 0")
     if a.loop and a.duration <= 0:
         raise ValueError("--loop needs --duration MIN > 0")
-    if a.spawn_node and not a.params:
-        raise ValueError("--spawn-node needs --params FILE")
+    if a.spawn_node and not a.params and not a.rig:
+        raise ValueError("--spawn-node needs --params FILE (or --rig)")
+    if a.rig and not a.spawn_node:
+        raise ValueError("--rig writes the params of the node it starts: use it with --spawn-node")
+    if a.wait_subscribers <= 0 or a.wait_ready <= 0:
+        raise ValueError("--wait-ready and --wait-subscribers must be > 0")
+    if a.record_stride < 1:
+        raise ValueError("--record-stride must be >= 1")
     if a.params and not Path(a.params).is_file():
         raise ValueError(f"params file not found: {a.params}")
     return ReplayOptions(rate=a.rate, loop=a.loop, duration_min=a.duration,
                          image_topics=[t for t in a.image_topics.split(",") if t], images_only=a.images_only,
                          keep_stamps=a.keep_stamps, node_name=a.node_name, spawn_node=a.spawn_node,
                          params=a.params, node_cmd=a.node_cmd, node_pid=a.node_pid, domain_id=a.domain_id,
-                         wait_ready_s=a.wait_ready, settle_s=a.settle, delay_s=a.delay,
-                         sample_period_s=a.sample_period, record=not a.no_record, progress=not a.quiet)
+                         wait_ready_s=a.wait_ready, wait_subscribers_s=a.wait_subscribers, rig=a.rig,
+                         settle_s=a.settle, delay_s=a.delay,
+                         sample_period_s=a.sample_period, record=not a.no_record,
+                         record_stride=a.record_stride, progress=not a.quiet, overwrite=a.overwrite,
+                         check_bag=not a.no_check)
 
 
 def prepare_dds(domain_id: int | None) -> int:
@@ -130,44 +170,79 @@ def prepare_dds(domain_id: int | None) -> int:
     return domain_id
 
 
-def node_command(opts: ReplayOptions) -> list[str] | None:
-    """The command that starts the node, or None when it runs already."""
+def node_command(opts: ReplayOptions, params: str = "") -> list[str] | None:
+    """The command that starts the node (with ``params``, default ``opts.params``), or None when it runs."""
     if opts.node_cmd:
         return shlex.split(opts.node_cmd)
     if opts.spawn_node:
         exe = Path(sys.executable).parent / "da3_node"
-        return [str(exe if exe.exists() else "da3_node"), "--ros-args", "--params-file", opts.params]
+        return [str(exe if exe.exists() else "da3_node"), "--ros-args", "--params-file",
+                params or opts.params]
+    return None
+
+
+def node_params(cams: list[CameraTopics], opts: ReplayOptions,
+                stamps: dict[str, list[int]] | None) -> dict | None:
+    """The params document of a ``--rig`` node (its mapping printed), else None.
+
+    Without ``--rig``, a ``--spawn-node`` params file is checked first: it must subscribe the node to
+    the bag's image topics (ToolError if not), so a wrong file fails before the node starts.
+    """
+    if opts.rig:
+        doc = rig_params(cams, opts.params or default_params_file())
+        print(f"da3-replay: {rig_summary(cams, stamps, slop_s(doc_params(doc)))}", flush=True)
+        return doc
+    if opts.spawn_node:
+        check_params_cover_bag(opts.params, [c.image for c in cams])
     return None
 
 
 def replay(bag: str | Path, out_dir: str | Path, opts: ReplayOptions) -> dict:
-    """Play, record, account; returns the report written to ``out_dir/report.json``."""
-    out = Path(out_dir)
+    """Play, record, account; returns the report written to ``out_dir/report.json``.
+
+    ``out_dir`` must be new or empty unless ``opts.overwrite``; a run that fails after writing
+    output leaves it marked ``PARTIAL`` and raises a PartialOutputError naming it.
+    """
+    output = RunOutput(out_dir, "da3-replay", opts.overwrite)
+    out = output.path
     with BagReader(bag) as reader:
-        topics, image_cam = play_topics(reader, opts)
-        out.mkdir(parents=True, exist_ok=True)
+        cams = find_cameras(reader, opts.image_topics)
+        topics, image_cam = play_topics(cams, opts)
+        stamps = None
+        if opts.check_bag:
+            checked = check_bag(reader, list(image_cam))
+            stamps = checked.stamps
+            if opts.progress:
+                print(f"da3-replay: checked {bag}: {checked.line()}", file=sys.stderr)
+        params_doc = node_params(cams, opts, stamps)
         domain = prepare_dds(opts.domain_id)
-        cmd = node_command(opts)
-        writer = BagWriter(out / "recorded", fmt="mcap", overwrite=True) if opts.record else None
-        run = node = None
-        try:
-            node = NodeRunner(cmd, domain, out) if cmd else None
-            run = Replayer(reader, topics, image_cam, opts, writer, node)
-            run.wait_ready()
-            sampler = threading.Thread(target=run.sample_memory, daemon=True)
-            sampler.start()
-            run.play()
-            run.settle()
-            run.stop_sampling.set()
-            sampler.join(timeout=5)
-        finally:
-            if run is not None:
-                run.close()
-            if writer is not None:
-                writer.close()
-            node_code = node.stop() if node is not None else None
-    report = build_report(run, bag=str(bag), node_exit_code=node_code)
-    write_outputs(out, report, run)
+        with output.running():
+            params = ""
+            if params_doc is not None:
+                params = str(out / "node_params.yaml")
+                Path(params).write_text(yaml.safe_dump(params_doc, sort_keys=False))
+            cmd = node_command(opts, params)
+            writer = (BagWriter(out / "recorded", fmt="mcap", compress=True, overwrite=True,
+                                heavy_every=opts.record_stride) if opts.record else None)
+            run = node = None
+            try:
+                node = NodeRunner(cmd, domain, out) if cmd else None
+                run = Replayer(reader, topics, image_cam, opts, writer, node)
+                run.wait_ready()
+                sampler = threading.Thread(target=run.sample_memory, daemon=True)
+                sampler.start()
+                run.play()
+                run.settle()
+                run.stop_sampling.set()
+                sampler.join(timeout=5)
+            finally:
+                if run is not None:
+                    run.close()
+                if writer is not None:
+                    writer.close()
+                node_code = node.stop() if node is not None else None
+            report = build_report(run, bag=str(bag), node_exit_code=node_code)
+            write_outputs(out, report, run)
     return report
 
 
@@ -182,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({r['inputs_without_output']} without); latency mean {lat['mean']:.1f} ms "
               f"p90 {lat['p90']:.1f} ms; output {r['output_rate_hz']:.2f} Hz; node drops "
               f"{r['node'].get('drops_total', 'n/a')}; all accounted: {r['all_accounted']} -> {args.out}")
+        print(f"wrote {size_line(RunOutput(args.out, 'da3-replay').sizes())} to {args.out}")
         return 0 if r["all_accounted"] else 3
 
     return run_main(work, "da3-replay", args.debug)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 
@@ -39,17 +40,31 @@ class Replayer:
 
     # -- phases ----------------------------------------------------------------------------
     def wait_ready(self) -> None:
-        """Block until every image topic has a subscriber (the node is up), then discover outputs."""
-        deadline = time.monotonic() + self.opts.wait_ready_s
+        """Block until every image topic has a subscriber (the node is up), then discover outputs.
+
+        Bounded twice: a node the tool started has ``wait_ready_s`` to come up (load its model); once
+        the node is up (its diagnostics say ``active``, or it subscribes to images) or, for a node the
+        tool did not start, from the beginning, the image topics get ``wait_subscribers_s``.
+
+        Raises:
+            BagError: the node exited, or the bound passed (naming what the node subscribes to).
+        """
+        t0 = time.monotonic()
         images = list(self.image_cam)
+        up_since = None if self.node is not None else t0
         while not self.ros.subscribers_ready(images):
             self.ros.discover()
+            now = time.monotonic()
             if self.node is not None and not self.node.alive():
                 raise BagError(f"the node exited (code {self.node.proc.returncode}) before subscribing: "
                                f"{self.node.tail()}")
-            if time.monotonic() > deadline:
-                raise BagError(f"no subscriber on {', '.join(images)} after {self.opts.wait_ready_s:.0f} s; "
-                               "is the node running with these topics on this ROS_DOMAIN_ID?")
+            heard = self.ros.node_image_subscriptions()
+            if up_since is None and (heard or self.ros.snapshot()[2].get("state") == "active"):
+                up_since = now
+            if up_since is not None and now - up_since > self.opts.wait_subscribers_s:
+                raise BagError(self._no_subscriber(images, now - t0, heard))
+            if now - t0 > self.opts.wait_ready_s:
+                raise BagError(self._no_subscriber(images, now - t0, heard))
             time.sleep(0.1)
         extra = time.monotonic() + 5.0  # companions (camera_info, truth) subscribe at the same time
         while not self.ros.subscribers_ready(self.topics) and time.monotonic() < extra:
@@ -63,6 +78,19 @@ class Replayer:
             time.sleep(0.1)
         time.sleep(self.opts.delay_s)  # both sides of every new match discovered, like `bag play --delay`
         self.ros.discover()
+
+    def _no_subscriber(self, images: list[str], waited_s: float, heard: list[str]) -> str:
+        """The error line of :meth:`wait_ready`: what is missing and what the node listens to instead."""
+        name = f"/{self.ros.node_name}"
+        if heard:
+            why = (f"node {name} is up but subscribes to {', '.join(heard)}: its params map other topics "
+                   "(--rig maps the bag's cameras)")
+        elif self.ros.node_seen():
+            why = f"node {name} is up but subscribes to no image topic yet"
+        else:
+            why = (f"no node {name} on ROS_DOMAIN_ID {os.environ.get('ROS_DOMAIN_ID', '0')}; is the node "
+                   "running with these topics on this ROS_DOMAIN_ID?")
+        return f"no subscriber on {', '.join(images)} after {waited_s:.0f} s: {why}"
 
     def _loop_period_ns(self) -> int:
         first_image = next(iter(self.image_cam))

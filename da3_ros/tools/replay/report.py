@@ -94,7 +94,8 @@ def build_report(run, bag: str, node_exit_code: int | None) -> dict:
         "latency_ms": _stats_ms(latencies), "output_rate_hz": _rate_hz(sorted(receipts.values())),
         "input_rate_hz": _rate_hz([t for _, _, t in inputs]), "played_s": run.play_end - run.play_start,
         "loops": run.loops, "messages_published": run.published_messages, "rate_factor": run.opts.rate,
-        "recorded_counts": counts, "node": node, "node_diagnostics": diag,
+        "recorded_counts": counts, "record_stride": run.opts.record_stride if run.opts.record else 0,
+        "node": node, "node_diagnostics": diag,
         "memory": memory_trend(run.memory), "node_exit_code": node_exit_code,
     }
 

@@ -15,7 +15,7 @@ import struct
 import threading
 import time
 
-from da3_ros.tools.bag.io import BagWriter
+from da3_ros.tools.bag.io import IMAGE_TYPES, BagWriter
 
 
 def message_class(msgtype: str):
@@ -92,6 +92,26 @@ class ReplayRos:
     def subscribers_ready(self, topics: list[str]) -> bool:
         """True when every topic's publisher has at least one matched subscription."""
         return all(self.pubs[t].get_subscription_count() > 0 for t in topics)
+
+    def _graph_nodes(self) -> list[tuple[str, str]]:
+        """(name, namespace) of the recorded node's instances in the ROS graph."""
+        base = self.node_name.rsplit("/", 1)[-1]
+        return [(n, ns) for n, ns in self.node.get_node_names_and_namespaces() if n == base]
+
+    def node_seen(self) -> bool:
+        """True when the recorded node is in the ROS graph."""
+        return bool(self._graph_nodes())
+
+    def node_image_subscriptions(self) -> list[str]:
+        """Image topics (Image or CompressedImage) the recorded node subscribes to (empty if unseen)."""
+        found = []
+        for name, ns in self._graph_nodes():
+            try:
+                subs = self.node.get_subscriber_names_and_types_by_node(name, ns)
+            except Exception:  # noqa: BLE001 - the node left the graph between the two calls
+                continue
+            found += [t for t, types in subs if any(x in IMAGE_TYPES for x in types)]
+        return sorted(set(found))
 
     def publish(self, topic: str, raw: bytes) -> float:
         """Publish raw CDR bytes; returns the wall time (s) just before the call."""
