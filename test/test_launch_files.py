@@ -27,7 +27,6 @@ from _launch_api import (
 
 from da3_ros.launch_args import NODE_ARGUMENTS, flatten_params, launch_arguments, resolve_path
 from da3_ros.ros.parameters import CAMERA_SPECS, SPECS, camera_param, check_values
-from da3_ros.tools.replay.rig import flatten_params
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))

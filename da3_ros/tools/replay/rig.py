@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from da3_ros.dds_env import fastdds_profile_path
+from da3_ros.launch_args import flatten_params
 from da3_ros.ros.parameters import CAMERA_SPECS, SPEC_BY_NAME
 from da3_ros.tools.bag.io import IMAGE_TYPES, CameraTopics
 from da3_ros.tools.cli import ToolError
@@ -28,18 +29,6 @@ _DEFAULT_IMAGE_TOPIC = next(s.default for s in CAMERA_SPECS if s.name == "image_
 def default_params_file() -> Path:
     """The package's ``config/da3_replay.yaml`` (next to the loopback DDS profile)."""
     return fastdds_profile_path().parent / "da3_replay.yaml"
-
-
-def flatten_params(d: dict, prefix: str = "") -> dict:
-    """Nested ``ros__parameters`` as flat dotted names (``camera: {front: {x: 1}}`` -> ``camera.front.x``)."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_params(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def doc_params(doc) -> dict:
