@@ -333,3 +333,10 @@ def test_background_compile_with_real_dynamo_beside_eager_calls(monkeypatch):
             assert fast.status.state in ("compiling", "ready"), fast.status.describe()
         assert fast.status.state == "ready", fast.status.describe()
         torch.testing.assert_close(fast(x, ref_view_strategy="first").depth, ref)
+
+
+def test_cpu_threads_leave_cores_to_the_node():
+    assert build.resolve_cpu_threads(0, "cuda:0", cores=16) == build.CUDA_HOST_THREADS
+    assert build.resolve_cpu_threads(0, "cpu", cores=2) == 1
+    assert build.resolve_cpu_threads(0, "cpu", cores=16) == 14
+    assert build.resolve_cpu_threads(3, "cpu", cores=2) == 3  # an explicit value wins

@@ -46,6 +46,8 @@ class InferenceSettings:
         compile_cache_dir: inductor's cache (compiled kernels survive restarts); "": the user
             cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``da3_ros/torch_compile``).
         compile_timeout_s: a background compile not done after this long is abandoned.
+        cpu_threads: torch's CPU threads; 0: 2 when the predictor runs on CUDA (the GPU does the
+            work), else all cores but two (left to the node's ROS threads), at least 1.
     """
 
     model: str = "default"
@@ -60,6 +62,7 @@ class InferenceSettings:
     warmup: bool = True
     compile_cache_dir: str = ""
     compile_timeout_s: float = 600.0
+    cpu_threads: int = 0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> InferenceSettings:

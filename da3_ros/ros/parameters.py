@@ -125,6 +125,8 @@ SPECS: tuple[ParamSpec, ...] = (
               "da3_ros/torch_compile"),
     ParamSpec("compile_timeout_s", _INF.compile_timeout_s, "A background compile not done after this "
               "long is abandoned (the network stays eager; reported in /diagnostics)", lo=1.0, hi=86400.0),
+    ParamSpec("cpu_threads", _INF.cpu_threads, "torch CPU threads; 0: 2 on CUDA, else all cores but two "
+              "(left to the node's ROS threads), at least 1", lo=0, hi=1024),
     ParamSpec("process_res", _INF.process_res, "Long side of the network input in pixels (28-4096); 0: "
               f"what the weights' config.json recommends (da3_ros block), else {DEFAULT_PROCESS_RES}",
               lo=0, hi=4096),
