@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
-import signal
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -174,14 +172,3 @@ def test_colorize_depth_near_red_far_blue_unknown_black():
     assert near[0] > near[2] and far[2] > far[0]
     auto = colorize_depth(depth)
     assert auto[0, :3].any(axis=1).all() and not auto[0, 3:].any()
-
-
-def test_sigint_while_the_model_loads_is_a_clean_exit(tmp_path):
-    """A signal during autostart (model build + warm-up) still exits 0 and releases everything."""
-    config = Path(__file__).resolve().parents[1] / "config" / "da3.yaml"
-    with NodeProcess(tmp_path, None, unique_domain_id(), params_file=config) as node:
-        assert wait_until(lambda: "configured" in node.log(), 60, alive=node.alive), node.log()
-        assert node.alive()
-        code = node.stop(signal.SIGINT, timeout_s=60)
-        assert code == 0, node.log()
-        assert "Traceback" not in node.log()

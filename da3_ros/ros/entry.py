@@ -1,18 +1,29 @@
-"""Console-script entry of ``da3_node``: imports ROS only once it runs.
+"""Console-script entry of ``da3_node``: stop signals first, ROS only once it runs.
 
-Importing rclpy and the node module takes a noticeable part of a second. A SIGINT in that
-window (``ros2 launch`` shutting down right after starting the node, or Ctrl-C) used to end in a
-``KeyboardInterrupt`` traceback from the import. Here it is a clean stop with exit 0, as a
-signal anywhere later in start-up already is (:func:`da3_ros.ros.node.main`).
+Importing rclpy, torch and the node module takes a noticeable part of a second (seconds on a
+busy machine). The SIGINT / SIGTERM handlers of :mod:`da3_ros.ros.stopping` are installed
+before any of that, so a signal while importing (``ros2 launch`` shutting down right after
+starting the node, or Ctrl-C) is a clean stop with exit 0, as a signal anywhere later is
+(:func:`da3_ros.ros.node.main`). ``-h`` / ``--help`` prints the usage and exits 0 without
+starting ROS.
 """
 
 from __future__ import annotations
 
 
 def da3_node(args: list[str] | None = None) -> int:
-    """Import the node and run :func:`da3_ros.ros.node.main`; 0 when interrupted while importing."""
+    """Run :func:`da3_ros.ros.node.main`; 0 when interrupted while importing."""
+    from da3_ros.ros.stopping import SIGNALS, StopRequested
+
+    installed_here = not SIGNALS.installed
+    SIGNALS.install()
     try:
-        from da3_ros.ros.node import main
-    except KeyboardInterrupt:
+        with SIGNALS.interruptible():
+            from da3_ros.ros.node import main
+        return main(args)
+    except (KeyboardInterrupt, StopRequested):
         return 0
-    return main(args)
+    finally:
+        if installed_here:
+            SIGNALS.restore()
+

@@ -24,6 +24,9 @@ Threads (all created here):
 - the publish thread (:class:`~da3_ros.ros.publish_thread.PublishThread`, started there too):
   builds and sends the messages while the worker runs the next window.
 
+Signals: SIGINT and SIGTERM are handled by :mod:`da3_ros.ros.stopping`, not by rclpy, so the
+context stays valid until :func:`main` has torn the node down (a clean exit 0 at any moment).
+
 Lock order (a thread holding one may take those after it, never before):
 ``CameraInputs`` hold lock -> ``Da3Node._lock`` (which pipeline is current) -> the pipeline's
 lock -> ``NodeDiagnostics`` lock. ``OutputPublishers``' path lock and the publish thread's
@@ -45,6 +48,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.config import PipelineConfig
 from da3_ros.inference.settings import InferenceSettings
@@ -64,6 +68,7 @@ from da3_ros.ros.parameters import (
 )
 from da3_ros.ros.publish_thread import PublishThread
 from da3_ros.ros.publishers import OutputPublishers
+from da3_ros.ros.stopping import SIGNALS, StopRequested
 
 if TYPE_CHECKING:
     from da3_ros.core.pipeline import AsyncPipeline
@@ -71,16 +76,25 @@ if TYPE_CHECKING:
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 #: How often images held for a first CameraInfo are checked against ``camera_info_wait_s``.
 HELD_CHECK_PERIOD_S = 0.1
+#: How often the spinning main thread looks for a stop signal, in seconds (Python runs signal
+#: handlers between bytecodes only, never while the executor blocks in rcl's wait).
+STOP_POLL_S = 0.1
 
 
 def _logs_exceptions(transition):
-    """Log a transition callback's exception (rclpy turns it into a silent ERROR otherwise)."""
+    """Log a transition callback's exception (rclpy turns it into a silent ERROR otherwise).
+
+    After a stop signal an exception is the signal cutting the transition short: it leaves as
+    :class:`StopRequested`, unlogged.
+    """
 
     @functools.wraps(transition)
     def wrapper(self, state):
         try:
             return transition(self, state)
         except Exception as exc:
+            if SIGNALS.requested:
+                raise StopRequested(SIGNALS.signum) from exc
             self.get_logger().error(f"{transition.__name__} raised {type(exc).__name__}: {exc}\n"
                                     + traceback.format_exc())
             raise
@@ -204,14 +218,14 @@ class Da3Node(LifecycleNode):
             self.get_logger().warning("model 'truth': TEST AID ground-truth stand-in, not a network")
             self.predictor, info, self.truth_topics = build_truth(self, s, qos)
         else:
-            # torch loads here, not at start-up: a signal during start-up stays a clean stop
-            from da3_ros.inference import build
+            with SIGNALS.interruptible():  # a stop signal cuts loading, compiling and warm-up short
+                from da3_ros.inference import build  # torch loads here, not at start-up
 
-            inference = InferenceSettings.from_mapping(s.values)
-            self.predictor, info = build.build_engine(inference, self.get_logger())
-            if inference.warmup:
-                n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
-                build.warm_up(self.predictor, n, self.get_logger())
+                inference = InferenceSettings.from_mapping(s.values)
+                self.predictor, info = build.build_engine(inference, self.get_logger())
+                if inference.warmup:
+                    n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
+                    build.warm_up(self.predictor, n, self.get_logger())
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": "metric" if info.is_metric else "relative"})
@@ -368,51 +382,85 @@ class Da3Node(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Console script ``da3_node``: spin the node until SIGINT/SIGTERM; exit 0 on a clean stop.
 
-    Returns 1 when the parameters are invalid or autostart fails; a signal at any point of
-    start-up (even while the model loads) still ends in a clean exit 0.
+    Returns 1 when the parameters are invalid or autostart fails. A signal at any point (start-up,
+    model loading, warm-up, while a window runs or publishes) is a clean stop with exit 0: rclpy
+    runs without its own signal handlers, :mod:`da3_ros.ros.stopping` records the signal and cuts
+    a start-up step short, and the node is torn down in order while the context is still valid.
     """
-    node, code = None, 0
+    installed_here = not SIGNALS.installed
+    SIGNALS.install()
+    node, executor, log_handler, code = None, None, None, 0
     trace = memtrace.start_from_env()  # DEBUG aid (DA3_MEMTRACE); None normally
     try:
-        rclpy.init(args=args)
-        executor = SingleThreadedExecutor()
-    except KeyboardInterrupt:
-        return 0
-    try:
-        node = Da3Node()
-        package_log = logging.getLogger("da3_ros")
-        package_log.addHandler(RosLogHandler(node))
-        package_log.setLevel(logging.INFO)
-        package_log.propagate = False
-        executor.add_node(node)
-        if node.get_parameter("autostart").value and not _autostart(node):
-            code = 1
-        else:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        with SIGNALS.interruptible():
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+            executor = SingleThreadedExecutor()
+            node = Da3Node()
+            log_handler = _route_package_logs(node)
+            executor.add_node(node)
+            if node.get_parameter("autostart").value and not _autostart(node):
+                code = 1
+        if code == 0:
+            _spin(executor)
+    except (StopRequested, ExternalShutdownException):
         pass
     except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range value in the params file
-        if rclpy.ok():  # otherwise a signal shut the context down mid start-up: a clean stop
-            print(f"da3_node: {type(exc).__name__}: {exc}", file=sys.stderr)
-            code = 1
+        print(f"da3_node: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
     finally:
-        if node is not None:
-            node._stop()
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
+        _teardown(node, executor, log_handler)
         if trace is not None:
             trace.stop()
+        if installed_here:
+            SIGNALS.restore()
     return code
 
 
+def _spin(executor: SingleThreadedExecutor) -> None:
+    """Run callbacks until a stop signal (looked for every :data:`STOP_POLL_S`) or an rclpy shutdown."""
+    while rclpy.ok() and not SIGNALS.requested:
+        executor.spin_once(timeout_sec=STOP_POLL_S)
+
+
+def _route_package_logs(node: Da3Node) -> RosLogHandler:
+    """Send the package's Python ``logging`` records (core, model, inference) to the node's logger."""
+    handler = RosLogHandler(node)
+    package_log = logging.getLogger("da3_ros")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
+    return handler
+
+
+def _teardown(node: Da3Node | None, executor: SingleThreadedExecutor | None,
+              log_handler: RosLogHandler | None) -> None:
+    """Stop and destroy the node, then shut rclpy down (a signal now is only recorded).
+
+    The order keeps every publisher valid while anything may still use it: inputs, worker and
+    publish thread stop first, the package's log records stop going to the node before it is
+    destroyed, and the context is shut down last.
+    """
+    if node is not None:
+        node._stop()
+        if log_handler is not None:
+            logging.getLogger("da3_ros").removeHandler(log_handler)
+        if executor is not None:
+            executor.remove_node(node)
+        node.destroy_node()
+    if executor is not None:
+        executor.shutdown()
+    rclpy.try_shutdown()
+
+
 def _autostart(node: Da3Node) -> bool:
-    """Configure and activate; False (logged) when either transition fails."""
+    """Configure and activate; False (logged) when either transition fails.
+
+    True when a stop signal came meanwhile: the caller then stops cleanly.
+    """
     for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
-        if not rclpy.ok(context=node.context):
-            return True  # interrupted during start-up: spin() returns at once, exit 0
-        if trigger() != SUCCESS:
+        if SIGNALS.requested:
+            return True
+        if trigger() != SUCCESS and not SIGNALS.requested:
             node.get_logger().fatal(f"autostart: {name} failed; exiting (see the errors above)")
             return False
     return True
