@@ -35,6 +35,7 @@ setup(
             "da3-eval = da3_ros.tools.eval:main",
             "da3-replay = da3_ros.tools.replay.cli:main",
             "da3-bench = da3_ros.tools.bench_checkout:main",
+            "da3-ctl = da3_ros.tools.ctl:main",
         ],
     },
 )

@@ -18,7 +18,8 @@ from rclpy.signals import SignalHandlerOptions
 from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL, fixed_from_model_world, points_to_fixed
 from da3_ros.core.visualize import colorize_depth
 from da3_ros.ros.node import Da3Node
-from da3_ros.ros.parameters import SPEC_BY_NAME, SPECS
+from da3_ros.ros.overrides import quote_cli_overrides
+from da3_ros.ros.parameters import RESTART_NOTE, SPEC_BY_NAME, SPECS, spec_for
 
 pytestmark = pytest.mark.timeout(120)
 OK = TransitionCallbackReturn.SUCCESS
@@ -52,15 +53,18 @@ def _set(node, name, value):
 def test_descriptors_types_ranges_and_read_only(make_node):
     node = make_node()
     assert {s.name for s in SPECS} <= set(node._parameters)
-    model = node.describe_parameter("model")
-    assert model.read_only and model.type == ParameterType.PARAMETER_STRING and model.description
+    model = node.describe_parameter("model")  # restart: settable while unconfigured, so not read-only
+    assert model.type == ParameterType.PARAMETER_STRING and model.description
+    assert RESTART_NOTE in model.additional_constraints
     conf = node.describe_parameter("conf_threshold")
-    assert not conf.read_only and conf.floating_point_range[0].from_value == 0.0
+    assert RESTART_NOTE not in conf.additional_constraints and conf.floating_point_range[0].from_value == 0.0
     res = node.describe_parameter("process_res")
-    assert res.read_only and res.integer_range[0].from_value == 0  # 0: the weights' recommendation
+    assert RESTART_NOTE in res.additional_constraints
+    assert res.integer_range[0].from_value == 0  # 0: the weights' recommendation
     assert "drop_oldest" in node.describe_parameter("queue_policy").additional_constraints
     cam = node.describe_parameter("camera.camera.image_topic")
-    assert cam.read_only and node.get_parameter("camera.camera.image_topic").value == "camera/image_raw"
+    assert RESTART_NOTE in cam.additional_constraints
+    assert node.get_parameter("camera.camera.image_topic").value == "camera/image_raw"
 
 
 def test_invalid_values_are_rejected_with_a_reason(make_node):
@@ -73,7 +77,9 @@ def test_invalid_values_are_rejected_with_a_reason(make_node):
     assert not bad.successful and "min_depth_m" in bad.reason
     assert not _set(node, "conf_threshold", -1.0).successful  # descriptor range
     assert not _set(node, "conf_threshold", "high").successful  # type
-    assert not _set(node, "model", "da3-large").successful  # read-only: restart needed
+    assert node.trigger_configure() == OK
+    bad = _set(node, "model", "da3-large")  # restart parameter: only while unconfigured
+    assert not bad.successful and "unconfigured" in bad.reason
     bad = _set(node, "depth_colored_range", [5.0, 1.0])
     assert not bad.successful and "depth_colored_range" in bad.reason
 
@@ -125,7 +131,9 @@ def test_activation_fails_cleanly_on_an_unknown_model(make_node):
     ({"process_res": 5}, "process_res"),
     ({"queue_policy": "bogus"}, "queue_policy"),
     ({"cameras": ["a", "a"]}, "duplicates"),
-], ids=["out_of_range", "bad_choice", "duplicate_cameras"])
+    ({"fixed_frame": False}, "quote it"),  # a params file's unquoted no/off for a free string
+    ({"cameras": ["front", False]}, "a list must hold one type"),  # rcl refuses it before the node exists
+], ids=["out_of_range", "bad_choice", "duplicate_cameras", "yaml_boolean_for_a_string", "mixed_list"])
 def test_invalid_params_file_exits_with_a_message(tmp_path, params, needle):
     with NodeProcess(tmp_path, params, unique_domain_id()) as node:
         node.proc.wait(timeout=60)
@@ -172,3 +180,45 @@ def test_colorize_depth_near_red_far_blue_unknown_black():
     assert near[0] > near[2] and far[2] > far[0]
     auto = colorize_depth(depth)
     assert auto[0, :3].any(axis=1).all() and not auto[0, 3:].any()
+
+
+def test_command_line_values_of_string_and_float_list_parameters_are_quoted():
+    argv = ["da3_node", "-p", "x:=off", "--ros-args", "-p", "accelerate:=off",
+            "--param", "da3_node:fixed_frame:=no", "-p", "cameras:=[front, 'off']",
+            "-p", "depth_colored_range:=[0, 10.5]", "-p", "conf_threshold:=1",
+            "-p", "model:='da3-tiny'", "-p", "unknown:=off", "-r", "a:=b", "--", "-p", "accelerate:=off"]
+    assert quote_cli_overrides(argv, spec_for) == [
+        "da3_node", "-p", "x:=off", "--ros-args", "-p", "accelerate:='off'",
+        "--param", "da3_node:fixed_frame:='no'", "-p", "cameras:=['front', 'off']",
+        "-p", "depth_colored_range:=[0.0, 10.5]", "-p", "conf_threshold:=1",
+        "-p", "model:='da3-tiny'", "-p", "unknown:=off", "-r", "a:=b", "--", "-p", "accelerate:=off"]
+
+
+def test_overrides_and_run_time_values_take_the_declared_type(make_node):
+    node = make_node(accelerate=False, conf_threshold=2, warmup=0, depth_colored_range=[0, 5], device=0,
+                     cameras="front")
+    assert node.get_parameter("accelerate").value == "off"
+    assert node.get_parameter("conf_threshold").value == 2.0
+    assert node.get_parameter("warmup").value is False
+    assert list(node.get_parameter("depth_colored_range").value) == [0.0, 5.0]
+    assert node.get_parameter("device").value == "0"
+    assert list(node.get_parameter("cameras").value) == ["front"]
+    assert node.has_parameter("camera.front.transport")
+    assert _set(node, "max_depth_m", 7).successful and node.get_parameter("max_depth_m").value == 7.0
+    assert not _set(node, "conf_threshold", "high").successful  # no guessing: still a type error
+    with pytest.raises(ValueError, match="quote it"):
+        make_node(fixed_frame=True)
+
+
+def test_restart_parameters_set_while_unconfigured_apply_at_the_next_configure(make_node):
+    node = make_node(model="truth")
+    assert _set(node, "cameras", ["left", "right"]).successful and _set(node, "num_view", 6).successful
+    assert node.trigger_configure() == OK
+    assert node.has_parameter("camera.right.image_topic") and node.settings.mode == "multicam"
+    assert node.trigger_activate() == OK and node.pipeline.config.num_view == 6
+    bad = _set(node, "num_view", 2)
+    assert not bad.successful and "unconfigured" in bad.reason
+    assert node.trigger_deactivate() == OK and node.trigger_cleanup() == OK
+    assert _set(node, "num_view", 2).successful
+    assert node.trigger_configure() == OK and node.trigger_activate() == OK
+    assert node.pipeline.config.num_view == 2

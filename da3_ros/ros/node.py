@@ -56,15 +56,21 @@ from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, input_qos
 from da3_ros.ros.logs import RosLogHandler, Throttle
+from da3_ros.ros.node_parameters import (
+    coercing_callback,
+    declare_all,
+    read_settings,
+    unknown_parameter_warnings,
+    validation_callback,
+)
+from da3_ros.ros.overrides import init_error_hint, quote_cli_overrides
 from da3_ros.ros.parameters import (
     DYNAMIC_PIPELINE_FIELDS,
     NodeSettings,
     check_values,
     colorize_fields,
-    declare_all,
     pipeline_config,
-    read_settings,
-    validation_callback,
+    spec_for,
 )
 from da3_ros.ros.publish_thread import PublishThread
 from da3_ros.ros.publishers import OutputPublishers
@@ -107,9 +113,14 @@ class Da3Node(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("da3_node", **kwargs)
+        self.state_label = "unconfigured"  # lifecycle state, kept by the transition callbacks
+        self.add_pre_set_parameters_callback(coercing_callback)
         declare_all(self)
-        self.add_on_set_parameters_callback(validation_callback(self))
+        self.add_on_set_parameters_callback(
+            validation_callback(self, lambda: self.state_label == "unconfigured"))
         self.add_post_set_parameters_callback(self._apply_dynamic)
+        for warning in unknown_parameter_warnings(self):
+            self.get_logger().warning(warning)
         self.settings: NodeSettings | None = None
         self.outputs: OutputPublishers | None = None
         self.inputs: CameraInputs | None = None
@@ -118,7 +129,6 @@ class Da3Node(LifecycleNode):
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
-        self.state_label = "unconfigured"  # lifecycle state, kept by the transition callbacks
         self._device = "cpu"  # the loaded predictor's device (GPU memory in diagnostics)
         self._diag_pub = None
         self._own_timers: dict[str, object] = {}
@@ -389,11 +399,13 @@ def main(args: list[str] | None = None) -> int:
     """
     installed_here = not SIGNALS.installed
     SIGNALS.install()
-    node, executor, log_handler, code = None, None, None, 0
+    node, executor, log_handler, code, initialised = None, None, None, 0, False
     trace = memtrace.start_from_env()  # DEBUG aid (DA3_MEMTRACE); None normally
     try:
         with SIGNALS.interruptible():
-            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+            argv = quote_cli_overrides(sys.argv if args is None else args, spec_for)
+            rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+            initialised = True
             executor = SingleThreadedExecutor()
             node = Da3Node()
             log_handler = _route_package_logs(node)
@@ -405,7 +417,9 @@ def main(args: list[str] | None = None) -> int:
     except (StopRequested, ExternalShutdownException):
         pass
     except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range value in the params file
-        print(f"da3_node: {type(exc).__name__}: {exc}", file=sys.stderr)
+        hint = "" if initialised else init_error_hint(str(exc))
+        print(f"da3_node: {type(exc).__name__}: {exc}" + (f"\n  hint: {hint}" if hint else ""),
+              file=sys.stderr)
         code = 1
     finally:
         _teardown(node, executor, log_handler)

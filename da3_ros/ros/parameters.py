@@ -1,10 +1,11 @@
 """The node's parameters: one table of specs, declared with descriptors, validated in one place.
 
-Every parameter is declared with a :class:`rcl_interfaces.msg.ParameterDescriptor`
-carrying its type, description, range and ``read_only`` flag. Read-only
-parameters need a restart (model, device, topics, QoS, window shape); the
-others are *dynamic* and take effect on the next window (confidence threshold,
-depth range, voxel size, queue policy, publish toggles, ...).
+Every parameter is declared (:mod:`da3_ros.ros.node_parameters`) with a
+:class:`rcl_interfaces.msg.ParameterDescriptor` carrying its type, description and range.
+*Restart* parameters (model, device, topics, QoS, window shape) are read at configure: they
+can be set while the node is unconfigured (``additional_constraints`` says so) and take effect
+at the next configure; the others are *dynamic* and take effect on the next window
+(confidence threshold, depth range, voxel size, queue policy, publish toggles, ...).
 
 Per-camera parameters live under ``camera.<name>.`` and are declared after the
 ``cameras`` list is known, so a params file can describe a whole rig::
@@ -29,7 +30,6 @@ from rcl_interfaces.msg import (
     IntegerRange,
     ParameterDescriptor,
     ParameterType,
-    SetParametersResult,
 )
 
 from da3_ros.core.config import ALIGN_MODES, QUEUE_POLICIES, WINDOW_MODES, PipelineConfig
@@ -55,7 +55,7 @@ class ParamSpec:
     """One parameter: name, default, description and constraints.
 
     ``choices`` restricts a string; ``lo``/``hi`` give a numeric range (for
-    arrays, each element); ``dynamic`` False makes it read-only (restart needed).
+    arrays, each element); ``dynamic`` False: read at configure only (a restart parameter).
     """
 
     name: str
@@ -76,10 +76,13 @@ class ParamSpec:
         return _TYPES[type(self.default)]
 
     def descriptor(self) -> ParameterDescriptor:
-        """The ParameterDescriptor declared for this parameter."""
-        d = ParameterDescriptor(name=self.name, type=self.ros_type, description=self.description,
-                                read_only=not self.dynamic)
-        extra = []
+        """The ParameterDescriptor declared for this parameter.
+
+        Never ``read_only``: a restart parameter can be set while the node is unconfigured (the
+        set callback refuses it in any other state) and is read at the next configure.
+        """
+        d = ParameterDescriptor(name=self.name, type=self.ros_type, description=self.description)
+        extra = [] if self.dynamic else [RESTART_NOTE]
         if self.choices:
             extra.append("one of: " + ", ".join(self.choices))
         if self.lo is not None and self.array_of is None:
@@ -94,6 +97,8 @@ class ParamSpec:
         return d
 
 
+#: ``additional_constraints`` of the parameters that are read at configure only.
+RESTART_NOTE = "restart: set it while unconfigured; read at the next configure"
 #: Upper bound of "unbounded" numeric ranges in descriptors.
 UNBOUNDED = 1.0e6
 # Defaults and choices come from the config dataclasses (their one home); the table adds ROS
@@ -273,40 +278,15 @@ def colorize_fields(values: dict) -> dict:
             "colorize_range": tuple(float(v) for v in values["depth_colored_range"])}
 
 
-def declare_all(node) -> None:
-    """Declare every node-wide and per-camera parameter on ``node`` (params-file values apply).
-
-    Raises:
-        ValueError: the ``cameras`` list is invalid (per-camera names could not be declared).
-    """
-    for spec in SPECS:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
-    cameras = plain_value(node.get_parameter("cameras").value) or []
-    reason = check_values({"cameras": cameras})
-    if reason:
-        raise ValueError(f"invalid parameters: {reason}")
-    for cam in cameras:
-        for spec in CAMERA_SPECS:
-            full = camera_param(cam, spec.name)
-            default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default
-            node.declare_parameter(full, default, _camera_descriptor(spec, full))
+def spec_for(name: str) -> ParamSpec | None:
+    """The spec of a parameter name (node-wide, ``camera.<name>.<key>`` or an extra one), or None."""
+    return SPEC_BY_NAME.get(name) or _camera_spec(name) or EXTRA_SPECS.get(name)
 
 
-def _camera_descriptor(spec: ParamSpec, full_name: str) -> ParameterDescriptor:
-    d = spec.descriptor()
-    d.name = full_name
-    return d
-
-
-def read_settings(node) -> NodeSettings:
-    """Snapshot of all declared parameters as a :class:`NodeSettings`."""
-    values = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS}
-    cams = []
-    for cam in values["cameras"]:
-        get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
-        cams.append(CameraSettings(cam, get("image_topic"), get("camera_info_topic"), get("frame_id"),
-                                   get("transport")))
-    return NodeSettings(values, cams)
+def needs_restart(name: str) -> bool:
+    """True for a parameter of the table that is read at configure only (not dynamic)."""
+    spec = spec_for(name)
+    return spec is not None and not spec.dynamic
 
 
 def plain_value(value: Any) -> Any:
@@ -367,16 +347,3 @@ def _check_relations(v: dict[str, Any]) -> str | None:
     if v.get("mode") == "temporal" and cams is not None and len(cams) > 1:
         return "mode temporal takes one camera; use multicam (or auto) for a rig"
     return None
-
-
-def validation_callback(node):
-    """An ``add_on_set_parameters_callback`` callback that rejects invalid changes with a reason."""
-
-    def callback(params) -> SetParametersResult:
-        merged = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS
-                  if node.has_parameter(s.name)}
-        merged.update({p.name: plain_value(p.value) for p in params})
-        reason = check_values(merged)
-        return SetParametersResult(successful=reason is None, reason=reason or "")
-
-    return callback
