@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        (f"share/{PACKAGE}/docs", ["README.md", "docs/node.md"]),
         # the bundled demo model (official checkpoint layout) and the sample bags
         *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(glob("data/models/*"))],
         *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(glob("data/*"))

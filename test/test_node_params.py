@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gc
 import math
+import subprocess
 import weakref
 
 import numpy as np
 import pytest
 import rclpy
-from _node_harness import NodeProcess, unique_domain_id, wait_until
+import torch
+from _node_harness import NODE_EXE, NodeProcess, unique_domain_id, wait_until
 from rcl_interfaces.msg import ParameterType
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -17,6 +19,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL, fixed_from_model_world, points_to_fixed
 from da3_ros.core.visualize import colorize_depth
+from da3_ros.dds_env import loopback_env
 from da3_ros.ros.node import Da3Node
 from da3_ros.ros.overrides import quote_cli_overrides
 from da3_ros.ros.parameters import RESTART_NOTE, SPEC_BY_NAME, SPECS, spec_for
@@ -140,6 +143,30 @@ def test_invalid_params_file_exits_with_a_message(tmp_path, params, needle):
         assert node.proc.returncode == 1
         assert needle in node.log()
         assert "Traceback" not in node.log()
+
+
+@pytest.mark.parametrize("device, needle", [
+    ("gpu", "device 'gpu' is not one of auto, cpu, cuda, cuda:N (cuda?)"),
+    ("cuda", "CUDA is not available"),
+])
+def test_device_is_checked_at_configure_with_a_clear_message(tmp_path, device, needle):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with NodeProcess(tmp_path, {"device": device}, unique_domain_id()) as node:
+        node.proc.wait(timeout=90)
+        log = node.log()
+    assert node.proc.returncode == 1 and needle in log, log
+    assert "loading model" not in log and "Traceback" not in log and "pin_memory" not in log, log
+
+
+def test_help_prints_the_usage_and_exits_without_starting_ros(tmp_path):
+    done = subprocess.run([str(NODE_EXE), "--help"], capture_output=True, text=True, timeout=60,
+                          env=loopback_env(unique_domain_id(), log_dir=str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: da3_node") and "docs/node.md" in done.stdout
+    assert all(spec.name in done.stdout for spec in SPECS)
+    assert all(text in done.stdout for text in ("~/<camera>/depth", "~/points", "camera.<name>.transport"))
+    assert not list(tmp_path.iterdir()), "--help must not start ROS (no log files)"
 
 
 def test_choices_and_defaults_come_from_their_one_home():

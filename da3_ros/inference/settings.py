@@ -16,13 +16,27 @@ from da3_ros.model.options import ACCELERATE_MODES, ATTENTION_BACKENDS, DTYPES, 
 ACCELERATE_SETTINGS: tuple[str, ...] = ("auto",) + ACCELERATE_MODES
 #: ``ref_view_strategy`` values: ``auto`` (what the weights recommend) or a strategy.
 REF_VIEW_SETTINGS: tuple[str, ...] = ("auto",) + REF_VIEW_STRATEGIES
+#: The forms a ``device`` setting takes (``cuda:N``: the N-th CUDA device).
+DEVICE_FORMS: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N")
 #: ``process_res`` when neither the parameter nor the weights name one (upstream's default).
 DEFAULT_PROCESS_RES = 504
 #: ``ref_view_strategy`` when neither the parameter nor the weights name one (upstream's default).
 DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
 
 __all__ = ["ACCELERATE_SETTINGS", "ATTENTION_BACKENDS", "DEFAULT_PROCESS_RES", "DEFAULT_REF_VIEW_STRATEGY",
-           "DTYPES", "InferenceSettings", "PredictorInfo", "REF_VIEW_SETTINGS"]
+           "DEVICE_FORMS", "DTYPES", "InferenceSettings", "PredictorInfo", "REF_VIEW_SETTINGS",
+           "device_form_error"]
+
+
+def device_form_error(name: str) -> str | None:
+    """Why ``name`` is not a ``device`` setting (:data:`DEVICE_FORMS`), or None; no torch needed."""
+    if name in ("auto", "cpu", "cuda"):
+        return None
+    prefix, sep, index = name.partition(":")
+    if prefix == "cuda" and sep and index.isdigit():
+        return None
+    hint = f" (cuda:{name}?)" if name.isdigit() else " (cuda?)" if name.lower() in ("gpu", "nvidia") else ""
+    return f"device {name!r} is not one of {', '.join(DEVICE_FORMS)}{hint}"
 
 
 @dataclass

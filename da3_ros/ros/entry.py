@@ -10,15 +10,24 @@ starting ROS.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 
 def da3_node(args: list[str] | None = None) -> int:
-    """Run :func:`da3_ros.ros.node.main`; 0 when interrupted while importing."""
+    """Run :func:`da3_ros.ros.node.main`; 0 when interrupted while importing; the usage for ``--help``."""
     from da3_ros.ros.stopping import SIGNALS, StopRequested
 
     installed_here = not SIGNALS.installed
     SIGNALS.install()
     try:
         with SIGNALS.interruptible():
+            if wants_help(sys.argv[1:] if args is None else args):
+                from da3_ros.ros.usage import usage
+
+                with contextlib.suppress(BrokenPipeError):  # da3_node --help | head
+                    print(usage())
+                return 0
             from da3_ros.ros.node import main
         return main(args)
     except (KeyboardInterrupt, StopRequested):
@@ -27,3 +36,19 @@ def da3_node(args: list[str] | None = None) -> int:
         if installed_here:
             SIGNALS.restore()
 
+
+
+def wants_help(args: list[str]) -> bool:
+    """True when ``-h`` or ``--help`` is among the program's own arguments (not ROS ones).
+
+    ROS arguments run from ``--ros-args`` to ``--`` (or the end) and are rcl's.
+    """
+    in_ros = False
+    for arg in args:
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif not in_ros and arg in ("-h", "--help"):
+            return True
+    return False

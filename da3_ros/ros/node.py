@@ -141,7 +141,7 @@ class Da3Node(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read and validate parameters; create publishers, diagnostics and timers."""
         settings = read_settings(self)
-        reason = check_values(settings.values)
+        reason = check_values(settings.values) or self._device_problem(settings)
         if reason:
             self.get_logger().error(f"invalid parameters: {reason}")
             return FAILURE
@@ -240,6 +240,15 @@ class Da3Node(LifecycleNode):
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": "metric" if info.is_metric else "relative"})
         self._device = info.device
+
+    @staticmethod
+    def _device_problem(settings: NodeSettings) -> str | None:
+        """Why the ``device`` cannot run the model on this machine (checked at configure), or None."""
+        if settings["model"] == "truth" or not str(settings["device"]).startswith("cuda"):
+            return None
+        from da3_ros.inference.build import device_problem  # torch: only when a GPU is asked for
+
+        return device_problem(settings["device"])
 
     def _camera_info_wait_s(self) -> float:
         """How long images wait for a first CameraInfo: only when something uses intrinsics."""

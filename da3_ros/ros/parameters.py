@@ -38,9 +38,11 @@ from da3_ros.inference.settings import (
     ATTENTION_BACKENDS,
     DEFAULT_PROCESS_RES,
     DEFAULT_REF_VIEW_STRATEGY,
+    DEVICE_FORMS,
     DTYPES,
     REF_VIEW_SETTINGS,
     InferenceSettings,
+    device_form_error,
 )
 
 _T = ParameterType
@@ -111,7 +113,7 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("model", _INF.model, "'default' (bundled trained model if present, else da3-tiny random), "
               "a preset name (random weights, plumbing only), a local weights directory, a Hugging Face "
               "hub id, or 'truth' (TEST AID: stand-in fed by ground-truth topics)"),
-    ParamSpec("device", _INF.device, "Torch device: auto, cpu, cuda, cuda:N"),
+    ParamSpec("device", _INF.device, f"Torch device: {', '.join(DEVICE_FORMS)} (checked at configure)"),
     ParamSpec("dtype", _INF.dtype, "Inference dtype", choices=DTYPES),
     ParamSpec("attention_backend", _INF.attention_backend, "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
@@ -325,6 +327,8 @@ def _camera_spec(name: str) -> ParamSpec | None:
 
 
 def _check_relations(v: dict[str, Any]) -> str | None:
+    if "device" in v and device_form_error(v["device"]):
+        return device_form_error(v["device"])
     if 0 < v.get("process_res", 0) < 28:
         return f"process_res ({v['process_res']}) must be 0 (the model's recommendation) or at least 28"
     if v.get("max_depth_m") and not v.get("min_depth_m", 0.0) < v["max_depth_m"]:
