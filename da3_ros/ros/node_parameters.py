@@ -149,7 +149,7 @@ def validation_callback(node, unconfigured):
         merged = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS
                   if node.has_parameter(s.name)}
         merged.update({p.name: plain_value(p.value) for p in params})
-        reason = check_values(merged)
+        reason = check_values(merged, names=[p.name for p in params])
         return SetParametersResult(successful=reason is None, reason=reason or "")
 
     return callback

@@ -22,6 +22,7 @@ Per-camera parameters live under ``camera.<name>.`` and are declared after the
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -298,17 +299,20 @@ def plain_value(value: Any) -> Any:
     return value
 
 
-def check_values(values: dict[str, Any]) -> str | None:
+def check_values(values: dict[str, Any], names: Iterable[str] | None = None) -> str | None:
     """Why ``values`` (name -> value, merged over the current ones) are invalid, or None.
 
-    Checks what descriptors cannot: string choices, array element ranges and
-    relations between parameters. Types and scalar ranges are enforced by rclpy.
+    Checks what descriptors cannot: string choices, the ``device`` form, array element ranges
+    (for ``names``, the parameters being set; default all of ``values``) and relations between
+    parameters (over all ``values``). Types and scalar ranges are enforced by rclpy.
     """
-    for name, value in values.items():
-        spec = SPEC_BY_NAME.get(name) or _camera_spec(name) or EXTRA_SPECS.get(name)
-        if spec is None:
+    for name in values if names is None else names:
+        spec = spec_for(name)
+        if spec is None or name not in values:
             continue
-        value = plain_value(value)
+        value = plain_value(values[name])
+        if name == "device" and device_form_error(value):
+            return device_form_error(value)
         if spec.choices and value not in spec.choices:
             return f"{name}={value!r} is not one of {', '.join(spec.choices)}"
         if spec.array_of is not None and spec.lo is not None:
@@ -327,8 +331,6 @@ def _camera_spec(name: str) -> ParamSpec | None:
 
 
 def _check_relations(v: dict[str, Any]) -> str | None:
-    if "device" in v and device_form_error(v["device"]):
-        return device_form_error(v["device"])
     if 0 < v.get("process_res", 0) < 28:
         return f"process_res ({v['process_res']}) must be 0 (the model's recommendation) or at least 28"
     if v.get("max_depth_m") and not v.get("min_depth_m", 0.0) < v["max_depth_m"]:
