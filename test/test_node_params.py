@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
-from _node_harness import NODE_EXE, NodeProcess, unique_domain_id, wait_until
+from _node_harness import NODE_EXE, NodeProcess, unique_domain_id, unique_namespace, wait_until
 from rcl_interfaces.msg import ParameterType
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -167,6 +167,19 @@ def test_help_prints_the_usage_and_exits_without_starting_ros(tmp_path):
     assert all(spec.name in done.stdout for spec in SPECS)
     assert all(text in done.stdout for text in ("~/<camera>/depth", "~/points", "camera.<name>.transport"))
     assert not list(tmp_path.iterdir()), "--help must not start ROS (no log files)"
+
+
+def test_the_log_names_the_topics_as_resolved_with_namespace_and_remaps(tmp_path):
+    params = {"model": "truth", "camera.camera.image_topic": "/camera/image_raw",
+              "camera.camera.camera_info_topic": "camera/camera_info"}
+    ns = unique_namespace()
+    with NodeProcess(tmp_path, params, unique_domain_id(), ns=ns,
+                     extra_args=["-r", "/camera/image_raw:=/my/image"]) as node:
+        assert wait_until(lambda: "active; subscribed" in node.log(), 60, alive=node.alive), node.log()
+        assert node.stop() == 0
+        log = node.log()
+    assert f"subscribed to camera: /my/image, {ns}/camera/camera_info (raw)" in log, log
+    assert "/camera/image_raw" not in log
 
 
 def test_choices_and_defaults_come_from_their_one_home():

@@ -109,6 +109,8 @@ class CameraInputs:
         self.throttle = Throttle(log_throttle_s)
         self._hold_lock = threading.RLock()  # held frames: camera callbacks vs check_held / destroy
         self._subs: list = []
+        #: per camera, the topics subscribed, as resolved (namespace, remaps): image, then info
+        self.topics: dict[str, list[str]] = {c.name: [] for c in cameras}
         self.states = {c.name: _CameraState(c) for c in cameras}
         for cam in cameras:
             self._subscribe(cam, qos)
@@ -117,14 +119,16 @@ class CameraInputs:
         compressed = cam.transport == "compressed"
         msg_type = CompressedImage if compressed else Image
         decode = cdr.decode_compressed_image if compressed else cdr.decode_image
-        self._subs.append(self._node.create_subscription(
+        subs = [self._node.create_subscription(
             msg_type, cam.image_topic, lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
-            raw=True))
+            raw=True)]
         if cam.camera_info_topic:
-            self._subs.append(self._node.create_subscription(
+            subs.append(self._node.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos))
-            if self.camera_info_wait_s > 0:
-                self.states[cam.name].waiting = True
+        self._subs += subs
+        self.topics[cam.name] = [sub.topic_name for sub in subs]
+        if cam.camera_info_topic and self.camera_info_wait_s > 0:
+            self.states[cam.name].waiting = True
 
     def destroy(self) -> None:
         """Remove every subscription (deactivate); held frames go to the sink first."""

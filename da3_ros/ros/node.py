@@ -183,7 +183,8 @@ class Da3Node(LifecycleNode):
                                    on_no_intrinsics=self.diag.on_no_intrinsics)
         if self.truth_topics is not None:
             self.truth_topics.intrinsics_source = self.inputs.intrinsics
-        topics = ", ".join(f"{c.name}: {c.image_topic} ({c.transport})" for c in s.cameras)
+        topics = "; ".join(f"{c.name}: {', '.join(self.inputs.topics[c.name])} ({c.transport})"
+                           for c in s.cameras)
         self.get_logger().info(f"active; subscribed to {topics}")
         self.state_label = "active"
         return ret
