@@ -1,8 +1,11 @@
-"""NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts."""
+"""NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts; log throttling."""
+
+import logging
 
 from builtin_interfaces.msg import Time
 
 from da3_ros.ros.diagnostics import NodeDiagnostics
+from da3_ros.ros.logs import RosLogHandler, Throttle
 
 
 def _values(diag, stats):
@@ -31,3 +34,29 @@ def test_retired_pipeline_counts_stay_in_the_totals():
     assert values["window_errors"] == "1"
     assert values["drops.closed"] == "3" and values["drops.queue_full"] == "2"
     assert values["drops_total"] == "5"
+
+
+def test_package_warnings_are_throttled_per_kind_of_message_not_per_template():
+    """'window failed: %s' with two different errors: both are logged, a repeat is not."""
+    lines = []
+
+    class _Logger:
+        def warning(self, text):
+            lines.append(text)
+
+    class _Node:
+        def get_logger(self):
+            return _Logger()
+
+    log = logging.getLogger("da3_ros.test_throttle")
+    handler = RosLogHandler(_Node(), Throttle(60.0))
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        for error in ("LookupError: no truth for 12", "ValueError: bad depth",
+                      "LookupError: no truth for 13"):
+            log.warning("window failed: %s", error)
+    finally:
+        log.removeHandler(handler)
+    assert lines == ["[da3_ros.test_throttle] window failed: LookupError: no truth for 12",
+                     "[da3_ros.test_throttle] window failed: ValueError: bad depth"]

@@ -10,7 +10,8 @@ callback on one thread, so one camera's state needs no lock).
 Frame ids: the ``camera.<name>.frame_id`` parameter when set, else the input
 header's ``frame_id`` when non-empty, else ``<name>_optical_frame``.
 
-Bad input never raises out of a callback: it is logged (throttled per reason)
+Bad input never raises out of a callback: it is logged (throttled per camera, reason and kind
+of message: :func:`~da3_ros.ros.logs.message_kind`)
 and counted by reason through ``on_bad_input(camera, reason)`` (diagnostics count
 ``camera_info_mismatch``, ``camera_info_invalid`` and the time-jump reset as events, not
 drops: no image is lost to them).
@@ -46,7 +47,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions import cdr
-from da3_ros.ros.logs import Throttle
+from da3_ros.ros.logs import Throttle, message_kind
 from da3_ros.ros.parameters import CameraSettings
 
 
@@ -85,7 +86,7 @@ class CameraInputs:
         on_time_jump: ``(camera)`` when stamps jump back by more than the reset threshold.
         qos: image subscription QoS; camera_info uses the same reliability.
         time_jump_reset_s: backward jump that resets instead of dropping (0: never reset).
-        log_throttle_s: per-reason warning period.
+        log_throttle_s: warning period of each camera, reason and kind of message.
         camera_info_wait_s: how long images wait for a camera's first CameraInfo (0: never
             wait; see the module docstring).
         on_no_intrinsics: ``(camera)`` for each frame of a camera with a CameraInfo topic that
@@ -154,7 +155,7 @@ class CameraInputs:
 
     def _bad(self, camera: str, reason: str, detail: str) -> None:
         self._on_bad_input(camera, reason)
-        if self.throttle.ready(f"{camera}/{reason}"):
+        if self.throttle.ready(f"{camera}/{reason}/{message_kind(detail)}"):
             self._node.get_logger().warning(f"[{camera}] {reason}: {detail} (repeats are throttled)")
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:

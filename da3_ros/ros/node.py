@@ -55,7 +55,7 @@ from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, input_qos
-from da3_ros.ros.logs import RosLogHandler, Throttle
+from da3_ros.ros.logs import RosLogHandler, Throttle, message_kind
 from da3_ros.ros.node_parameters import (
     coercing_callback,
     declare_all,
@@ -134,7 +134,7 @@ class Da3Node(LifecycleNode):
         self._own_timers: dict[str, object] = {}
         self._generation = 0  # which pipeline's results are wanted (guarded by _lock)
         self._lock = threading.RLock()
-        self._throttle = Throttle(5.0)
+        self.log_throttle = Throttle(5.0)  # the node's repeated errors, per kind of message
 
     # ----------------------------------------------------------------- lifecycle
     @_logs_exceptions
@@ -340,14 +340,14 @@ class Da3Node(LifecycleNode):
         outputs.publish_result(result)
 
     def _on_publish_error(self, exc: BaseException) -> None:
-        self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
+        self._log_throttled(f"publishing window failed: {type(exc).__name__}: {exc}")
 
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:
             self.diag.on_published((self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
 
-    def _log_throttled(self, key: str, msg: str) -> None:
-        if self._throttle.ready(key):
+    def _log_throttled(self, msg: str) -> None:
+        if self.log_throttle.ready(message_kind(msg)):
             self.get_logger().error(msg + " (repeats are throttled)")
 
     # ----------------------------------------------------------------- parameters and timers
@@ -369,7 +369,7 @@ class Da3Node(LifecycleNode):
                 self._set_timer("path", float(s["path_period_s"]), self.outputs.publish_path_if_due)
         if self.diag is not None:
             self.diag.stale_input_s = float(s["stale_input_s"])
-        self._throttle.period_s = float(s["log_throttle_s"])
+        self.log_throttle.period_s = float(s["log_throttle_s"])
         if self.inputs is not None:
             self.inputs.time_jump_reset_s = float(s["time_jump_reset_s"])
             self.inputs.throttle.period_s = float(s["log_throttle_s"])
@@ -448,7 +448,7 @@ def _spin(executor: SingleThreadedExecutor) -> None:
 
 def _route_package_logs(node: Da3Node) -> RosLogHandler:
     """Send the package's Python ``logging`` records (core, model, inference) to the node's logger."""
-    handler = RosLogHandler(node)
+    handler = RosLogHandler(node, node.log_throttle)
     package_log = logging.getLogger("da3_ros")
     package_log.addHandler(handler)
     package_log.setLevel(logging.INFO)

@@ -209,8 +209,8 @@ SPECS: tuple[ParamSpec, ...] = (
               lo=0.01, hi=3600.0),
     ParamSpec("time_jump_reset_s", 1.0, "Stamps going back more than this reset the pipeline "
               "(bag loop); smaller jumps drop the frame", dynamic=True, lo=0.0, hi=UNBOUNDED),
-    ParamSpec("log_throttle_s", 5.0, "Throttle period of repeated warnings", dynamic=True,
-              lo=0.0, hi=3600.0),
+    ParamSpec("log_throttle_s", 5.0, "Throttle period of repeated warnings, per kind of message",
+              dynamic=True, lo=0.0, hi=3600.0),
 )
 
 #: Per-camera parameters; the name is prefixed with ``camera.<name>.``.
