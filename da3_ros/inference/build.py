@@ -164,7 +164,8 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
                        condition_on_intrinsics=bool(settings.condition_on_intrinsics),
                        condition_on_poses=bool(settings.condition_on_poses),
                        ref_view_strategy=ref_view,
-                       attention="math" if backend == "manual" else "flash")
+                       attention="math" if backend == "manual" else "flash",
+                       output_resolution=settings.output_resolution)
     engine.name = info.name
     info.is_metric = bool(engine.is_metric)
     return engine, info

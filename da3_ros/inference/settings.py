@@ -57,6 +57,8 @@ class InferenceSettings:
         compile_cache_dir: inductor's cache (compiled kernels survive restarts); "": the user
             cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``da3_ros/torch_compile``).
         compile_timeout_s: a background compile not done after this long is abandoned.
+        output_resolution: size of the outputs: ``source``, ``network`` or a long side in pixels
+            (:func:`da3_ros.core.config.output_size`).
     """
 
     model: str = "default"
@@ -71,6 +73,7 @@ class InferenceSettings:
     warmup: bool = True
     compile_cache_dir: str = ""
     compile_timeout_s: float = 600.0
+    output_resolution: str = "source"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> InferenceSettings:

@@ -16,7 +16,9 @@ and counted by reason through ``on_bad_input(camera, reason)`` (diagnostics coun
 ``camera_info_mismatch``, ``camera_info_invalid`` and the time-jump reset as events, not
 drops: no image is lost to them).
 Reasons:
-``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
+``lost`` (images DDS lost before the callback, from its sample-lost events: a best-effort
+subscription that cannot keep up or large images that do not fit the transport; counted, never
+received), ``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
 (0 x 0), ``zero_stamp``, ``stamp_backwards`` (older than the last frame of that
 camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
 the frame goes on without intrinsics). A jump back by more than
@@ -41,6 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -60,6 +63,20 @@ def input_qos(kind: str, depth: int) -> QoSProfile:
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
+def _subscribe_counting_losses(node, msg_type, topic: str, callback, qos: QoSProfile, on_lost):
+    """A raw subscription whose DDS sample-lost events go to ``on_lost(info)``.
+
+    Best-effort readers lose samples that arrive faster than the reader takes them or do not fit
+    the transport (large images); Fast DDS reports them as message-lost events. A middleware
+    without that event gets the subscription without it (losses then go uncounted).
+    """
+    try:
+        return node.create_subscription(msg_type, topic, callback, qos, raw=True,
+                                        event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+    except UnsupportedEventTypeError:
+        return node.create_subscription(msg_type, topic, callback, qos, raw=True)
+
+
 #: Most frames one camera holds while waiting for its first CameraInfo.
 MAX_HELD = 100
 
@@ -72,6 +89,7 @@ class _CameraState:
     waiting: bool = False  # holding images until the first CameraInfo
     held: deque = field(default_factory=deque)  # Frames waiting for it, oldest first
     held_since: float = 0.0  # monotonic time the oldest held frame arrived
+    large_sizes_logged: set = field(default_factory=set)  # (w, h) logged as over max_input_pixels
 
 
 class CameraInputs:
@@ -81,7 +99,7 @@ class CameraInputs:
         node: the node to subscribe on.
         cameras: per-camera settings (topics, frame id override, transport).
         sink: receives each good frame; must not block (``AsyncPipeline.submit``).
-        on_bad_input: ``(camera, reason)`` for each rejected message.
+        on_bad_input: ``(camera, reason, count)`` for rejected (or lost) messages.
         on_input: ``(camera, stamp_ns)`` for each message received (rates).
         on_time_jump: ``(camera)`` when stamps jump back by more than the reset threshold.
         qos: image subscription QoS; camera_info uses the same reliability.
@@ -91,14 +109,15 @@ class CameraInputs:
             wait; see the module docstring).
         on_no_intrinsics: ``(camera)`` for each frame of a camera with a CameraInfo topic that
             goes on without intrinsics.
+        max_input_pixels: images larger than this are logged once per camera and size (0: never).
     """
 
     def __init__(self, node, cameras: list[CameraSettings], sink: Callable[[Frame], None],
-                 on_bad_input: Callable[[str, str], None], on_input: Callable[[str, int], None],
+                 on_bad_input: Callable[..., None], on_input: Callable[[str, int], None],
                  on_time_jump: Callable[[str], None], qos: QoSProfile,
                  time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0,
                  camera_info_wait_s: float = 0.0,
-                 on_no_intrinsics: Callable[[str], None] | None = None) -> None:
+                 on_no_intrinsics: Callable[[str], None] | None = None, max_input_pixels: int = 0) -> None:
         self._node = node
         self._sink = sink
         self._on_bad_input = on_bad_input
@@ -107,6 +126,7 @@ class CameraInputs:
         self._on_no_intrinsics = on_no_intrinsics or (lambda _camera: None)
         self.time_jump_reset_s = time_jump_reset_s
         self.camera_info_wait_s = float(camera_info_wait_s)
+        self.max_input_pixels = int(max_input_pixels)
         self.throttle = Throttle(log_throttle_s)
         self._hold_lock = threading.RLock()  # held frames: camera callbacks vs check_held / destroy
         self._subs: list = []
@@ -120,9 +140,10 @@ class CameraInputs:
         compressed = cam.transport == "compressed"
         msg_type = CompressedImage if compressed else Image
         decode = cdr.decode_compressed_image if compressed else cdr.decode_image
-        subs = [self._node.create_subscription(
-            msg_type, cam.image_topic, lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
-            raw=True)]
+        subs = [_subscribe_counting_losses(
+            self._node, msg_type, cam.image_topic,
+            lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
+            lambda info, c=cam.name: self._on_lost(c, info.total_count_change))]
         if cam.camera_info_topic:
             subs.append(self._node.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos))
@@ -157,6 +178,30 @@ class CameraInputs:
         self._on_bad_input(camera, reason)
         if self.throttle.ready(f"{camera}/{reason}/{message_kind(detail)}"):
             self._node.get_logger().warning(f"[{camera}] {reason}: {detail} (repeats are throttled)")
+
+    def _on_lost(self, camera: str, count: int) -> None:
+        """DDS reported ``count`` images of ``camera`` lost before they reached the callback."""
+        if count <= 0:
+            return
+        self._on_bad_input(camera, "lost", count)
+        if self.throttle.ready(f"{camera}/lost"):
+            self._node.get_logger().warning(
+                f"[{camera}] lost: {count} image(s) lost in transport (DDS sample lost: best-effort QoS "
+                "drops images that arrive faster than they are taken or do not fit the transport; "
+                "input_qos reliable keeps them) (repeats are throttled)")
+
+    def _check_size(self, camera: str, state: _CameraState, width: int, height: int) -> None:
+        """Log once per camera and size when images exceed ``max_input_pixels``."""
+        if not self.max_input_pixels or width * height <= self.max_input_pixels or \
+                (width, height) in state.large_sizes_logged:
+            return
+        state.large_sizes_logged.add((width, height))
+        self._node.get_logger().warning(
+            f"[{camera}] {width}x{height} images ({width * height / 1e6:.1f} MP) exceed max_input_pixels "
+            f"({self.max_input_pixels / 1e6:.1f} MP): each costs {width * height * 3 / 2**20:.0f} MiB "
+            "wherever it waits for a window, and depth + confidence at source size are 8 bytes a pixel. Set "
+            "output_resolution (network, or a long side in pixels), use input_qos reliable (best effort "
+            "loses large images), or lower the camera's resolution")
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:
         try:
@@ -261,6 +306,7 @@ class CameraInputs:
             return None
         state.last_stamp_ns = stamp_ns
         h, w = rgb.shape[:2]
+        self._check_size(camera, state, w, h)
         intr = self._fitting_info(camera, w, h)
         frame_id = state.settings.frame_id or msg.header.frame_id or f"{camera}_optical_frame"
         return Frame(image=rgb, stamp_ns=stamp_ns, camera=camera, intrinsics=intr, frame_id=frame_id)

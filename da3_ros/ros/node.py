@@ -180,7 +180,8 @@ class Da3Node(LifecycleNode):
         self.inputs = CameraInputs(self, s.cameras, self._submit, self.diag.on_bad_input, self.diag.on_input,
                                    self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"],
                                    camera_info_wait_s=self._camera_info_wait_s(),
-                                   on_no_intrinsics=self.diag.on_no_intrinsics)
+                                   on_no_intrinsics=self.diag.on_no_intrinsics,
+                                   max_input_pixels=int(s["max_input_pixels"]))
         if self.truth_topics is not None:
             self.truth_topics.intrinsics_source = self.inputs.intrinsics
         topics = "; ".join(f"{c.name}: {', '.join(self.inputs.topics[c.name])} ({c.transport})"
@@ -373,6 +374,7 @@ class Da3Node(LifecycleNode):
         if self.inputs is not None:
             self.inputs.time_jump_reset_s = float(s["time_jump_reset_s"])
             self.inputs.throttle.period_s = float(s["log_throttle_s"])
+            self.inputs.max_input_pixels = int(s["max_input_pixels"])
         updates = PipelineConfig.normalised({k: s[k] for k in DYNAMIC_PIPELINE_FIELDS if k in changed})
         if {"publish.depth_colored", "depth_colored_range"} & changed.keys():
             updates.update(colorize_fields(s))

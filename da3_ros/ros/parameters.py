@@ -22,7 +22,7 @@ Per-camera parameters live under ``camera.<name>.`` and are declared after the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -33,7 +33,13 @@ from rcl_interfaces.msg import (
     ParameterType,
 )
 
-from da3_ros.core.config import ALIGN_MODES, QUEUE_POLICIES, WINDOW_MODES, PipelineConfig
+from da3_ros.core.config import (
+    ALIGN_MODES,
+    QUEUE_POLICIES,
+    WINDOW_MODES,
+    PipelineConfig,
+    parse_output_resolution,
+)
 from da3_ros.inference.settings import (
     ACCELERATE_SETTINGS,
     ATTENTION_BACKENDS,
@@ -58,7 +64,8 @@ class ParamSpec:
     """One parameter: name, default, description and constraints.
 
     ``choices`` restricts a string; ``lo``/``hi`` give a numeric range (for
-    arrays, each element); ``dynamic`` False: read at configure only (a restart parameter).
+    arrays, each element); ``dynamic`` False: read at configure only (a restart parameter);
+    ``check(value)`` says why a value is invalid (None: valid), for rules choices cannot state.
     """
 
     name: str
@@ -69,6 +76,7 @@ class ParamSpec:
     hi: float | None = None
     choices: tuple[str, ...] = ()
     array_of: type | None = None
+    check: Callable[[Any], str | None] | None = None
 
     @property
     def ros_type(self) -> int:
@@ -100,6 +108,20 @@ class ParamSpec:
         return d
 
 
+#: Default ``max_input_pixels``: 3840 x 2160 (4K UHD). A 4000 x 3000 rgb8 image is 36 MB on the
+#: wire (more than the loopback profile's 16 MiB shared-memory message, so best-effort QoS loses
+#: them) and, at output_resolution source, 48 MB of depth + confidence per view.
+MAX_INPUT_PIXELS = 3840 * 2160
+
+
+def _output_resolution_error(value: Any) -> str | None:
+    try:
+        parse_output_resolution(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 #: ``additional_constraints`` of the parameters that are read at configure only.
 RESTART_NOTE = "restart: set it while unconfigured; read at the next configure"
 #: Upper bound of "unbounded" numeric ranges in descriptors.
@@ -114,7 +136,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("model", _INF.model, "'default' (bundled trained model if present, else da3-tiny random), "
               "a preset name (random weights, plumbing only), a local weights directory, a Hugging Face "
               "hub id, or 'truth' (TEST AID: stand-in fed by ground-truth topics)"),
-    ParamSpec("device", _INF.device, f"Torch device: {', '.join(DEVICE_FORMS)} (checked at configure)"),
+    ParamSpec("device", _INF.device, f"Torch device: {', '.join(DEVICE_FORMS)} (checked at configure)",
+              check=device_form_error),
     ParamSpec("dtype", _INF.dtype, "Inference dtype", choices=DTYPES),
     ParamSpec("attention_backend", _INF.attention_backend, "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
@@ -140,6 +163,10 @@ SPECS: tuple[ParamSpec, ...] = (
               "Feed CameraInfo intrinsics to the network"),
     ParamSpec("condition_on_poses", _INF.condition_on_poses, "Feed known poses to the network"),
     ParamSpec("warmup", _INF.warmup, "Run one dummy window on activation (first real window is then fast)"),
+    ParamSpec("output_resolution", _INF.output_resolution, "Size of depth, confidence and camera_info "
+              "(scaled to match): source = each camera's image size; network = the network's processed "
+              "size (no upsampling: cheapest); N = long side of N pixels (never enlarged). The truth "
+              "stand-in always answers at source size", check=_output_resolution_error),
     # --- inputs (restart) ---
     ParamSpec("cameras", ["camera"], "Camera names; per-camera settings under camera.<name>.*",
               array_of=str),
@@ -148,6 +175,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
+    ParamSpec("max_input_pixels", MAX_INPUT_PIXELS, "A camera's images larger than this (width x height) "
+              "are logged once as too large for the CPU, memory and best-effort transport (0: never)",
+              dynamic=True, lo=0, hi=1_000_000_000),
     ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, "
               "condition_on_poses, model truth), hold a camera's images up to this long for its first "
               "CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
@@ -302,7 +332,7 @@ def plain_value(value: Any) -> Any:
 def check_values(values: dict[str, Any], names: Iterable[str] | None = None) -> str | None:
     """Why ``values`` (name -> value, merged over the current ones) are invalid, or None.
 
-    Checks what descriptors cannot: string choices, the ``device`` form, array element ranges
+    Checks what descriptors cannot: string choices and ``ParamSpec.check``, array element ranges
     (for ``names``, the parameters being set; default all of ``values``) and relations between
     parameters (over all ``values``). Types and scalar ranges are enforced by rclpy.
     """
@@ -311,8 +341,8 @@ def check_values(values: dict[str, Any], names: Iterable[str] | None = None) -> 
         if spec is None or name not in values:
             continue
         value = plain_value(values[name])
-        if name == "device" and device_form_error(value):
-            return device_form_error(value)
+        if spec.check is not None and spec.check(value):
+            return spec.check(value)
         if spec.choices and value not in spec.choices:
             return f"{name}={value!r} is not one of {', '.join(spec.choices)}"
         if spec.array_of is not None and spec.lo is not None:
