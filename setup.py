@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        (f"share/{PACKAGE}/docs", ["README.md", "docs/node.md"]),
         # the bundled demo model (official checkpoint layout) and the sample bags
         *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(glob("data/models/*"))],
         *[(f"share/{PACKAGE}/{d}", glob(f"{d}/*")) for d in sorted(glob("data/*"))
@@ -35,6 +36,7 @@ setup(
             "da3-eval = da3_ros.tools.eval:main",
             "da3-replay = da3_ros.tools.replay.cli:main",
             "da3-bench = da3_ros.tools.bench_checkout:main",
+            "da3-ctl = da3_ros.tools.ctl:main",
         ],
     },
 )

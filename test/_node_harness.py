@@ -46,10 +46,12 @@ class NodeProcess(NodeRunner):
         extra_args: more ROS arguments (``-r`` remaps, ``-p`` overrides).
         params_file: an existing params file to use instead of ``params``.
         ns: run the node in this namespace (``__ns`` remap); its relative topics follow.
+        extra_env: more environment variables for the node (e.g. another DDS profile).
     """
 
     def __init__(self, tmp_path: Path, params: dict | None, domain_id: int, extra_args=(),
-                 params_file: Path | None = None, ns: str = "") -> None:
+                 params_file: Path | None = None, ns: str = "",
+                 extra_env: dict[str, str] | None = None) -> None:
         self.tmp_path = Path(tmp_path)
         if params_file is None:
             params_file = self.tmp_path / "node_params.yaml"
@@ -57,7 +59,8 @@ class NodeProcess(NodeRunner):
         remap_ns = ["-r", f"__ns:={ns}"] if ns else []
         cmd = [str(NODE_EXE), "--ros-args", "--params-file", str(params_file), *remap_ns, *extra_args]
         super().__init__(cmd, domain_id, self.tmp_path, cwd=REPO,
-                         extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+                         extra_env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                                    **(extra_env or {})})
 
     def log(self) -> str:
         """Everything the node printed so far."""

@@ -4,6 +4,8 @@ on the CPU here: it must give what the numpy path gives, within resampling diffe
 On CUDA the same code runs on the GPU (bench/RESULTS.md times the node with it).
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,9 @@ from da3_ros.core.alignment import WindowChainer
 from da3_ros.core.cloud import window_cloud
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.engine import DA3Engine
-from da3_ros.core.frames import Frame, depth_thumb
+from da3_ros.core.frames import Frame, depth_thumb, pinhole_intrinsics
 from da3_ros.core.pipeline import Pipeline
+from da3_ros.core.results import check_prediction
 from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
 from da3_ros.model import build_model
 
@@ -162,3 +165,37 @@ def replace_intrinsics(frame, intr):
     from dataclasses import replace
 
     return replace(frame, intrinsics=intr)
+
+
+@pytest.mark.parametrize("policy, size", [("network", (56, 42)), (40, (40, 30)), ("source", (80, 60))])
+def test_output_resolution_on_both_paths(policy, size):
+    """Depth, confidence, intrinsics and the frames' images at the policy's size, numpy and device alike."""
+    torch.manual_seed(0)
+    net = build_model("da3-tiny").eval()
+    kw = {"process_res": 56, "ref_view_strategy": "first", "output_resolution": policy,
+          "condition_on_intrinsics": True}
+    cpu, dev = DA3Engine(net, device_io=False, **kw), DA3Engine(net, device_io=True, **kw)
+    known = pinhole_intrinsics(80, 60, 70.0)
+    frames = [replace(f, intrinsics=known) for f in _frames(3)]
+    a, b = cpu.predict(frames), dev.predict(frames)
+    w, h = size
+    for pred in (a, b):
+        check_prediction(pred, frames)
+        assert [d.shape for d in pred.depth] == [d.shape for d in pred.confidence] == [(h, w)] * 3
+        assert all((k.width, k.height) == size for k in pred.intrinsics)
+        np.testing.assert_allclose(pred.intrinsics[0].K, known.scaled(w, h).K)  # camera_info scaled to match
+        assert [f.image.shape for f in pred.frames] == [(h, w, 3)] * 3
+        assert [(f.stamp_ns, f.seq) for f in pred.frames] == [(f.stamp_ns, f.seq) for f in frames]
+        assert all(f.intrinsics.width == w for f in pred.frames)
+    assert [tuple(m.shape) for m in b.device_maps.images] == [(h, w, 3)] * 3
+    for da, db in zip(a.depth, b.depth, strict=True):
+        assert np.median(np.abs(db - da) / np.abs(da)) < 0.03
+    for fa, fb in zip(a.frames, b.frames, strict=True):  # the cloud's colours: cv2 area vs torch antialiased
+        assert np.abs(fa.image.mean((0, 1)) - fb.image.mean((0, 1))).max() < 2
+    if policy == "source":  # the default path hands the input frames on untouched
+        assert all(fa is f and fb is f for fa, fb, f in zip(a.frames, b.frames, frames))
+    cfg = PipelineConfig(num_view=2, stride=1, cloud_pixel_step=1, max_points=0)
+    for engine in (cpu, dev):  # the cloud takes its colours from the images at the output size
+        pipeline = Pipeline(cfg, engine)
+        results = [r for f in frames for r in pipeline.push(f)]
+        assert results and all(len(r.points_world) == len(r.colors) > 0 for r in results)

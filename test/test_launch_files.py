@@ -134,7 +134,8 @@ def test_config_parameters_are_declared_with_matching_types(path: Path):
     assert not unknown, f"{path.name}: parameters the node does not declare: {unknown}"
     for name, value in params.items():
         want = declared[name]
-        # rclpy refuses an integer for a double parameter (and the reverse): types must match exactly
+        # the shipped files are what users copy: exact types (the node would take an integer for a
+        # double, but a file that relies on it would mislead)
         assert type(value) is want, (f"{path.name}: {name}={value!r} is {type(value).__name__}, "
                                      f"the node declares {want.__name__}")
     values = {s.name: s.default for s in SPECS} | params

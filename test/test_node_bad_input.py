@@ -40,6 +40,8 @@ def _bad_images(stamp_ns: int, last_good_ns: int) -> list[tuple[str, Image]]:
     """(expected reason, message) pairs."""
     header = conv.make_header(stamp_ns, "camera_optical_frame")
     depth_as_image = conv.numpy_to_image(np.ones((48, 64), np.float32), "32FC1", header)
+    depth_again = conv.numpy_to_image(np.ones((24, 32), np.float32), "32FC1", header)  # same kind of problem
+    mono16_depth = conv.numpy_to_image(np.ones((48, 64), np.uint16), "16UC1", header)
     unknown = conv.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", header)
     unknown.encoding = "yuv422_weird"
     truncated = conv.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", header)
@@ -48,7 +50,8 @@ def _bad_images(stamp_ns: int, last_good_ns: int) -> list[tuple[str, Image]]:
     back = conv.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8",
                                conv.make_header(last_good_ns - 200_000_000, "camera_optical_frame"))
     zero = conv.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", conv.make_header(0, "x"))
-    return [("decode_error", depth_as_image), ("decode_error", unknown), ("decode_error", truncated),
+    return [("decode_error", mono16_depth), ("decode_error", unknown), ("decode_error", depth_as_image),
+            ("decode_error", depth_again), ("decode_error", truncated),
             ("empty_image", empty), ("stamp_backwards", back), ("zero_stamp", zero)]
 
 
@@ -105,7 +108,7 @@ def test_bad_input_is_counted_and_survived(tmp_path):
         code = node.stop()
         log = node.log()
     assert code == 0, log
-    assert int(values["drops.input_decode_error"]) == 3
+    assert int(values["drops.input_decode_error"]) == 5
     assert int(values["drops.input_empty_image"]) == 1
     assert int(values["drops.input_stamp_backwards"]) == 1
     assert int(values["drops.input_zero_stamp"]) == 1
@@ -113,6 +116,8 @@ def test_bad_input_is_counted_and_survived(tmp_path):
     assert int(values["events.input_camera_info_mismatch"]) >= 1
     assert int(values["events.input_time_jump_reset"]) == 1
     assert not any(k.startswith(("drops.input_camera_info", "drops.input_time_jump")) for k in values)
-    assert log.count("[camera] decode_error") == 1, "repeated warnings must be throttled"
+    # throttled per kind of problem: each distinct one once, the second 32FC1 image not again
+    assert log.count("[camera] decode_error") == 4, log
+    assert log.count("'32FC1'") == 1 and "'16UC1'" in log and "yuv422_weird" in log, log
     assert "stamps jumped back" in log
     assert "Traceback" not in log

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -35,8 +36,8 @@ class _FakeNode:
     def __init__(self):
         self.logger = _Logger()
 
-    def create_subscription(self, *_args, **_kwargs):
-        return object()
+    def create_subscription(self, _msg_type, topic, *_args, **_kwargs):
+        return SimpleNamespace(topic_name=topic)  # a subscription, as far as CameraInputs looks
 
     def destroy_subscription(self, _sub):
         pass

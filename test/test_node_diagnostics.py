@@ -1,9 +1,12 @@
-"""NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts."""
+"""NodeDiagnostics accounting: drops vs events, and counts kept across pipeline restarts; log throttling."""
+
+import logging
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 
 from da3_ros.ros.diagnostics import LATENCY_VIEWS, NodeDiagnostics
+from da3_ros.ros.logs import RosLogHandler, Throttle
 
 
 def _values(diag, stats):
@@ -65,3 +68,29 @@ def test_held_pose_jumps_are_reported_and_warn_once():
     assert msg.status[0].level == DiagnosticStatus.WARN and "turned 170.0 deg" in msg.status[0].message
     again = diag.build("active", stats, None, Time(sec=2))  # no new jump in this period
     assert again.status[0].level == DiagnosticStatus.OK
+
+
+def test_package_warnings_are_throttled_per_kind_of_message_not_per_template():
+    """'window failed: %s' with two different errors: both are logged, a repeat is not."""
+    lines = []
+
+    class _Logger:
+        def warning(self, text):
+            lines.append(text)
+
+    class _Node:
+        def get_logger(self):
+            return _Logger()
+
+    log = logging.getLogger("da3_ros.test_throttle")
+    handler = RosLogHandler(_Node(), Throttle(60.0))
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        for error in ("LookupError: no truth for 12", "ValueError: bad depth",
+                      "LookupError: no truth for 13"):
+            log.warning("window failed: %s", error)
+    finally:
+        log.removeHandler(handler)
+    assert lines == ["[da3_ros.test_throttle] window failed: LookupError: no truth for 12",
+                     "[da3_ros.test_throttle] window failed: ValueError: bad depth"]

@@ -51,8 +51,8 @@ class _FakeNode:
     def create_publisher(self, *_args, **_kwargs):
         return _FakePublisher()
 
-    def create_subscription(self, *_args, **_kwargs):
-        return object()
+    def create_subscription(self, _msg_type, topic, *_args, **_kwargs):
+        return SimpleNamespace(topic_name=topic)  # a subscription, as far as CameraInputs looks
 
     def destroy_publisher(self, _pub):
         pass

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gc
 import math
-import signal
+import subprocess
 import weakref
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rclpy
-from _node_harness import NodeProcess, unique_domain_id, wait_until
+import torch
+from _node_harness import NODE_EXE, NodeProcess, unique_domain_id, unique_namespace, wait_until
 from rcl_interfaces.msg import ParameterType
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -19,8 +19,10 @@ from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.geometry import ROS_BODY_FROM_OPTICAL, fixed_from_model_world, points_to_fixed
 from da3_ros.core.visualize import colorize_depth
+from da3_ros.dds_env import loopback_env
 from da3_ros.ros.node import Da3Node
-from da3_ros.ros.parameters import SPEC_BY_NAME, SPECS
+from da3_ros.ros.overrides import quote_cli_overrides
+from da3_ros.ros.parameters import RESTART_NOTE, SPEC_BY_NAME, SPECS, spec_for
 
 pytestmark = pytest.mark.timeout(120)
 OK = TransitionCallbackReturn.SUCCESS
@@ -54,15 +56,18 @@ def _set(node, name, value):
 def test_descriptors_types_ranges_and_read_only(make_node):
     node = make_node()
     assert {s.name for s in SPECS} <= set(node._parameters)
-    model = node.describe_parameter("model")
-    assert model.read_only and model.type == ParameterType.PARAMETER_STRING and model.description
+    model = node.describe_parameter("model")  # restart: settable while unconfigured, so not read-only
+    assert model.type == ParameterType.PARAMETER_STRING and model.description
+    assert RESTART_NOTE in model.additional_constraints
     conf = node.describe_parameter("conf_threshold")
-    assert not conf.read_only and conf.floating_point_range[0].from_value == 0.0
+    assert RESTART_NOTE not in conf.additional_constraints and conf.floating_point_range[0].from_value == 0.0
     res = node.describe_parameter("process_res")
-    assert res.read_only and res.integer_range[0].from_value == 0  # 0: the weights' recommendation
+    assert RESTART_NOTE in res.additional_constraints
+    assert res.integer_range[0].from_value == 0  # 0: the weights' recommendation
     assert "drop_oldest" in node.describe_parameter("queue_policy").additional_constraints
     cam = node.describe_parameter("camera.camera.image_topic")
-    assert cam.read_only and node.get_parameter("camera.camera.image_topic").value == "camera/image_raw"
+    assert RESTART_NOTE in cam.additional_constraints
+    assert node.get_parameter("camera.camera.image_topic").value == "camera/image_raw"
 
 
 def test_invalid_values_are_rejected_with_a_reason(make_node):
@@ -75,7 +80,9 @@ def test_invalid_values_are_rejected_with_a_reason(make_node):
     assert not bad.successful and "min_depth_m" in bad.reason
     assert not _set(node, "conf_threshold", -1.0).successful  # descriptor range
     assert not _set(node, "conf_threshold", "high").successful  # type
-    assert not _set(node, "model", "da3-large").successful  # read-only: restart needed
+    assert node.trigger_configure() == OK
+    bad = _set(node, "model", "da3-large")  # restart parameter: only while unconfigured
+    assert not bad.successful and "unconfigured" in bad.reason
     bad = _set(node, "depth_colored_range", [5.0, 1.0])
     assert not bad.successful and "depth_colored_range" in bad.reason
 
@@ -127,13 +134,52 @@ def test_activation_fails_cleanly_on_an_unknown_model(make_node):
     ({"process_res": 5}, "process_res"),
     ({"queue_policy": "bogus"}, "queue_policy"),
     ({"cameras": ["a", "a"]}, "duplicates"),
-], ids=["out_of_range", "bad_choice", "duplicate_cameras"])
+    ({"fixed_frame": False}, "quote it"),  # a params file's unquoted no/off for a free string
+    ({"cameras": ["front", False]}, "a list must hold one type"),  # rcl refuses it before the node exists
+], ids=["out_of_range", "bad_choice", "duplicate_cameras", "yaml_boolean_for_a_string", "mixed_list"])
 def test_invalid_params_file_exits_with_a_message(tmp_path, params, needle):
     with NodeProcess(tmp_path, params, unique_domain_id()) as node:
         node.proc.wait(timeout=60)
         assert node.proc.returncode == 1
         assert needle in node.log()
         assert "Traceback" not in node.log()
+
+
+@pytest.mark.parametrize("device, needle", [
+    ("gpu", "device 'gpu' is not one of auto, cpu, cuda, cuda:N (cuda?)"),
+    ("cuda", "CUDA is not available"),
+])
+def test_device_is_checked_at_configure_with_a_clear_message(tmp_path, device, needle):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with NodeProcess(tmp_path, {"device": device}, unique_domain_id()) as node:
+        node.proc.wait(timeout=90)
+        log = node.log()
+    assert node.proc.returncode == 1 and needle in log, log
+    assert "loading model" not in log and "Traceback" not in log and "pin_memory" not in log, log
+
+
+def test_help_prints_the_usage_and_exits_without_starting_ros(tmp_path):
+    done = subprocess.run([str(NODE_EXE), "--help"], capture_output=True, text=True, timeout=60,
+                          env=loopback_env(unique_domain_id(), log_dir=str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: da3_node") and "docs/node.md" in done.stdout
+    assert all(spec.name in done.stdout for spec in SPECS)
+    assert all(text in done.stdout for text in ("~/<camera>/depth", "~/points", "camera.<name>.transport"))
+    assert not list(tmp_path.iterdir()), "--help must not start ROS (no log files)"
+
+
+def test_the_log_names_the_topics_as_resolved_with_namespace_and_remaps(tmp_path):
+    params = {"model": "truth", "camera.camera.image_topic": "/camera/image_raw",
+              "camera.camera.camera_info_topic": "camera/camera_info"}
+    ns = unique_namespace()
+    with NodeProcess(tmp_path, params, unique_domain_id(), ns=ns,
+                     extra_args=["-r", "/camera/image_raw:=/my/image"]) as node:
+        assert wait_until(lambda: "active; subscribed" in node.log(), 60, alive=node.alive), node.log()
+        assert node.stop() == 0
+        log = node.log()
+    assert f"subscribed to camera: /my/image, {ns}/camera/camera_info (raw)" in log, log
+    assert "/camera/image_raw" not in log
 
 
 def test_choices_and_defaults_come_from_their_one_home():
@@ -176,19 +222,51 @@ def test_colorize_depth_near_red_far_blue_unknown_black():
     assert auto[0, :3].any(axis=1).all() and not auto[0, 3:].any()
 
 
-def test_sigint_while_the_model_loads_is_a_clean_exit(tmp_path):
-    """A signal during autostart (model build + warm-up) still exits 0 and releases everything."""
-    config = Path(__file__).resolve().parents[1] / "config" / "da3.yaml"
-    with NodeProcess(tmp_path, None, unique_domain_id(), params_file=config) as node:
-        assert wait_until(lambda: "configured" in node.log(), 60, alive=node.alive), node.log()
-        assert node.alive()
-        code = node.stop(signal.SIGINT, timeout_s=60)
-        assert code == 0, node.log()
-        assert "Traceback" not in node.log()
+def test_command_line_values_of_string_and_float_list_parameters_are_quoted():
+    argv = ["da3_node", "-p", "x:=off", "--ros-args", "-p", "accelerate:=off",
+            "--param", "da3_node:fixed_frame:=no", "-p", "cameras:=[front, 'off']",
+            "-p", "depth_colored_range:=[0, 10.5]", "-p", "conf_threshold:=1",
+            "-p", "model:='da3-tiny'", "-p", "unknown:=off", "-r", "a:=b", "--", "-p", "accelerate:=off"]
+    assert quote_cli_overrides(argv, spec_for) == [
+        "da3_node", "-p", "x:=off", "--ros-args", "-p", "accelerate:='off'",
+        "--param", "da3_node:fixed_frame:='no'", "-p", "cameras:=['front', 'off']",
+        "-p", "depth_colored_range:=[0.0, 10.5]", "-p", "conf_threshold:=1",
+        "-p", "model:='da3-tiny'", "-p", "unknown:=off", "-r", "a:=b", "--", "-p", "accelerate:=off"]
+
+
+def test_overrides_and_run_time_values_take_the_declared_type(make_node):
+    node = make_node(accelerate=False, conf_threshold=2, warmup=0, depth_colored_range=[0, 5], device=0,
+                     cameras="front")
+    assert node.get_parameter("accelerate").value == "off"
+    assert node.get_parameter("conf_threshold").value == 2.0
+    assert node.get_parameter("warmup").value is False
+    assert list(node.get_parameter("depth_colored_range").value) == [0.0, 5.0]
+    assert node.get_parameter("device").value == "0"
+    assert list(node.get_parameter("cameras").value) == ["front"]
+    assert node.has_parameter("camera.front.transport")
+    assert _set(node, "max_depth_m", 7).successful and node.get_parameter("max_depth_m").value == 7.0
+    assert not _set(node, "conf_threshold", "high").successful  # no guessing: still a type error
+    with pytest.raises(ValueError, match="quote it"):
+        make_node(fixed_frame=True)
+
+
+def test_restart_parameters_set_while_unconfigured_apply_at_the_next_configure(make_node):
+    node = make_node(model="truth")
+    assert _set(node, "cameras", ["left", "right"]).successful and _set(node, "num_view", 6).successful
+    assert node.trigger_configure() == OK
+    assert node.has_parameter("camera.right.image_topic") and node.settings.mode == "multicam"
+    assert node.trigger_activate() == OK and node.pipeline.config.num_view == 6
+    bad = _set(node, "num_view", 2)
+    assert not bad.successful and "unconfigured" in bad.reason
+    assert node.trigger_deactivate() == OK and node.trigger_cleanup() == OK
+    assert _set(node, "num_view", 2).successful
+    assert node.trigger_configure() == OK and node.trigger_activate() == OK
+    assert node.pipeline.config.num_view == 2
 
 
 def test_rig_extrinsics_parameters_reach_the_pipeline(make_node):
-    from da3_ros.ros.parameters import pipeline_config, read_settings
+    from da3_ros.ros.node_parameters import read_settings
+    from da3_ros.ros.parameters import pipeline_config
 
     node = make_node(cameras=["left", "right"],
                      **{"camera.left.extrinsics": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],

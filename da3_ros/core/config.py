@@ -15,6 +15,46 @@ WINDOW_MODES: tuple[str, ...] = ("temporal", "multicam")
 QUEUE_POLICIES: tuple[str, ...] = ("drop_oldest", "keep_latest")
 #: Cross-window alignment: auto = se3 for metric predictors, sim3 for relative ones.
 ALIGN_MODES: tuple[str, ...] = ("auto", "sim3", "se3", "none")
+#: Words of an output resolution policy (see :func:`output_size`); a number is a long side.
+OUTPUT_RESOLUTIONS: tuple[str, ...] = ("source", "network")
+#: Smallest long side an output resolution may name, in pixels.
+MIN_OUTPUT_SIDE = 16
+
+
+def parse_output_resolution(value: str | int) -> str | int:
+    """An output resolution policy: ``source``, ``network``, or a long side in pixels (int).
+
+    Raises:
+        ValueError: anything else (the message lists what is accepted).
+    """
+    text = str(value).strip().lower()
+    if text in OUTPUT_RESOLUTIONS:
+        return text
+    if text.isdigit() and int(text) >= MIN_OUTPUT_SIDE:
+        return int(text)
+    raise ValueError(f"output_resolution {value!r} is not one of {', '.join(OUTPUT_RESOLUTIONS)} "
+                     f"or a long side in pixels (>= {MIN_OUTPUT_SIDE})")
+
+
+def output_size(policy: str | int, source: tuple[int, int], network: tuple[int, int]) -> tuple[int, int]:
+    """The (width, height) a view's depth, confidence and intrinsics are published at.
+
+    Args:
+        policy: a :func:`parse_output_resolution` result: ``source`` = the view's image size,
+            ``network`` = the window's processed size (the network's output, no resampling),
+            N = the image scaled so its long side is N pixels (never enlarged).
+        source: the view's image (width, height).
+        network: the window's processed (width, height).
+    """
+    if policy == "source":
+        return source
+    if policy == "network":
+        return network
+    w, h = source
+    if max(w, h) <= int(policy):
+        return source
+    s = int(policy) / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
 
 
 @dataclass

@@ -10,11 +10,14 @@ every view straight to the first view's process size, so every source pixel gets
 with another aspect ratio is stretched, which its intrinsics carry exactly (fx and fy scale
 separately), and everything is mapped back to each view's own source resolution.
 
-Outputs (``WindowPrediction``): depth and confidence resized back to each source resolution
-(bilinear when enlarging, area when shrinking), intrinsics rescaled to the source size with the
-pixel-centre rule of ``CameraIntrinsics.scaled``, poses converted from the model's world-to-camera
-(3, 4) extrinsics to camera-to-world (4, 4) in OpenCV optical axes, in the window's own frame
-(the model's reference view).
+Outputs (``WindowPrediction``): depth and confidence resized back to each view's output size
+(bilinear when enlarging, area when shrinking), intrinsics rescaled to it with the pixel-centre
+rule of ``CameraIntrinsics.scaled``, poses converted from the model's world-to-camera (3, 4)
+extrinsics to camera-to-world (4, 4) in OpenCV optical axes, in the window's own frame (the
+model's reference view). The output size is the source size by default; ``output_resolution``
+(:func:`~da3_ros.core.config.output_size`) can make it the network's size or a given long side,
+and then the prediction's frames carry their image resized to it too (the cloud's colours), with
+their known intrinsics scaled to match; both paths (numpy and device) honour it.
 
 Per-view models (``da3metric-large``, ``da3mono-large``) predict no cameras: every view gets an
 identity pose (chain them with known poses), and the intrinsics are the ones the network was
@@ -56,6 +59,7 @@ import numpy as np
 import torch
 
 from da3_ros.core import memory
+from da3_ros.core.config import output_size, parse_output_resolution
 from da3_ros.core.frames import (
     CameraIntrinsics,
     DeviceMaps,
@@ -69,6 +73,8 @@ from da3_ros.core.resampling import (
     preprocess_frames,
     preprocess_image,
     process_size,
+    resize_image,
+    resize_image_torch,
     resize_map,
     resize_maps_torch,
 )
@@ -122,12 +128,15 @@ class DA3Engine:
             the host once, into pinned memory, with their thumbnails, and stay on the device as
             ``WindowPrediction.device_maps`` for the cloud and colourisation. Off: numpy / cv2,
             equal to upstream's preprocessing.
+        output_resolution: ``source`` (each view's image size), ``network`` (the window's
+            processed size) or a long side in pixels; see :func:`~da3_ros.core.config.output_size`.
     """
 
     def __init__(self, model, process_res: int = 504, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, condition_on_intrinsics: bool = False,
                  condition_on_poses: bool = False, ref_view_strategy: str = "saddle_balanced",
-                 memory_fraction: float = 0.9, attention: str = "flash", device_io: bool | None = None):
+                 memory_fraction: float = 0.9, attention: str = "flash", device_io: bool | None = None,
+                 output_resolution: str | int = "source"):
         self.model = model
         self.process_res = int(process_res)
         self.device = torch.device(device)
@@ -138,6 +147,7 @@ class DA3Engine:
         self.memory_fraction = memory_fraction
         self.attention = attention
         self.device_io = self.device.type == "cuda" if device_io is None else bool(device_io)
+        self.output_resolution = parse_output_resolution(output_resolution)
         preset = getattr(model, "preset", None)
         # The metric variant is metric once scaled by focal / 300: always ask the network for it.
         self._metric_variant = getattr(preset, "kind", "") == "metric"
@@ -153,6 +163,10 @@ class DA3Engine:
     def window_size(self, frames: Sequence[Frame]) -> tuple[int, int]:
         """Common process (w, h) of a window: the first view's process size."""
         return process_size(frames[0].width, frames[0].height, self.process_res)[1]
+
+    def output_sizes(self, frames: Sequence[Frame], size: tuple[int, int]) -> list[tuple[int, int]]:
+        """Each view's output (w, h) for a window of processed ``size`` (``output_resolution``)."""
+        return [output_size(self.output_resolution, (f.width, f.height), size) for f in frames]
 
     def estimate_bytes(self, num_views: int, width: int, height: int) -> int:
         """Estimated peak GPU bytes for ``num_views`` views at (width, height) process size."""
@@ -255,22 +269,26 @@ class DA3Engine:
 
     def _postprocess(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex, med,
                      uploaded) -> WindowPrediction:
-        poses, intr, scale = self._cameras(frames, size, out, K_in, ex, med)
+        sizes = self.output_sizes(frames, size)
+        poses, intr, scale = self._cameras(frames, size, out, K_in, ex, med, sizes)
         metric = bool(getattr(out, "is_metric", False)) or self.is_metric
         pred = WindowPrediction(frames=frames, depth=[], confidence=[], world_from_cam=poses, intrinsics=intr,
                                 is_metric=metric)
         if self.device_io:
-            self._maps_on_device(pred, out, scale, uploaded)
+            self._maps_on_device(pred, out, scale, uploaded, sizes)
         else:
             depth = out.depth[0].float().cpu().numpy()
             conf = out.depth_conf[0].float().cpu().numpy()
-            for i, f in enumerate(frames):
-                pred.depth.append(resize_map(depth[i] * scale, f.width, f.height))
-                pred.confidence.append(resize_map(conf[i], f.width, f.height))
+            for i, (w, h) in enumerate(sizes):
+                pred.depth.append(resize_map(depth[i] * scale, w, h))
+                pred.confidence.append(resize_map(conf[i], w, h))
+            pred.frames = [f if (f.width, f.height) == (w, h) else _with_image(f, resize_image(f.image, w, h))
+                           for f, (w, h) in zip(frames, sizes)]
         return pred
 
-    def _cameras(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex, med):
-        """``(world_from_cam (S, 4, 4), intrinsics at source size, depth scale)`` of a window."""
+    def _cameras(self, frames: list[Frame], size: tuple[int, int], out, K_in, ex, med,
+                 sizes: list[tuple[int, int]]):
+        """``(world_from_cam (S, 4, 4), intrinsics at each output size, depth scale)`` of a window."""
         w, h = size
         S = len(frames)
         if out.extrinsics is not None:
@@ -291,24 +309,27 @@ class DA3Engine:
             scale, poses = (s if np.isfinite(s) and s > 0 else med), known
         intr = []
         predicts_cameras = out.intrinsics is not None
-        for i, f in enumerate(frames):
+        for i, (f, (ow, oh)) in enumerate(zip(frames, sizes)):
             if f.intrinsics is not None and (self.condition_on_intrinsics or not predicts_cameras):
-                intr.append(f.intrinsics.scaled(f.width, f.height))
+                intr.append(f.intrinsics.scaled(ow, oh))
             else:
-                intr.append(CameraIntrinsics(K=K_proc[i], width=w, height=h).scaled(f.width, f.height))
+                intr.append(CameraIntrinsics(K=K_proc[i], width=w, height=h).scaled(ow, oh))
         return poses, intr, scale
 
-    def _maps_on_device(self, pred: WindowPrediction, out, scale: float, uploaded) -> None:
-        """Depth and confidence resized to source size on the device, copied to the host once.
+    def _maps_on_device(self, pred: WindowPrediction, out, scale: float, uploaded,
+                        sizes: list[tuple[int, int]]) -> None:
+        """Depth and confidence resized to each output size on the device, copied to the host once.
 
         Fills ``pred.depth`` / ``confidence`` (numpy views of pinned host memory),
-        ``depth_thumbs`` and ``device_maps``. Views of one size are resized together.
+        ``depth_thumbs`` and ``device_maps``. Views of one size are resized together. A view
+        whose output size is not its source size also gets its image resized on the device,
+        and the prediction's frame carries a host copy of it.
         """
         depth, conf = out.depth[0].float() * scale, out.depth_conf[0].float()
         dev_depth, dev_conf = [None] * len(pred.frames), [None] * len(pred.frames)
         by_size: dict[tuple[int, int], list[int]] = {}
-        for i, f in enumerate(pred.frames):
-            by_size.setdefault((f.width, f.height), []).append(i)
+        for i, wh in enumerate(sizes):
+            by_size.setdefault(wh, []).append(i)
         for (w, h), idx in by_size.items():
             d, c = (resize_maps_torch(m[idx], w, h) for m in (depth, conf))
             for j, i in enumerate(idx):
@@ -321,9 +342,21 @@ class DA3Engine:
         pred.depth = [d.numpy() for d, _, _ in host]
         pred.confidence = [c.numpy() for _, c, _ in host]
         pred.depth_thumbs = [t.numpy().copy() for _, _, t in host]  # compact: outlives the window
-        pred.device_maps = DeviceMaps(depth=dev_depth, confidence=dev_conf,
-                                      images=uploaded or [torch.as_tensor(f.image, device=self.device)
-                                                          for f in pred.frames])
+        images = uploaded or [torch.as_tensor(f.image, device=self.device) for f in pred.frames]
+        images = [resize_image_torch(img, w, h) for img, (w, h) in zip(images, sizes)]
+        pred.device_maps = DeviceMaps(depth=dev_depth, confidence=dev_conf, images=images)
+        pred.frames = [f if (f.width, f.height) == (w, h) else _with_image(f, img.cpu().numpy())
+                       for f, (w, h), img in zip(pred.frames, sizes, images)]
+
+
+def _with_image(frame: Frame, image: np.ndarray) -> Frame:
+    """``frame`` with ``image`` (the same view at another size) and its known intrinsics scaled to it.
+
+    Stamp, camera, frame id, pose and ``seq`` are unchanged: it is the same frame, published smaller.
+    """
+    h, w = image.shape[:2]
+    intr = frame.intrinsics.scaled(w, h) if frame.intrinsics is not None else None
+    return replace(frame, image=image, intrinsics=intr)
 
 
 def _to_host(x: torch.Tensor, pinned: bool) -> torch.Tensor:

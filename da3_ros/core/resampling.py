@@ -58,7 +58,8 @@ def resize_steps(width: int, height: int, process_res: int,
     return [first, final] if size is None or tuple(size) == final else [tuple(size)]
 
 
-def _resize_cv2(img: np.ndarray, w: int, h: int) -> np.ndarray:
+def resize_image(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """An image (H, W[, C]) resized to (h, w): cv2 INTER_AREA when shrinking, INTER_CUBIC when enlarging."""
     if img.shape[1] == w and img.shape[0] == h:
         return img
     enlarge = w > img.shape[1] or h > img.shape[0]
@@ -75,7 +76,7 @@ def preprocess_image(image: np.ndarray, process_res: int, size: tuple[int, int] 
     """
     out = image
     for w, h in resize_steps(image.shape[1], image.shape[0], process_res, size):
-        out = _resize_cv2(out, w, h)
+        out = resize_image(out, w, h)
     x = (out.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
@@ -98,6 +99,14 @@ def _resize_torch(x: torch.Tensor, w: int, h: int) -> torch.Tensor:
     if enlarge:
         return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).clamp_(0, 255)
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_image_torch(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """A uint8 image tensor ``(H, W, 3)`` resized to ``(h, w, 3)`` on its device (:func:`_resize_torch`)."""
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    x = _resize_torch(img.permute(2, 0, 1)[None].float(), w, h)[0]
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
 def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tuple[int, int],

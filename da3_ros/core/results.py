@@ -85,13 +85,21 @@ class WindowResult:
 
 
 def check_prediction(pred: WindowPrediction, frames: list[Frame]) -> None:
-    """Raise ValueError when a predictor's output does not fit its S input frames."""
+    """Raise ValueError when a predictor's output does not fit its S input frames.
+
+    The prediction's frames are the inputs in order (same camera and stamp), possibly at another
+    size (an engine's ``output_resolution``); each depth map has its prediction frame's size.
+    """
     S = len(frames)
-    if len(pred.depth) != S or pred.world_from_cam.shape != (S, 4, 4) or len(pred.intrinsics) != S:
+    if (len(pred.depth) != S or len(pred.frames) != S or pred.world_from_cam.shape != (S, 4, 4)
+            or len(pred.intrinsics) != S):
         raise ValueError(f"predictor returned {len(pred.depth)} depths / {pred.world_from_cam.shape} poses "
                          f"for {S} frames")
-    for f, d in zip(frames, pred.depth):
-        if d.shape != (f.height, f.width):
-            raise ValueError(f"depth {d.shape} does not match frame {(f.height, f.width)}")
+    for f, out, d in zip(frames, pred.frames, pred.depth):
+        if (out.camera, out.stamp_ns) != (f.camera, f.stamp_ns):
+            raise ValueError(f"prediction frame {(out.camera, out.stamp_ns)} is not the input "
+                             f"{(f.camera, f.stamp_ns)}")
+        if d.shape != (out.height, out.width):
+            raise ValueError(f"depth {d.shape} does not match frame {(out.height, out.width)}")
     if not np.all(np.isfinite(pred.world_from_cam)):
         raise ValueError("predictor returned non-finite poses")

@@ -16,7 +16,12 @@ import torch
 from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame
 from da3_ros.inference.compiling import BackgroundCompiledNet, default_cache_dir, use_cache_dir
-from da3_ros.inference.settings import ACCELERATE_SETTINGS, InferenceSettings, PredictorInfo
+from da3_ros.inference.settings import (
+    ACCELERATE_SETTINGS,
+    InferenceSettings,
+    PredictorInfo,
+    device_form_error,
+)
 from da3_ros.inference.sources import resolve_model_source, resolve_process_settings
 from da3_ros.model import build_model, load_pretrained
 from da3_ros.model.accel import accelerate
@@ -43,10 +48,34 @@ def resolve_cpu_threads(setting: int, device: str, cores: int | None = None) -> 
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; other names pass through."""
-    if name != "auto":
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``auto`` -> ``cuda`` when available else ``cpu``; other names pass through once checked.
+
+    Raises:
+        ValueError: a malformed name or a device this machine does not have (:func:`device_problem`).
+    """
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    problem = device_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``device`` ``name`` cannot run here (malformed, no CUDA in this torch, no such GPU), or None."""
+    problem = device_form_error(name)
+    if problem or not name.startswith("cuda"):
+        return problem
+    if torch.version.cuda is None:
+        return (f"device {name!r}: CUDA is not available in this torch build (torch {torch.__version__} "
+                "is CPU-only); use device auto or cpu, or install a CUDA build of torch")
+    if not torch.cuda.is_available():
+        return (f"device {name!r}: CUDA is not available (torch {torch.__version__} has CUDA "
+                f"{torch.version.cuda}, but no GPU is visible: driver, CUDA_VISIBLE_DEVICES?)")
+    index = int(name.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        return f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
 
 
 def resolve_dtype(name: str, device: str) -> torch.dtype:
@@ -151,7 +180,8 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
                        condition_on_intrinsics=bool(settings.condition_on_intrinsics),
                        condition_on_poses=bool(settings.condition_on_poses),
                        ref_view_strategy=ref_view,
-                       attention="math" if backend == "manual" else "flash")
+                       attention="math" if backend == "manual" else "flash",
+                       output_resolution=settings.output_resolution)
     engine.name = info.name
     info.is_metric = bool(engine.is_metric)
     return engine, info

@@ -16,13 +16,27 @@ from da3_ros.model.options import ACCELERATE_MODES, ATTENTION_BACKENDS, DTYPES, 
 ACCELERATE_SETTINGS: tuple[str, ...] = ("auto",) + ACCELERATE_MODES
 #: ``ref_view_strategy`` values: ``auto`` (what the weights recommend) or a strategy.
 REF_VIEW_SETTINGS: tuple[str, ...] = ("auto",) + REF_VIEW_STRATEGIES
+#: The forms a ``device`` setting takes (``cuda:N``: the N-th CUDA device).
+DEVICE_FORMS: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N")
 #: ``process_res`` when neither the parameter nor the weights name one (upstream's default).
 DEFAULT_PROCESS_RES = 504
 #: ``ref_view_strategy`` when neither the parameter nor the weights name one (upstream's default).
 DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
 
 __all__ = ["ACCELERATE_SETTINGS", "ATTENTION_BACKENDS", "DEFAULT_PROCESS_RES", "DEFAULT_REF_VIEW_STRATEGY",
-           "DTYPES", "InferenceSettings", "PredictorInfo", "REF_VIEW_SETTINGS"]
+           "DEVICE_FORMS", "DTYPES", "InferenceSettings", "PredictorInfo", "REF_VIEW_SETTINGS",
+           "device_form_error"]
+
+
+def device_form_error(name: str) -> str | None:
+    """Why ``name`` is not a ``device`` setting (:data:`DEVICE_FORMS`), or None; no torch needed."""
+    if name in ("auto", "cpu", "cuda"):
+        return None
+    prefix, sep, index = name.partition(":")
+    if prefix == "cuda" and sep and index.isdigit():
+        return None
+    hint = f" (cuda:{name}?)" if name.isdigit() else " (cuda?)" if name.lower() in ("gpu", "nvidia") else ""
+    return f"device {name!r} is not one of {', '.join(DEVICE_FORMS)}{hint}"
 
 
 @dataclass
@@ -48,6 +62,8 @@ class InferenceSettings:
         compile_timeout_s: a background compile not done after this long is abandoned.
         cpu_threads: torch's CPU threads; 0: 2 when the predictor runs on CUDA (the GPU does the
             work), else all cores but two (left to the node's ROS threads), at least 1.
+        output_resolution: size of the outputs: ``source``, ``network`` or a long side in pixels
+            (:func:`da3_ros.core.config.output_size`).
     """
 
     model: str = "default"
@@ -63,6 +79,7 @@ class InferenceSettings:
     compile_cache_dir: str = ""
     compile_timeout_s: float = 600.0
     cpu_threads: int = 0
+    output_resolution: str = "source"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> InferenceSettings:

@@ -88,11 +88,11 @@ class NodeDiagnostics:
         with self._lock:
             self._no_intrinsics[camera] = self._no_intrinsics.get(camera, 0) + 1
 
-    def on_bad_input(self, camera: str, reason: str) -> None:
-        """Count one input problem of ``camera``: a dropped image, or an event (:data:`INPUT_EVENTS`)."""
+    def on_bad_input(self, camera: str, reason: str, count: int = 1) -> None:
+        """Count ``count`` input problems of ``camera``: dropped images, or events (:data:`INPUT_EVENTS`)."""
         with self._lock:
             counts = self._input_events if reason in INPUT_EVENTS else self._input_drops
-            counts[f"input_{reason}"] += 1
+            counts[f"input_{reason}"] += count
 
     def on_published(self, latency_s: float) -> None:
         """Record one published view with its stamp-to-publish latency."""

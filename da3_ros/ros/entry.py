@@ -1,23 +1,58 @@
-"""Console-script entry of ``da3_node``: imports ROS only once it runs.
+"""Console-script entry of ``da3_node``: stop signals first, ROS only once it runs.
 
-Importing rclpy and the node module takes a noticeable part of a second. A SIGINT in that
-window (``ros2 launch`` shutting down right after starting the node, or Ctrl-C) used to end in a
-``KeyboardInterrupt`` traceback from the import. Here it is a clean stop with exit 0, as a
-signal anywhere later in start-up already is (:func:`da3_ros.ros.node.main`).
+Importing rclpy, torch and the node module takes a noticeable part of a second (seconds on a
+busy machine). The SIGINT / SIGTERM handlers of :mod:`da3_ros.ros.stopping` are installed
+before any of that, so a signal while importing (``ros2 launch`` shutting down right after
+starting the node, or Ctrl-C) is a clean stop with exit 0, as a signal anywhere later is
+(:func:`da3_ros.ros.node.main`). ``-h`` / ``--help`` prints the usage and exits 0 without
+starting ROS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 
 def da3_node(args: list[str] | None = None) -> int:
-    """Import the node and run :func:`da3_ros.ros.node.main`; 0 when interrupted while importing."""
+    """Run :func:`da3_ros.ros.node.main`; 0 when interrupted while importing; the usage for ``--help``."""
     # numpy's BLAS threads busy-wait between calls: on a many-core host a few small products per
     # window kept four of them at 100 % CPU. The node's numpy work is small; torch keeps its own.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from da3_ros.ros.stopping import SIGNALS, StopRequested
+
+    installed_here = not SIGNALS.installed
+    SIGNALS.install()
     try:
-        from da3_ros.ros.node import main
-    except KeyboardInterrupt:
+        with SIGNALS.interruptible():
+            if wants_help(sys.argv[1:] if args is None else args):
+                from da3_ros.ros.usage import usage
+
+                with contextlib.suppress(BrokenPipeError):  # da3_node --help | head
+                    print(usage())
+                return 0
+            from da3_ros.ros.node import main
+        return main(args)
+    except (KeyboardInterrupt, StopRequested):
         return 0
-    return main(args)
+    finally:
+        if installed_here:
+            SIGNALS.restore()
+
+
+
+def wants_help(args: list[str]) -> bool:
+    """True when ``-h`` or ``--help`` is among the program's own arguments (not ROS ones).
+
+    ROS arguments run from ``--ros-args`` to ``--`` (or the end) and are rcl's.
+    """
+    in_ros = False
+    for arg in args:
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif not in_ros and arg in ("-h", "--help"):
+            return True
+    return False

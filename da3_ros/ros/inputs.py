@@ -10,12 +10,15 @@ callback on one thread, so one camera's state needs no lock).
 Frame ids: the ``camera.<name>.frame_id`` parameter when set, else the input
 header's ``frame_id`` when non-empty, else ``<name>_optical_frame``.
 
-Bad input never raises out of a callback: it is logged (throttled per reason)
+Bad input never raises out of a callback: it is logged (throttled per camera, reason and kind
+of message: :func:`~da3_ros.ros.logs.message_kind`)
 and counted by reason through ``on_bad_input(camera, reason)`` (diagnostics count
 ``camera_info_mismatch``, ``camera_info_invalid`` and the time-jump reset as events, not
 drops: no image is lost to them).
 Reasons:
-``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
+``lost`` (images DDS lost before the callback, from its sample-lost events: a best-effort
+subscription that cannot keep up or large images that do not fit the transport; counted, never
+received), ``decode_error`` (wrong/unsupported encoding, corrupt data), ``empty_image``
 (0 x 0), ``zero_stamp``, ``stamp_backwards`` (older than the last frame of that
 camera, or a duplicate), ``camera_info_mismatch`` (CameraInfo of another size;
 the frame goes on without intrinsics), ``camera_info_invalid`` (a CameraInfo that cannot be
@@ -45,6 +48,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -52,7 +56,7 @@ from da3_ros.core import undistortion
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions import cdr
-from da3_ros.ros.logs import Throttle
+from da3_ros.ros.logs import Throttle, message_kind
 from da3_ros.ros.parameters import CameraSettings
 
 
@@ -63,6 +67,20 @@ def input_qos(kind: str, depth: int) -> QoSProfile:
                             for k in ("reliability", "durability", "history")}, depth=depth)
         return qos
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
+
+def _subscribe_counting_losses(node, msg_type, topic: str, callback, qos: QoSProfile, on_lost):
+    """A raw subscription whose DDS sample-lost events go to ``on_lost(info)``.
+
+    Best-effort readers lose samples that arrive faster than the reader takes them or do not fit
+    the transport (large images); Fast DDS reports them as message-lost events. A middleware
+    without that event gets the subscription without it (losses then go uncounted).
+    """
+    try:
+        return node.create_subscription(msg_type, topic, callback, qos, raw=True,
+                                        event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+    except UnsupportedEventTypeError:
+        return node.create_subscription(msg_type, topic, callback, qos, raw=True)
 
 
 #: Most frames one camera holds while waiting for its first CameraInfo.
@@ -77,6 +95,7 @@ class _CameraState:
     waiting: bool = False  # holding images until the first CameraInfo
     held: deque = field(default_factory=deque)  # Frames waiting for it, oldest first
     held_since: float = 0.0  # monotonic time the oldest held frame arrived
+    large_sizes_logged: set = field(default_factory=set)  # (w, h) logged as over max_input_pixels
 
 
 class CameraInputs:
@@ -86,27 +105,28 @@ class CameraInputs:
         node: the node to subscribe on.
         cameras: per-camera settings (topics, frame id override, transport).
         sink: receives each good frame; must not block (``AsyncPipeline.submit``).
-        on_bad_input: ``(camera, reason)`` for each rejected message.
+        on_bad_input: ``(camera, reason, count)`` for rejected (or lost) messages.
         on_input: ``(camera, stamp_ns)`` for each message received (rates).
         on_time_jump: ``(camera)`` when stamps jump back by more than the reset threshold.
         qos: image subscription QoS; camera_info uses the same reliability.
         time_jump_reset_s: backward jump that resets instead of dropping (0: never reset).
-        log_throttle_s: per-reason warning period.
+        log_throttle_s: warning period of each camera, reason and kind of message.
         camera_info_wait_s: how long images wait for a camera's first CameraInfo (0: never
             wait; see the module docstring).
         on_no_intrinsics: ``(camera)`` for each frame of a camera with a CameraInfo topic that
             goes on without intrinsics (only when ``uses_intrinsics``).
         uses_intrinsics: whether the node uses CameraInfo intrinsics at all; without a use,
             frames are neither held nor counted.
+        max_input_pixels: images larger than this are logged once per camera and size (0: never).
     """
 
     def __init__(self, node, cameras: list[CameraSettings], sink: Callable[[Frame], None],
-                 on_bad_input: Callable[[str, str], None], on_input: Callable[[str, int], None],
+                 on_bad_input: Callable[..., None], on_input: Callable[[str, int], None],
                  on_time_jump: Callable[[str], None], qos: QoSProfile,
                  time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0,
                  camera_info_wait_s: float = 0.0,
                  on_no_intrinsics: Callable[[str], None] | None = None,
-                 uses_intrinsics: bool = True) -> None:
+                 uses_intrinsics: bool = True, max_input_pixels: int = 0) -> None:
         self._node = node
         self._sink = sink
         self._on_bad_input = on_bad_input
@@ -116,9 +136,12 @@ class CameraInputs:
         self.time_jump_reset_s = time_jump_reset_s
         self.camera_info_wait_s = float(camera_info_wait_s)
         self.uses_intrinsics = bool(uses_intrinsics)
+        self.max_input_pixels = int(max_input_pixels)
         self.throttle = Throttle(log_throttle_s)
         self._hold_lock = threading.RLock()  # held frames: camera callbacks vs check_held / destroy
         self._subs: list = []
+        #: per camera, the topics subscribed, as resolved (namespace, remaps): image, then info
+        self.topics: dict[str, list[str]] = {c.name: [] for c in cameras}
         self.states = {c.name: _CameraState(c) for c in cameras}
         for cam in cameras:
             self._subscribe(cam, qos)
@@ -127,14 +150,17 @@ class CameraInputs:
         compressed = cam.transport == "compressed"
         msg_type = CompressedImage if compressed else Image
         decode = cdr.decode_compressed_image if compressed else cdr.decode_image
-        self._subs.append(self._node.create_subscription(
-            msg_type, cam.image_topic, lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
-            raw=True))
+        subs = [_subscribe_counting_losses(
+            self._node, msg_type, cam.image_topic,
+            lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
+            lambda info, c=cam.name: self._on_lost(c, info.total_count_change))]
         if cam.camera_info_topic:
-            self._subs.append(self._node.create_subscription(
+            subs.append(self._node.create_subscription(
                 CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos))
-            if self.uses_intrinsics and self.camera_info_wait_s > 0:
-                self.states[cam.name].waiting = True
+        self._subs += subs
+        self.topics[cam.name] = [sub.topic_name for sub in subs]
+        if cam.camera_info_topic and self.uses_intrinsics and self.camera_info_wait_s > 0:
+            self.states[cam.name].waiting = True
 
     def destroy(self) -> None:
         """Remove every subscription (deactivate); held frames go to the sink first."""
@@ -160,8 +186,32 @@ class CameraInputs:
 
     def _bad(self, camera: str, reason: str, detail: str) -> None:
         self._on_bad_input(camera, reason)
-        if self.throttle.ready(f"{camera}/{reason}"):
+        if self.throttle.ready(f"{camera}/{reason}/{message_kind(detail)}"):
             self._node.get_logger().warning(f"[{camera}] {reason}: {detail} (repeats are throttled)")
+
+    def _on_lost(self, camera: str, count: int) -> None:
+        """DDS reported ``count`` images of ``camera`` lost before they reached the callback."""
+        if count <= 0:
+            return
+        self._on_bad_input(camera, "lost", count)
+        if self.throttle.ready(f"{camera}/lost"):
+            self._node.get_logger().warning(
+                f"[{camera}] lost: {count} image(s) lost in transport (DDS sample lost: best-effort QoS "
+                "drops images that arrive faster than they are taken or do not fit the transport; "
+                "input_qos reliable keeps them) (repeats are throttled)")
+
+    def _check_size(self, camera: str, state: _CameraState, width: int, height: int) -> None:
+        """Log once per camera and size when images exceed ``max_input_pixels``."""
+        if not self.max_input_pixels or width * height <= self.max_input_pixels or \
+                (width, height) in state.large_sizes_logged:
+            return
+        state.large_sizes_logged.add((width, height))
+        self._node.get_logger().warning(
+            f"[{camera}] {width}x{height} images ({width * height / 1e6:.1f} MP) exceed max_input_pixels "
+            f"({self.max_input_pixels / 1e6:.1f} MP): each costs {width * height * 3 / 2**20:.0f} MiB "
+            "wherever it waits for a window, and depth + confidence at source size are 8 bytes a pixel. Set "
+            "output_resolution (network, or a long side in pixels), use input_qos reliable (best effort "
+            "loses large images), or lower the camera's resolution")
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:
         try:
@@ -273,6 +323,7 @@ class CameraInputs:
             return None
         state.last_stamp_ns = stamp_ns
         h, w = rgb.shape[:2]
+        self._check_size(camera, state, w, h)
         intr = self._fitting_info(camera, w, h)
         frame_id = state.settings.frame_id or msg.header.frame_id or f"{camera}_optical_frame"
         return Frame(image=rgb, stamp_ns=stamp_ns, camera=camera, intrinsics=intr, frame_id=frame_id)

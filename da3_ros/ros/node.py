@@ -24,6 +24,9 @@ Threads (all created here):
 - the publish thread (:class:`~da3_ros.ros.publish_thread.PublishThread`, started there too):
   builds and sends the messages while the worker runs the next window.
 
+Signals: SIGINT and SIGTERM are handled by :mod:`da3_ros.ros.stopping`, not by rclpy, so the
+context stays valid until :func:`main` has torn the node down (a clean exit 0 at any moment).
+
 Lock order (a thread holding one may take those after it, never before):
 ``CameraInputs`` hold lock -> ``Da3Node._lock`` (which pipeline is current) -> the pipeline's
 lock -> ``NodeDiagnostics`` lock. ``OutputPublishers``' path lock and the publish thread's
@@ -45,6 +48,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.rig import RigCalibration
@@ -52,19 +56,26 @@ from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
 from da3_ros.ros.inputs import CameraInputs, input_qos
-from da3_ros.ros.logs import RosLogHandler, Throttle
+from da3_ros.ros.logs import RosLogHandler, Throttle, message_kind
+from da3_ros.ros.node_parameters import (
+    coercing_callback,
+    declare_all,
+    read_settings,
+    unknown_parameter_warnings,
+    validation_callback,
+)
+from da3_ros.ros.overrides import init_error_hint, quote_cli_overrides
 from da3_ros.ros.parameters import (
     DYNAMIC_PIPELINE_FIELDS,
     NodeSettings,
     check_values,
     colorize_fields,
-    declare_all,
     pipeline_config,
-    read_settings,
-    validation_callback,
+    spec_for,
 )
 from da3_ros.ros.publish_thread import PublishThread
 from da3_ros.ros.publishers import OutputPublishers
+from da3_ros.ros.stopping import SIGNALS, StopRequested
 
 if TYPE_CHECKING:
     from da3_ros.core.pipeline import AsyncPipeline
@@ -72,16 +83,25 @@ if TYPE_CHECKING:
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 #: How often (at most) images held for a first CameraInfo are checked against ``camera_info_wait_s``.
 HELD_CHECK_PERIOD_S = 0.25
+#: How often the spinning main thread looks for a stop signal, in seconds (Python runs signal
+#: handlers between bytecodes only, never while the executor blocks in rcl's wait).
+STOP_POLL_S = 0.1
 
 
 def _logs_exceptions(transition):
-    """Log a transition callback's exception (rclpy turns it into a silent ERROR otherwise)."""
+    """Log a transition callback's exception (rclpy turns it into a silent ERROR otherwise).
+
+    After a stop signal an exception is the signal cutting the transition short: it leaves as
+    :class:`StopRequested`, unlogged.
+    """
 
     @functools.wraps(transition)
     def wrapper(self, state):
         try:
             return transition(self, state)
         except Exception as exc:
+            if SIGNALS.requested:
+                raise StopRequested(SIGNALS.signum) from exc
             self.get_logger().error(f"{transition.__name__} raised {type(exc).__name__}: {exc}\n"
                                     + traceback.format_exc())
             raise
@@ -94,9 +114,14 @@ class Da3Node(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("da3_node", **kwargs)
+        self.state_label = "unconfigured"  # lifecycle state, kept by the transition callbacks
+        self.add_pre_set_parameters_callback(coercing_callback)
         declare_all(self)
-        self.add_on_set_parameters_callback(validation_callback(self))
+        self.add_on_set_parameters_callback(
+            validation_callback(self, lambda: self.state_label == "unconfigured"))
         self.add_post_set_parameters_callback(self._apply_dynamic)
+        for warning in unknown_parameter_warnings(self):
+            self.get_logger().warning(warning)
         self.settings: NodeSettings | None = None
         self.outputs: OutputPublishers | None = None
         self.inputs: CameraInputs | None = None
@@ -105,20 +130,19 @@ class Da3Node(LifecycleNode):
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
-        self.state_label = "unconfigured"  # lifecycle state, kept by the transition callbacks
         self._device = "cpu"  # the loaded predictor's device (GPU memory in diagnostics)
         self._diag_pub = None
         self._own_timers: dict[str, object] = {}
         self._generation = 0  # which pipeline's results are wanted (guarded by _lock)
         self._lock = threading.RLock()
-        self._throttle = Throttle(5.0)
+        self.log_throttle = Throttle(5.0)  # the node's repeated errors, per kind of message
 
     # ----------------------------------------------------------------- lifecycle
     @_logs_exceptions
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read and validate parameters; create publishers, diagnostics and timers."""
         settings = read_settings(self)
-        reason = check_values(settings.values)
+        reason = check_values(settings.values) or self._device_problem(settings)
         if reason:
             self.get_logger().error(f"invalid parameters: {reason}")
             return FAILURE
@@ -157,14 +181,16 @@ class Da3Node(LifecycleNode):
                                    self._on_time_jump, qos, s["time_jump_reset_s"], s["log_throttle_s"],
                                    camera_info_wait_s=float(s["camera_info_wait_s"]),
                                    on_no_intrinsics=self.diag.on_no_intrinsics,
-                                   uses_intrinsics=self._uses_intrinsics())
+                                   uses_intrinsics=self._uses_intrinsics(),
+                                   max_input_pixels=int(s["max_input_pixels"]))
         # every timer wakes the executor: this one only runs while images may wait for CameraInfo
         wait_s = float(s["camera_info_wait_s"]) if self._uses_intrinsics() else 0.0
         self._set_timer("held_frames", min(HELD_CHECK_PERIOD_S, wait_s / 4) if wait_s > 0 else 0.0,
                         self._release_held_frames)
         if self.truth_topics is not None:
             self.truth_topics.intrinsics_source = self.inputs.intrinsics
-        topics = ", ".join(f"{c.name}: {c.image_topic} ({c.transport})" for c in s.cameras)
+        topics = "; ".join(f"{c.name}: {', '.join(self.inputs.topics[c.name])} ({c.transport})"
+                           for c in s.cameras)
         self.get_logger().info(f"active; subscribed to {topics}")
         self.state_label = "active"
         return ret
@@ -209,14 +235,14 @@ class Da3Node(LifecycleNode):
             self.get_logger().warning("model 'truth': TEST AID ground-truth stand-in, not a network")
             self.predictor, info, self.truth_topics = build_truth(self, s, qos)
         else:
-            # torch loads here, not at start-up: a signal during start-up stays a clean stop
-            from da3_ros.inference import build
+            with SIGNALS.interruptible():  # a stop signal cuts loading, compiling and warm-up short
+                from da3_ros.inference import build  # torch loads here, not at start-up
 
-            inference = InferenceSettings.from_mapping(s.values)
-            self.predictor, info = build.build_engine(inference, self.get_logger())
-            if inference.warmup:
-                n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
-                build.warm_up(self.predictor, n, self.get_logger())
+                inference = InferenceSettings.from_mapping(s.values)
+                self.predictor, info = build.build_engine(inference, self.get_logger())
+                if inference.warmup:
+                    n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
+                    build.warm_up(self.predictor, n, self.get_logger())
         cfg = pipeline_config(s)
         rig_metric = cfg.mode == "multicam" and RigCalibration(cfg.rig_extrinsics).is_metric(cfg.cameras)
         units = "metric" if info.is_metric else "metric (rig baseline)" if rig_metric else "relative"
@@ -224,6 +250,15 @@ class Da3Node(LifecycleNode):
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": units})
         self._device = info.device
+
+    @staticmethod
+    def _device_problem(settings: NodeSettings) -> str | None:
+        """Why the ``device`` cannot run the model on this machine (checked at configure), or None."""
+        if settings["model"] == "truth" or not str(settings["device"]).startswith("cuda"):
+            return None
+        from da3_ros.inference.build import device_problem  # torch: only when a GPU is asked for
+
+        return device_problem(settings["device"])
 
     def _uses_intrinsics(self) -> bool:
         """Whether CameraInfo intrinsics are used (then images wait for a first one, see inputs)."""
@@ -313,14 +348,14 @@ class Da3Node(LifecycleNode):
         outputs.publish_result(result)
 
     def _on_publish_error(self, exc: BaseException) -> None:
-        self._log_throttled("publish_error", f"publishing window failed: {type(exc).__name__}: {exc}")
+        self._log_throttled(f"publishing window failed: {type(exc).__name__}: {exc}")
 
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:
             self.diag.on_published((self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
 
-    def _log_throttled(self, key: str, msg: str) -> None:
-        if self._throttle.ready(key):
+    def _log_throttled(self, msg: str) -> None:
+        if self.log_throttle.ready(message_kind(msg)):
             self.get_logger().error(msg + " (repeats are throttled)")
 
     # ----------------------------------------------------------------- parameters and timers
@@ -342,10 +377,11 @@ class Da3Node(LifecycleNode):
                 self._set_timer("path", float(s["path_period_s"]), self.outputs.publish_path_if_due)
         if self.diag is not None:
             self.diag.stale_input_s = float(s["stale_input_s"])
-        self._throttle.period_s = float(s["log_throttle_s"])
+        self.log_throttle.period_s = float(s["log_throttle_s"])
         if self.inputs is not None:
             self.inputs.time_jump_reset_s = float(s["time_jump_reset_s"])
             self.inputs.throttle.period_s = float(s["log_throttle_s"])
+            self.inputs.max_input_pixels = int(s["max_input_pixels"])
         updates = PipelineConfig.normalised({k: s[k] for k in DYNAMIC_PIPELINE_FIELDS if k in changed})
         if {"publish.depth_colored", "depth_colored_range"} & changed.keys():
             updates.update(colorize_fields(s))
@@ -375,51 +411,89 @@ class Da3Node(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Console script ``da3_node``: spin the node until SIGINT/SIGTERM; exit 0 on a clean stop.
 
-    Returns 1 when the parameters are invalid or autostart fails; a signal at any point of
-    start-up (even while the model loads) still ends in a clean exit 0.
+    Returns 1 when the parameters are invalid or autostart fails. A signal at any point (start-up,
+    model loading, warm-up, while a window runs or publishes) is a clean stop with exit 0: rclpy
+    runs without its own signal handlers, :mod:`da3_ros.ros.stopping` records the signal and cuts
+    a start-up step short, and the node is torn down in order while the context is still valid.
     """
-    node, code = None, 0
+    installed_here = not SIGNALS.installed
+    SIGNALS.install()
+    node, executor, log_handler, code, initialised = None, None, None, 0, False
     trace = memtrace.start_from_env()  # DEBUG aid (DA3_MEMTRACE); None normally
     try:
-        rclpy.init(args=args)
-        executor = SingleThreadedExecutor()
-    except KeyboardInterrupt:
-        return 0
-    try:
-        node = Da3Node()
-        package_log = logging.getLogger("da3_ros")
-        package_log.addHandler(RosLogHandler(node))
-        package_log.setLevel(logging.INFO)
-        package_log.propagate = False
-        executor.add_node(node)
-        if node.get_parameter("autostart").value and not _autostart(node):
-            code = 1
-        else:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        with SIGNALS.interruptible():
+            argv = quote_cli_overrides(sys.argv if args is None else args, spec_for)
+            rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+            initialised = True
+            executor = SingleThreadedExecutor()
+            node = Da3Node()
+            log_handler = _route_package_logs(node)
+            executor.add_node(node)
+            if node.get_parameter("autostart").value and not _autostart(node):
+                code = 1
+        if code == 0:
+            _spin(executor)
+    except (StopRequested, ExternalShutdownException):
         pass
     except Exception as exc:  # noqa: BLE001 - e.g. an out-of-range value in the params file
-        if rclpy.ok():  # otherwise a signal shut the context down mid start-up: a clean stop
-            print(f"da3_node: {type(exc).__name__}: {exc}", file=sys.stderr)
-            code = 1
+        hint = "" if initialised else init_error_hint(str(exc))
+        print(f"da3_node: {type(exc).__name__}: {exc}" + (f"\n  hint: {hint}" if hint else ""),
+              file=sys.stderr)
+        code = 1
     finally:
-        if node is not None:
-            node._stop()
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
+        _teardown(node, executor, log_handler)
         if trace is not None:
             trace.stop()
+        if installed_here:
+            SIGNALS.restore()
     return code
 
 
+def _spin(executor: SingleThreadedExecutor) -> None:
+    """Run callbacks until a stop signal (looked for every :data:`STOP_POLL_S`) or an rclpy shutdown."""
+    while rclpy.ok() and not SIGNALS.requested:
+        executor.spin_once(timeout_sec=STOP_POLL_S)
+
+
+def _route_package_logs(node: Da3Node) -> RosLogHandler:
+    """Send the package's Python ``logging`` records (core, model, inference) to the node's logger."""
+    handler = RosLogHandler(node, node.log_throttle)
+    package_log = logging.getLogger("da3_ros")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
+    package_log.propagate = False
+    return handler
+
+
+def _teardown(node: Da3Node | None, executor: SingleThreadedExecutor | None,
+              log_handler: RosLogHandler | None) -> None:
+    """Stop and destroy the node, then shut rclpy down (a signal now is only recorded).
+
+    The order keeps every publisher valid while anything may still use it: inputs, worker and
+    publish thread stop first, the package's log records stop going to the node before it is
+    destroyed, and the context is shut down last.
+    """
+    if node is not None:
+        node._stop()
+        if log_handler is not None:
+            logging.getLogger("da3_ros").removeHandler(log_handler)
+        if executor is not None:
+            executor.remove_node(node)
+        node.destroy_node()
+    if executor is not None:
+        executor.shutdown()
+    rclpy.try_shutdown()
+
+
 def _autostart(node: Da3Node) -> bool:
-    """Configure and activate; False (logged) when either transition fails."""
+    """Configure and activate; False (logged) when either transition fails.
+
+    True when a stop signal came meanwhile: the caller then stops cleanly.
+    """
     for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
-        if not rclpy.ok(context=node.context):
-            return True  # interrupted during start-up: spin() returns at once, exit 0
-        if trigger() != SUCCESS:
+        if SIGNALS.requested:
+            return True
+        if trigger() != SUCCESS and not SIGNALS.requested:
             node.get_logger().fatal(f"autostart: {name} failed; exiting (see the errors above)")
             return False
     return True

@@ -1,10 +1,11 @@
 """The node's parameters: one table of specs, declared with descriptors, validated in one place.
 
-Every parameter is declared with a :class:`rcl_interfaces.msg.ParameterDescriptor`
-carrying its type, description, range and ``read_only`` flag. Read-only
-parameters need a restart (model, device, topics, QoS, window shape); the
-others are *dynamic* and take effect on the next window (confidence threshold,
-depth range, voxel size, queue policy, publish toggles, ...).
+Every parameter is declared (:mod:`da3_ros.ros.node_parameters`) with a
+:class:`rcl_interfaces.msg.ParameterDescriptor` carrying its type, description and range.
+*Restart* parameters (model, device, topics, QoS, window shape) are read at configure: they
+can be set while the node is unconfigured (``additional_constraints`` says so) and take effect
+at the next configure; the others are *dynamic* and take effect on the next window
+(confidence threshold, depth range, voxel size, queue policy, publish toggles, ...).
 
 Per-camera parameters live under ``camera.<name>.`` and are declared after the
 ``cameras`` list is known, so a params file can describe a whole rig::
@@ -23,6 +24,7 @@ Per-camera parameters live under ``camera.<name>.`` and are declared after the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -31,20 +33,26 @@ from rcl_interfaces.msg import (
     IntegerRange,
     ParameterDescriptor,
     ParameterType,
-    SetParametersResult,
 )
-from rclpy.parameter import Parameter
 
-from da3_ros.core.config import ALIGN_MODES, QUEUE_POLICIES, WINDOW_MODES, PipelineConfig
+from da3_ros.core.config import (
+    ALIGN_MODES,
+    QUEUE_POLICIES,
+    WINDOW_MODES,
+    PipelineConfig,
+    parse_output_resolution,
+)
 from da3_ros.core.rig import pose_from_vector
 from da3_ros.inference.settings import (
     ACCELERATE_SETTINGS,
     ATTENTION_BACKENDS,
     DEFAULT_PROCESS_RES,
     DEFAULT_REF_VIEW_STRATEGY,
+    DEVICE_FORMS,
     DTYPES,
     REF_VIEW_SETTINGS,
     InferenceSettings,
+    device_form_error,
 )
 
 _T = ParameterType
@@ -59,7 +67,8 @@ class ParamSpec:
     """One parameter: name, default, description and constraints.
 
     ``choices`` restricts a string; ``lo``/``hi`` give a numeric range (for
-    arrays, each element); ``dynamic`` False makes it read-only (restart needed).
+    arrays, each element); ``dynamic`` False: read at configure only (a restart parameter);
+    ``check(value)`` says why a value is invalid (None: valid), for rules choices cannot state.
     """
 
     name: str
@@ -70,6 +79,7 @@ class ParamSpec:
     hi: float | None = None
     choices: tuple[str, ...] = ()
     array_of: type | None = None
+    check: Callable[[Any], str | None] | None = None
 
     @property
     def ros_type(self) -> int:
@@ -80,10 +90,13 @@ class ParamSpec:
         return _TYPES[type(self.default)]
 
     def descriptor(self) -> ParameterDescriptor:
-        """The ParameterDescriptor declared for this parameter."""
-        d = ParameterDescriptor(name=self.name, type=self.ros_type, description=self.description,
-                                read_only=not self.dynamic)
-        extra = []
+        """The ParameterDescriptor declared for this parameter.
+
+        Never ``read_only``: a restart parameter can be set while the node is unconfigured (the
+        set callback refuses it in any other state) and is read at the next configure.
+        """
+        d = ParameterDescriptor(name=self.name, type=self.ros_type, description=self.description)
+        extra = [] if self.dynamic else [RESTART_NOTE]
         if self.choices:
             extra.append("one of: " + ", ".join(self.choices))
         if self.lo is not None and self.array_of is None:
@@ -98,6 +111,22 @@ class ParamSpec:
         return d
 
 
+#: Default ``max_input_pixels``: 3840 x 2160 (4K UHD). A 4000 x 3000 rgb8 image is 36 MB on the
+#: wire (more than the loopback profile's 16 MiB shared-memory message, so best-effort QoS loses
+#: them) and, at output_resolution source, 48 MB of depth + confidence per view.
+MAX_INPUT_PIXELS = 3840 * 2160
+
+
+def _output_resolution_error(value: Any) -> str | None:
+    try:
+        parse_output_resolution(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+#: ``additional_constraints`` of the parameters that are read at configure only.
+RESTART_NOTE = "restart: set it while unconfigured; read at the next configure"
 #: Upper bound of "unbounded" numeric ranges in descriptors.
 UNBOUNDED = 1.0e6
 # Defaults and choices come from the config dataclasses (their one home); the table adds ROS
@@ -110,7 +139,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("model", _INF.model, "'default' (bundled trained model if present, else da3-tiny random), "
               "a preset name (random weights, plumbing only), a local weights directory, a Hugging Face "
               "hub id, or 'truth' (TEST AID: stand-in fed by ground-truth topics)"),
-    ParamSpec("device", _INF.device, "Torch device: auto, cpu, cuda, cuda:N"),
+    ParamSpec("device", _INF.device, f"Torch device: {', '.join(DEVICE_FORMS)} (checked at configure)",
+              check=device_form_error),
     ParamSpec("dtype", _INF.dtype, "Inference dtype", choices=DTYPES),
     ParamSpec("attention_backend", _INF.attention_backend, "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
@@ -140,6 +170,10 @@ SPECS: tuple[ParamSpec, ...] = (
               "metric scaling); false: the network's own estimate"),
     ParamSpec("condition_on_poses", _INF.condition_on_poses, "Feed known poses to the network"),
     ParamSpec("warmup", _INF.warmup, "Run one dummy window on activation (first real window is then fast)"),
+    ParamSpec("output_resolution", _INF.output_resolution, "Size of depth, confidence and camera_info "
+              "(scaled to match): source = each camera's image size; network = the network's processed "
+              "size (no upsampling: cheapest); N = long side of N pixels (never enlarged). The truth "
+              "stand-in always answers at source size", check=_output_resolution_error),
     # --- inputs (restart) ---
     ParamSpec("cameras", ["camera"], "Camera names; per-camera settings under camera.<name>.*",
               array_of=str),
@@ -148,6 +182,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
+    ParamSpec("max_input_pixels", MAX_INPUT_PIXELS, "A camera's images larger than this (width x height) "
+              "are logged once as too large for the CPU, memory and best-effort transport (0: never)",
+              dynamic=True, lo=0, hi=1_000_000_000),
     ParamSpec("camera_info_wait_s", 1.0, "When intrinsics are used (condition_on_intrinsics, the "
               "default; condition_on_poses; model truth), hold a camera's images up to this long for its "
               "first CameraInfo; then they go on without (counted)", lo=0.0, hi=60.0),
@@ -223,8 +260,8 @@ SPECS: tuple[ParamSpec, ...] = (
               lo=0.01, hi=3600.0),
     ParamSpec("time_jump_reset_s", 1.0, "Stamps going back more than this reset the pipeline "
               "(bag loop); smaller jumps drop the frame", dynamic=True, lo=0.0, hi=UNBOUNDED),
-    ParamSpec("log_throttle_s", 5.0, "Throttle period of repeated warnings", dynamic=True,
-              lo=0.0, hi=3600.0),
+    ParamSpec("log_throttle_s", 5.0, "Throttle period of repeated warnings, per kind of message",
+              dynamic=True, lo=0.0, hi=3600.0),
 )
 
 #: Per-camera parameters; the name is prefixed with ``camera.<name>.``.
@@ -301,43 +338,15 @@ def colorize_fields(values: dict) -> dict:
             "colorize_range": tuple(float(v) for v in values["depth_colored_range"])}
 
 
-def declare_all(node) -> None:
-    """Declare every node-wide and per-camera parameter on ``node`` (params-file values apply).
-
-    Raises:
-        ValueError: the ``cameras`` list is invalid (per-camera names could not be declared).
-    """
-    for spec in SPECS:
-        node.declare_parameter(spec.name, spec.default, spec.descriptor())
-    cameras = plain_value(node.get_parameter("cameras").value) or []
-    reason = check_values({"cameras": cameras})
-    if reason:
-        raise ValueError(f"invalid parameters: {reason}")
-    for cam in cameras:
-        for spec in CAMERA_SPECS:
-            full = camera_param(cam, spec.name)
-            default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default
-            if default == []:  # an empty list has no type of its own: declare the typed, unset parameter
-                default = Parameter.Type.DOUBLE_ARRAY
-            node.declare_parameter(full, default, _camera_descriptor(spec, full))
+def spec_for(name: str) -> ParamSpec | None:
+    """The spec of a parameter name (node-wide, ``camera.<name>.<key>`` or an extra one), or None."""
+    return SPEC_BY_NAME.get(name) or _camera_spec(name) or EXTRA_SPECS.get(name)
 
 
-def _camera_descriptor(spec: ParamSpec, full_name: str) -> ParameterDescriptor:
-    d = spec.descriptor()
-    d.name = full_name
-    return d
-
-
-def read_settings(node) -> NodeSettings:
-    """Snapshot of all declared parameters as a :class:`NodeSettings`."""
-    values = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS}
-    cams = []
-    for cam in values["cameras"]:
-        get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
-        extrinsics = node.get_parameter_or(camera_param(cam, "extrinsics")).value  # None when unset
-        cams.append(CameraSettings(cam, get("image_topic"), get("camera_info_topic"), get("frame_id"),
-                                   get("transport"), [float(x) for x in extrinsics or []]))
-    return NodeSettings(values, cams)
+def needs_restart(name: str) -> bool:
+    """True for a parameter of the table that is read at configure only (not dynamic)."""
+    spec = spec_for(name)
+    return spec is not None and not spec.dynamic
 
 
 def plain_value(value: Any) -> Any:
@@ -347,17 +356,20 @@ def plain_value(value: Any) -> Any:
     return value
 
 
-def check_values(values: dict[str, Any]) -> str | None:
+def check_values(values: dict[str, Any], names: Iterable[str] | None = None) -> str | None:
     """Why ``values`` (name -> value, merged over the current ones) are invalid, or None.
 
-    Checks what descriptors cannot: string choices, array element ranges and
-    relations between parameters. Types and scalar ranges are enforced by rclpy.
+    Checks what descriptors cannot: string choices and ``ParamSpec.check``, array element ranges
+    (for ``names``, the parameters being set; default all of ``values``) and relations between
+    parameters (over all ``values``). Types and scalar ranges are enforced by rclpy.
     """
-    for name, value in values.items():
-        spec = SPEC_BY_NAME.get(name) or _camera_spec(name) or EXTRA_SPECS.get(name)
-        if spec is None:
+    for name in values if names is None else names:
+        spec = spec_for(name)
+        if spec is None or name not in values:
             continue
-        value = plain_value(value)
+        value = plain_value(values[name])
+        if spec.check is not None and spec.check(value):
+            return spec.check(value)
         if spec.choices and value not in spec.choices:
             return f"{name}={value!r} is not one of {', '.join(spec.choices)}"
         if spec.array_of is not None and spec.lo is not None:
@@ -404,16 +416,3 @@ def _check_relations(v: dict[str, Any]) -> str | None:
     if v.get("mode") == "temporal" and cams is not None and len(cams) > 1:
         return "mode temporal takes one camera; use multicam (or auto) for a rig"
     return None
-
-
-def validation_callback(node):
-    """An ``add_on_set_parameters_callback`` callback that rejects invalid changes with a reason."""
-
-    def callback(params) -> SetParametersResult:
-        merged = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS
-                  if node.has_parameter(s.name)}
-        merged.update({p.name: plain_value(p.value) for p in params})
-        reason = check_values(merged)
-        return SetParametersResult(successful=reason is None, reason=reason or "")
-
-    return callback

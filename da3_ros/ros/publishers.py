@@ -35,11 +35,11 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
 from da3_ros.core.visualize import colorize_depth
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.topics import CAMERA_OUTPUTS, HEAVY_OUTPUTS, NODE_OUTPUTS
 
 try:  # tf2_ros is not on PyPI; a real ROS install has it.
     from tf2_ros import TransformBroadcaster  # type: ignore[import-not-found]
@@ -109,19 +109,12 @@ class OutputPublishers:
             self._pubs.append(pub)
             return pub
 
-        self.per_camera = {
-            cam: {
-                "depth": make(Image, f"~/{cam}/depth", rel),
-                "confidence": make(Image, f"~/{cam}/confidence", rel),
-                "camera_info": make(CameraInfo, f"~/{cam}/camera_info", rel),
-                "depth_colored": make(Image, f"~/{cam}/depth_colored", heavy),
-                "pose": make(PoseStamped, f"~/{cam}/pose", rel),
-            }
-            for cam in self.cameras
-        }
-        self.points = make(PointCloud2, "~/points", heavy)
-        self.odometry = make(Odometry, "~/odometry", rel)
-        self.path = make(Path, "~/path", rel)
+        self.per_camera = {cam: {key: make(msg_type, f"~/{cam}/{key}", heavy if key in HEAVY_OUTPUTS else rel)
+                                 for key, (msg_type, _) in CAMERA_OUTPUTS.items()}
+                           for cam in self.cameras}
+        self.points, self.odometry, self.path = (
+            make(msg_type, f"~/{key}", heavy if key in HEAVY_OUTPUTS else rel)
+            for key, (msg_type, _) in NODE_OUTPUTS.items())
         self._path_poses: deque[PoseStamped] = deque(maxlen=10000)
         self.path_period_s = 0.0
         self._path_lock = threading.Lock()  # worker thread appends, the diagnostics timer flushes

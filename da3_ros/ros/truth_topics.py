@@ -18,6 +18,8 @@ from sensor_msgs.msg import Image
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.inference.settings import PredictorInfo
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.node_parameters import declare_spec, overrides_of
+from da3_ros.ros.overrides import closest_hint
 from da3_ros.ros.parameters import EXTRA_SPECS, UNBOUNDED, ParamSpec, check_values, plain_value
 from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
 
@@ -128,10 +130,14 @@ def read_truth_parameters(node) -> dict:
     Raises:
         ValueError: an invalid value (a descriptor range or ``truth.scale_range`` order).
     """
+    names = [spec.name for spec in TRUTH_SPECS]
+    for name in sorted(overrides_of(node)):
+        if name.startswith("truth.") and name not in names:
+            node.get_logger().warning(f"unknown parameter {name} (ignored)" + closest_hint(name, names))
     values = {}
     for spec in TRUTH_SPECS:
         if not node.has_parameter(spec.name):
-            node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            declare_spec(node, spec)
         values[spec.name] = plain_value(node.get_parameter(spec.name).value)
     reason = check_values(values)
     sr = values["truth.scale_range"]
