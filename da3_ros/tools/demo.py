@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from da3_ros.inference.settings import REF_VIEW_SETTINGS
 from da3_ros.inference.sources import BUNDLED_MODEL, bundled_model_dir
 from da3_ros.tools.cli import run_main
 
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     # first view as reference, as it was trained); official weights: 504, saddle_balanced.
     p.add_argument("--process-res", type=int, default=0, help="long side of the network input")
     p.add_argument("--ref-view-strategy", default="auto",
-                   choices=("auto", "first", "middle", "saddle_balanced", "saddle_sim_range"))
+                   choices=REF_VIEW_SETTINGS)
     p.add_argument("--device", default="auto")
     p.add_argument("--num-view", type=int, default=4)
     p.add_argument("--stride", type=int, default=2)

@@ -34,7 +34,15 @@ from da3_ros.core.config import PipelineConfig
 from da3_ros.evaluation.consistency import percent
 from da3_ros.evaluation.run import EvalRun
 from da3_ros.inference.build import build_engine
-from da3_ros.inference.settings import InferenceSettings
+from da3_ros.inference.settings import (
+    ACCELERATE_SETTINGS,
+    ATTENTION_BACKENDS,
+    DEFAULT_PROCESS_RES,
+    DEFAULT_REF_VIEW_STRATEGY,
+    DTYPES,
+    REF_VIEW_SETTINGS,
+    InferenceSettings,
+)
 from da3_ros.ros.publishers import OutputPublishers
 from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
 from da3_ros.tools.bag.check import check_bag
@@ -55,14 +63,14 @@ class EvalOptions:
     image_topics: list[str] = field(default_factory=list)
     num_view: int = PipelineConfig.num_view
     stride: int = PipelineConfig.stride
-    dilations: tuple[int, ...] = (1,)
-    slop_s: float = 0.02
-    process_res: int = 0  # 0: the weights' recommendation, else 504
-    device: str = "auto"
-    dtype: str = "auto"
-    attention_backend: str = "auto"
-    accelerate: str = "auto"
-    ref_view_strategy: str = "auto"
+    dilations: tuple[int, ...] = PipelineConfig.dilations
+    slop_s: float = PipelineConfig.slop_s
+    process_res: int = InferenceSettings.process_res  # 0: the weights' recommendation, else 504
+    device: str = InferenceSettings.device
+    dtype: str = InferenceSettings.dtype
+    attention_backend: str = InferenceSettings.attention_backend
+    accelerate: str = InferenceSettings.accelerate
+    ref_view_strategy: str = InferenceSettings.ref_view_strategy
     max_frames: int = 0
     min_depth_m: float = 1e-3
     max_depth_m: float = math.inf
@@ -193,23 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset (random weights), weights directory, hub id, 'default' or 'truth'")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--image-topics", default="", help="comma-separated image topics (default: all cameras)")
-    p.add_argument("--num-view", type=int, default=4)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--dilations", default="1", help="comma-separated frame gaps in a window")
-    p.add_argument("--slop", type=float, default=0.02, help="multi-camera sync tolerance, s")
-    p.add_argument("--process-res", type=int, default=0,
-                   help="long side of the network input; 0: the weights' recommendation, else 504")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
-    p.add_argument("--attention-backend", default="auto")
-    p.add_argument("--accelerate", default="auto", choices=("auto", "off", "compile", "compile_graphs"),
-                   help="GPU fast path as the node's accelerate parameter (auto: off for now; "
-                        "compile_graphs: compile + CUDA graphs, each new window shape compiles once, "
-                        "tens of seconds)")
-    p.add_argument("--ref-view-strategy", default="auto",
-                   choices=("auto", "first", "middle", "saddle_balanced", "saddle_sim_range"),
+    d = EvalOptions()
+    p.add_argument("--num-view", type=int, default=d.num_view)
+    p.add_argument("--stride", type=int, default=d.stride)
+    p.add_argument("--dilations", default=",".join(map(str, d.dilations)),
+                   help="comma-separated frame gaps in a window")
+    p.add_argument("--slop", type=float, default=d.slop_s, help="multi-camera sync tolerance, s")
+    p.add_argument("--process-res", type=int, default=d.process_res,
+                   help=f"long side of the network input; 0: the weights' recommendation, else "
+                        f"{DEFAULT_PROCESS_RES}")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
+    p.add_argument("--attention-backend", default=d.attention_backend, choices=ATTENTION_BACKENDS)
+    p.add_argument("--accelerate", default=d.accelerate, choices=ACCELERATE_SETTINGS,
+                   help="GPU fast path as the node's accelerate parameter (auto: on CUDA, eager while "
+                        "each window shape compiles in the background; compile_graphs: compile + CUDA "
+                        "graphs before the first window of a shape)")
+    p.add_argument("--ref-view-strategy", default=d.ref_view_strategy, choices=REF_VIEW_SETTINGS,
                    help="reference view of each window (the node's ref_view_strategy); auto: the "
-                   "weights' recommendation, else saddle_balanced")
+                   f"weights' recommendation, else {DEFAULT_REF_VIEW_STRATEGY}")
     p.add_argument("--max-frames", type=int, default=0, help="frames per camera (0: all)")
     p.add_argument("--max-depth", type=float, default=math.inf, help="largest truth depth scored, m")
     p.add_argument("--scale-range", type=float, nargs=2, default=(0.5, 2.0), metavar=("LO", "HI"),
