@@ -23,7 +23,8 @@ DROP_PREFIX = re.compile(r"^[^/]+\.data/data/include/")
 def slim(whl: pathlib.Path, out: pathlib.Path) -> int:
     """Write ``whl`` without the dropped files to ``out``; returns how many were dropped."""
     dropped: set[str] = set()
-    with zipfile.ZipFile(whl) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
+    with zipfile.ZipFile(whl) as zin, \
+            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
         record = next(n for n in zin.namelist() if n.endswith(".dist-info/RECORD"))
         for info in zin.infolist():
             name = info.filename
