@@ -1,27 +1,14 @@
 """Forward behaviour of our DA3 network on the tiny preset (fast, CPU)."""
 
-import dataclasses
-
 import pytest
 import torch
+from _tiny_nets import TINY, TINY_METRIC, TINY_MONO, H, W
+from _tiny_nets import images as _images
+from _tiny_nets import poses as _poses
+from _tiny_nets import randomize as _randomize
+from _tiny_nets import split_sky as _split_sky
 
-from da3_ros.model import PRESETS, NestedConfig, build_model
-
-TINY = PRESETS["da3-tiny"]
-TINY_MONO = dataclasses.replace(TINY, name="tiny-mono", kind="mono", alt_start=-1, qknorm_start=-1,
-                                rope_start=-1, cat_token=False, head="dpt")
-TINY_METRIC = dataclasses.replace(TINY_MONO, name="tiny-metric", kind="metric")
-H, W = 56, 70
-
-
-def _randomize(net, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-        if hasattr(net, "cam_dec"):
-            net.cam_dec.fc_fov[0].bias.fill_(1.0)  # a sane field of view
-    return net
+from da3_ros.model import NestedConfig, build_model
 
 
 @pytest.fixture(scope="module")
@@ -30,36 +17,10 @@ def tiny():
     return _randomize(build_model(TINY))
 
 
-def _split_sky(net):
-    """Shift the sky logit so about half the pixels of a random image are sky."""
-    seen = []
-    hook = net.head.scratch.sky_output_conv2.register_forward_hook(lambda m, i, o: seen.append(o))
-    with torch.inference_mode():
-        net(_images(2, seed=7))
-    hook.remove()
-    with torch.no_grad():
-        net.head.scratch.sky_output_conv2[2].bias += 0.3 - seen[0].median()
-    return net
-
-
 @pytest.fixture(scope="module")
 def mono():
     torch.manual_seed(1)
     return _split_sky(_randomize(build_model(TINY_MONO), 1))
-
-
-def _images(s, b=1, seed=0):
-    return torch.randn(b, s, 3, H, W, generator=torch.Generator().manual_seed(seed))
-
-
-def _poses(s, b=1):
-    w2c = torch.eye(4).repeat(b, s, 1, 1)
-    angles = torch.linspace(0, 0.5, s)
-    w2c[..., 0, 0], w2c[..., 0, 2] = torch.cos(angles), torch.sin(angles)
-    w2c[..., 2, 0], w2c[..., 2, 2] = -torch.sin(angles), torch.cos(angles)
-    w2c[..., :3, 3] = torch.stack([angles, 0.1 * angles, -angles], -1)
-    k = torch.tensor([[60.0, 0, W / 2], [0, 60.0, H / 2], [0, 0, 1]]).repeat(b, s, 1, 1)
-    return w2c, k
 
 
 @torch.inference_mode()
