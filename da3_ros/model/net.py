@@ -120,7 +120,7 @@ class DA3Net(_AttentionMixin, nn.Module):
     def forward(self, images: torch.Tensor, extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None, ref_view_strategy: str = "saddle_balanced",
                 return_rays: bool = False, frame_chunk: int | None = None,
-                metric_scaling: bool | None = None) -> DA3Output:
+                metric_scaling: bool | None = None, shard=None) -> DA3Output:
         """Predict depth (and cameras) for a window of views.
 
         Args:
@@ -139,6 +139,10 @@ class DA3Net(_AttentionMixin, nn.Module):
             metric_scaling: Metric model only: multiply depth by focal/300 (needs
                 intrinsics). None: the model's ``apply_metric_scaling`` (default False, as
                 upstream's standalone API).
+            shard: None, or this rank's :class:`~da3_ros.model.context_parallel.ViewShard`
+                of a window sharded over a process group: ``images`` are then this rank's
+                views ``(B, S_local, 3, H, W)``, ``extrinsics`` / ``intrinsics`` the whole
+                window's, and every rank returns the whole window's output.
 
         Returns:
             :class:`DA3Output` in input view order.
@@ -153,12 +157,17 @@ class DA3Net(_AttentionMixin, nn.Module):
             if intrinsics is None:
                 raise ValueError("pose conditioning needs intrinsics together with extrinsics")
             cam_token = self.cam_enc(extrinsics, intrinsics, (h, w), self._cam_attn_fn)
+            cam_token = cam_token if shard is None else shard.local(cam_token)
         x = images.to(self.backbone.pretrained.patch_embed.proj.weight.dtype)
-        feats = self.backbone.pretrained(x, self._attn_fn, cam_token, ref_view_strategy, frame_chunk)
+        feats = self.backbone.pretrained(x, self._attn_fn, cam_token, ref_view_strategy, frame_chunk, shard)
         out = run_head(self.head, [f[0] for f in feats], (h, w), cfg.patch_size, return_rays,
                        frame_chunk or DEFAULT_HEAD_CHUNK)
         if cfg.has_camera:
-            c2w, k = decode_pose(self.cam_dec(feats[-1][1]), (h, w))
+            out["pose_enc"] = self.cam_dec(feats[-1][1])
+        if shard is not None:  # per-view work is done: every rank gets the whole window
+            out = {key: shard.gather_views(val) for key, val in out.items()}
+        if cfg.has_camera:
+            c2w, k = decode_pose(out["pose_enc"], (h, w))
             return DA3Output(out["depth"], out["depth_conf"], affine_inverse(c2w), k,
                              ray=out.get("ray"), ray_conf=out.get("ray_conf"))
         return self._per_view_output(out, intrinsics, metric_scaling)
@@ -203,7 +212,7 @@ class NestedDA3Net(_AttentionMixin, nn.Module):
     def forward(self, images: torch.Tensor, extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None, ref_view_strategy: str = "saddle_balanced",
                 return_rays: bool = False, frame_chunk: int | None = None,
-                metric_scaling: bool | None = None) -> DA3Output:
+                metric_scaling: bool | None = None, shard=None) -> DA3Output:
         """Same arguments as :meth:`DA3Net.forward`; ``metric_scaling`` is ignored (always on).
 
         The metric branch's depth is scaled by the giant's predicted focal / 300; the giant
@@ -211,8 +220,9 @@ class NestedDA3Net(_AttentionMixin, nn.Module):
         translations get the same scale; sky is set to min(q99 of non-sky depth, 200) with
         confidence 1.
         """
-        out = self.da3(images, extrinsics, intrinsics, ref_view_strategy, return_rays, frame_chunk)
-        metric = self.da3_metric(images, frame_chunk=frame_chunk)
+        out = self.da3(images, extrinsics, intrinsics, ref_view_strategy, return_rays, frame_chunk,
+                       shard=shard)
+        metric = self.da3_metric(images, frame_chunk=frame_chunk, shard=shard)
         return align_to_metric(out, metric)
 
 

@@ -170,8 +170,8 @@ class VisionTransformer(nn.Module):
         return torch.cat([cls, patches], dim=1) + self.interpolated_pos_embed(gh, gw, patches.dtype)
 
     def forward(self, images: torch.Tensor, attn_fn: AttentionFn, cam_token: torch.Tensor | None = None,
-                ref_view_strategy: str = "saddle_balanced", frame_chunk: int | None = None
-                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                ref_view_strategy: str = "saddle_balanced", frame_chunk: int | None = None,
+                shard=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Run the backbone.
 
         Args:
@@ -180,11 +180,18 @@ class VisionTransformer(nn.Module):
             cam_token: ``(B, S, C)`` camera-encoder tokens (pose conditioning) or None.
             ref_view_strategy: See :func:`select_reference_view`.
             frame_chunk: Frames per chunk for per-frame work (None: all at once).
+            shard: None (this process holds every view), or this process's share of the
+                window (:class:`da3_ros.model.context_parallel.ViewShard`: ``start``,
+                ``num_views``, ``gather_views``, ``global_attention``). Then ``images`` and
+                ``cam_token`` hold views ``[start, start + S_local)`` only; the reference view
+                is chosen from every view's cls token and marked where it lives instead of
+                being moved first (global attention is order-free: every view has the same
+                global RoPE positions), and global blocks attend over all views' keys.
 
         Returns:
             For each out layer ``(patch_tokens (B, S, h*w, C'), cam_token (B, S, C'))`` in
-            input view order; C' = 2C with cat_token (first half raw local tokens, second
-            half normed), the cam token raw.
+            input view order (S: this process's views); C' = 2C with cat_token (first half
+            raw local tokens, second half normed), the cam token raw.
         """
         cfg = self.cfg
         b, s, _, h, w = images.shape
@@ -196,19 +203,27 @@ class VisionTransformer(nn.Module):
             tables = self.rope.get(c // cfg.num_heads, gh, gw, x.device, x.dtype)
             local_rope = tables[0], tables[1]
             global_rope = tables[2].repeat(s, 1, 1), tables[3].repeat(s, 1, 1)  # (S*N, 1, D)
+        start, num_views = (0, s) if shard is None else (shard.start, shard.num_views)
+        global_attn_fn = attn_fn if shard is None else shard.global_attention(attn_fn)
+        # Position in x of each batch element's reference view (window view 0 unless selected).
+        ref_pos = torch.full((b,), -start, dtype=torch.long, device=x.device)
         local_x, restore, outs = x, None, []
         for i, blk in enumerate(self.blocks):
-            if i == cfg.alt_start - 1 and s >= MIN_VIEWS_FOR_SELECTION and cam_token is None:
-                ref = select_reference_view(x.view(b, s, n, c)[:, :, 0], ref_view_strategy)
-                order, restore = reorder_indices(ref, s)
-                x = gather_views(x.view(b, s, n, c), order).flatten(0, 1)
-                local_x = x
+            if i == cfg.alt_start - 1 and num_views >= MIN_VIEWS_FOR_SELECTION and cam_token is None:
+                cls = x.view(b, s, n, c)[:, :, 0]
+                if shard is None:  # upstream: move the reference first, restore for the heads
+                    ref = select_reference_view(cls, ref_view_strategy)
+                    order, restore = reorder_indices(ref, s)
+                    x = gather_views(x.view(b, s, n, c), order).flatten(0, 1)
+                    local_x = x
+                else:
+                    ref_pos = select_reference_view(shard.gather_views(cls), ref_view_strategy) - start
             if i == cfg.alt_start:
-                x = self._insert_camera_token(x.view(b, s, n, c), cam_token).flatten(0, 1)
+                x = self._insert_camera_token(x.view(b, s, n, c), cam_token, ref_pos).flatten(0, 1)
             use_rope = i >= cfg.rope_start
             if cfg.is_global_block(i):
                 rope = global_rope if use_rope else None
-                x = blk(x.view(b, s * n, c), attn_fn, rope).view(b * s, n, c)
+                x = blk(x.view(b, s * n, c), global_attn_fn, rope).view(b * s, n, c)
             else:
                 rope = local_rope if use_rope else None
                 x = chunked(lambda t, blk=blk, rope=rope: blk(t, attn_fn, rope), x, frame_chunk)
@@ -217,13 +232,18 @@ class VisionTransformer(nn.Module):
                 outs.append(self._out_feature(local_x, x, b, s, restore))
         return outs
 
-    def _insert_camera_token(self, x: torch.Tensor, cam_token: torch.Tensor | None) -> torch.Tensor:
-        """Overwrite token 0 of every view: ``x (B, S, N, C)``."""
+    def _insert_camera_token(self, x: torch.Tensor, cam_token: torch.Tensor | None,
+                             ref_pos: torch.Tensor) -> torch.Tensor:
+        """Overwrite token 0 of every view of ``x (B, S, N, C)``.
+
+        ``cam_token (B, S, C)`` when given; else ``camera_token[0]`` for the view at
+        ``ref_pos (B,)`` (none when it lies outside ``[0, S)``) and ``camera_token[1]`` for the
+        others.
+        """
         b, s = x.shape[:2]
         if cam_token is None:
-            ref = self.camera_token[:, :1].expand(b, 1, -1)
-            src = self.camera_token[:, 1:].expand(b, s - 1, -1)
-            cam_token = torch.cat([ref, src], dim=1)
+            is_ref = torch.arange(s, device=x.device)[None, :, None] == ref_pos[:, None, None]
+            cam_token = torch.where(is_ref, self.camera_token[:, :1], self.camera_token[:, 1:])
         return torch.cat([cam_token.to(x.dtype)[:, :, None], x[:, :, 1:]], dim=2)
 
     def _out_feature(self, local_x, x, b, s, restore):
