@@ -1,8 +1,9 @@
 """The context-parallel forward on 2 CPU processes (gloo) equals the single-process forward.
 
-One spawn runs every case: 5 views split 3 + 2 over two ranks, fp32, tiny networks with fixed
-random weights. Each rank saves the whole-window output it returns; the parent compares both
-ranks' outputs with its own single-process forward of the same weights and images.
+One spawn runs every case: 5 views split 3 + 2 over two ranks (the per-rank broadcast path;
+one case 4 views, 2 + 2: the all-gather path), fp32, tiny networks with fixed random weights.
+Each rank saves the whole-window output it returns; the parent compares both ranks' outputs
+with its own single-process forward of the same weights and images.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ TOL = {"rtol": 1e-4, "atol": 1e-4}
 # name: (network, forward keyword arguments); "local_kv" runs with the K/V gather removed.
 CASES = {
     "first": ("tiny", {"ref_view_strategy": "first", "return_rays": True}),
+    "even": ("tiny", {"ref_view_strategy": "saddle_balanced", "views": 4}),
     "saddle": ("tiny", {"ref_view_strategy": "saddle_balanced"}),
     "poses": ("tiny", {"ref_view_strategy": "saddle_balanced", "with_poses": True}),
     "nested": ("nested", {"ref_view_strategy": "saddle_balanced"}),
@@ -40,11 +42,13 @@ def _nets():
     return {"tiny": tiny, "nested": nested}
 
 
-def _call(net, x, name, shard=None):
+def _call(net, x, name, rank=None):
     kwargs = dict(CASES[name][1])
+    views = kwargs.pop("views", VIEWS)
     if kwargs.pop("with_poses", False):
-        kwargs["extrinsics"], kwargs["intrinsics"] = poses(VIEWS)
-    x = x if shard is None else shard.local(x)
+        kwargs["extrinsics"], kwargs["intrinsics"] = poses(views)
+    shard = None if rank is None else ViewShard(split_views(views, RANKS), rank)
+    x = x[:, :views] if shard is None else shard.local(x[:, :views])
     with torch.inference_mode():
         out = net(x, shard=shard, **kwargs)
     return {k: v.clone() for k, v in out.as_dict().items() if isinstance(v, torch.Tensor)}
@@ -56,14 +60,13 @@ def _rank_main(rank, port, state, x, out_dir):
     nets = {"tiny": build_model(TINY), "nested": build_model(TINY_NESTED)}
     for key, net in nets.items():
         net.load_state_dict(state[key])
-    shard = ViewShard(split_views(VIEWS, RANKS), rank)
     results = {}
     for name, (key, _) in CASES.items():
         if name == "local_kv":  # each rank's queries see only its own views' keys and values
             with mock.patch.object(ViewShard, "global_attention", lambda self, fn: fn):
-                results[name] = _call(nets[key], x, name, shard)
+                results[name] = _call(nets[key], x, name, rank)
         else:
-            results[name] = _call(nets[key], x, name, shard)
+            results[name] = _call(nets[key], x, name, rank)
     torch.save(results, f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -113,7 +116,7 @@ def test_the_saddle_reference_view_is_on_the_second_rank(runs):
     assert runs[2] >= split_views(VIEWS, RANKS)[0]
 
 
-@pytest.mark.parametrize("case", ["first", "saddle", "poses", "nested"])
+@pytest.mark.parametrize("case", ["first", "even", "saddle", "poses", "nested"])
 def test_sharded_forward_equals_single_process(runs, case):
     single, sharded, _ = runs
     want = single[case]

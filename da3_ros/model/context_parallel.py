@@ -3,8 +3,8 @@
 Each rank holds a contiguous block of views ``[start, end)`` (sizes may differ by rank) and runs
 everything that is per view on them alone: patch embedding, local blocks, heads, camera
 decoder. A global block needs every view, so each rank computes q, k, v for its own tokens,
-the k and v of all ranks are all-gathered (``torch.distributed``, one collective per global
-block) and the local queries attend over the full sequence through the model's attention
+the k and v of all ranks are gathered (``torch.distributed`` collectives, straight into the
+full-sequence buffers) and the local queries attend over the full sequence through the model's attention
 function (the kernel is still chosen by :mod:`da3_ros.model.attention`); the outputs stay local.
 
 Why this equals the single-process forward (up to the summation order of fp32 rounding):
@@ -82,39 +82,49 @@ class ViewShard:
     def gather_views(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """All ranks' views of ``x``, in window order.
 
+        Equal shards take one all-gather; uneven ones one broadcast per rank (gloo's all-gather
+        needs equal sizes, and padding would cost a second full-size copy). Either way each
+        rank's views land straight in their place in one new ``(S, ...)`` buffer.
+
         Args:
             x: ``(..., S_local, ...)`` with this rank's views along ``dim``; the other dims
                 must be equal on every rank.
             dim: the view dimension.
 
         Returns:
-            ``(..., S, ...)``, the same on every rank.
+            ``(..., S, ...)``, the same on every rank (a view of a view-major buffer: for
+            ``dim=1`` and a batch of 1, flattening views and tokens needs no copy).
         """
         if len(self.counts) == 1:
             return x
-        first = x.movedim(dim, 0)
-        most = max(self.counts)
-        if first.shape[0] < most:  # collectives move equal sizes: pad, then drop the padding
-            first = torch.cat([first, first.new_zeros((most - first.shape[0],) + first.shape[1:])])
-        out = first.new_empty((len(self.counts) * most,) + first.shape[1:])
-        _all_gather_single(out, first.contiguous(), group=self.group)
-        if min(self.counts) < most:
-            keep = [r * most + i for r, c in enumerate(self.counts) for i in range(c)]
-            out = out[torch.tensor(keep, device=out.device)]
-        return out.movedim(0, dim)
+        mine = x.movedim(dim, 0).contiguous()
+        full = mine.new_empty((self.num_views,) + mine.shape[1:])
+        if len(set(self.counts)) == 1:
+            _all_gather_single(full, mine, group=self.group)
+        else:
+            start = 0
+            for rank, count in enumerate(self.counts):
+                part = full[start:start + count]
+                if rank == self.rank:
+                    part.copy_(mine)
+                src = rank if self.group is None else dist.get_global_rank(self.group, rank)
+                dist.broadcast(part, src=src, group=self.group)
+                start += count
+        return full.movedim(0, dim)
 
     def global_attention(self, attn_fn: AttentionFn) -> AttentionFn:
         """``attn_fn`` with this rank's queries over every rank's keys and values.
 
         The returned function takes local ``q, k, v (B, S_local * N, heads, D)`` (N tokens per
         view, view-major as a global block lays them out) and returns ``(B, S_local * N, heads,
-        D)``: one all-gather of k and v together, then ``attn_fn(q, k_all, v_all)`` with
-        ``k_all, v_all (B, S * N, heads, D)``.
+        D)``: k and v are gathered (one collective each, straight into the full-sequence
+        buffers), then ``attn_fn(q, k_all, v_all)`` with ``k_all, v_all (B, S * N, heads, D)``.
         """
+        def full(t: torch.Tensor) -> torch.Tensor:
+            per_view = t.unflatten(1, (self.local_views, t.shape[1] // self.local_views))
+            return self.gather_views(per_view).flatten(1, 2)
+
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            b, tokens = k.shape[:2]
-            kv = torch.cat([k, v]).unflatten(1, (self.local_views, tokens // self.local_views))
-            kv = self.gather_views(kv).flatten(1, 2)  # (2B, S*N, heads, D)
-            return attn_fn(q, kv[:b], kv[b:])
+            return attn_fn(q, full(k), full(v))
 
         return fn
