@@ -40,6 +40,26 @@ def test_plan_views_shrinks_in_groups_or_refuses():
         memory.plan_views(per_view, 12, budget_bytes=150, min_views=2)
 
 
+def test_per_rank_estimate_splits_activations_but_not_weights_or_gathered_kv():
+    est, large = memory.estimate_peak_bytes, get_preset("da3-large")
+    weights = 800 * 2**20
+    one, two = (est(large, 512, 378, 504, weights, act_bytes=2, ranks=r) for r in (1, 2))
+    assert weights < two < one
+    # Per-view activations halve; every rank also holds k and v of all 512 views.
+    tokens = 512 * (27 * 36 + 1)
+    kv = memory.KV_TENSORS * tokens * large.embed_dim * 2
+    assert two - weights > (one - weights) / 2 + 0.9 * kv
+    four = est(large, 512, 378, 504, weights, act_bytes=2, ranks=4)
+    assert four - weights < (two - weights) * 0.8 and two - weights < (one - weights) * 0.85
+    # Uneven shards: the largest one counts (5 views on 2 ranks: 3 per rank).
+    assert est(large, 5, 378, 504, 0, ranks=2) > est(large, 4, 378, 504, 0, ranks=2)
+    # Per-view models have no global block: no gathered k, v, just their share of the views.
+    metric = get_preset("da3metric-large")
+    assert est(metric, 8, 378, 504, 0, ranks=2) < est(metric, 8, 378, 504, 0) * 0.6
+    with pytest.raises(ValueError):
+        est(large, 1, 378, 504, 0, ranks=2)
+
+
 def test_select_views_keeps_one_shared_group_then_newest():
     shared = [True, True, True, True, False, False, False, False]
     assert memory.select_views(8, 4, shared) == [3, 5, 6, 7]

@@ -39,8 +39,10 @@ class MemoryPlan:
 
     Attributes:
         requested: views asked for; num_views: views to run (<= requested).
-        estimate_bytes: estimated peak for num_views; budget_bytes: the budget (None = unlimited).
+        estimate_bytes: estimated peak for num_views (per device when sharded); budget_bytes:
+            the budget of each device (None = unlimited).
         message: a human sentence (empty when nothing was shrunk).
+        ranks: devices the views are sharded over (1: one device).
     """
 
     requested: int
@@ -48,6 +50,7 @@ class MemoryPlan:
     estimate_bytes: int
     budget_bytes: int | None
     message: str = ""
+    ranks: int = 1
 
     @property
     def shrunk(self) -> bool:
@@ -62,11 +65,15 @@ TOKEN_ACTIVATIONS = 11.9  # live (tokens x embed_dim) tensors at the peak (resid
 HEAD_MAPS = 1.5  # live full-resolution maps of head_features/2 channels per frame of a head chunk
 HEAD_CHANNELS = 45  # plus this many full-resolution channels per frame (final convs, pos-embed)
 FIXED_BYTES = 36 * 2**20  # workspaces, interpolated position embedding, RoPE / UV tables
+# Sharded, per global block: k and v of every view (2 token-sized tensors of the whole window),
+# gathered straight into the buffers attention reads.
+KV_TENSORS = 2
 
 
 def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_bytes: int,
-                        act_bytes: int = 4, attention: str = "flash", safety: float = 1.0) -> int:
-    """Estimated peak GPU bytes of one forward pass (batch 1).
+                        act_bytes: int = 4, attention: str = "flash", safety: float = 1.0,
+                        ranks: int = 1) -> int:
+    """Estimated peak GPU bytes of one forward pass (batch 1), per rank when sharded.
 
     Peak = weights + ``TOKEN_ACTIVATIONS`` token-sized tensors of every view (the global blocks
     attend over all S*P tokens at once, so the window is never split) + ``HEAD_MAPS`` maps of
@@ -76,6 +83,12 @@ def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_b
     The constants fit measured peaks within 15 % (bench/RESULTS.md); the headroom for what the
     allocator reserves beyond its peak (up to ~20 % under a cap) belongs in the budget
     (``DA3Engine.memory_fraction``) or in ``safety``.
+
+    Sharded over ``ranks`` devices (:mod:`da3_ros.model.context_parallel`), each rank holds the
+    weights, the token activations and head chunk of its own ``ceil(S / ranks)`` views, and in
+    each global block the k and v (``KV_TENSORS``) of *every* view, the images twice on rank 0
+    (input and the padded scatter parts) and the whole window's depth and confidence (all-gathered).
+    The sharded terms are counted from the code, not measured on GPUs.
 
     Args:
         preset: a ``DA3Config``-like object (``embed_dim``, ``num_heads``, ``head_features``,
@@ -87,19 +100,28 @@ def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_b
         act_bytes: bytes per activation element (2 for bf16/fp16 weights or autocast, 4 fp32).
         attention: ``"math"`` adds the materialised (heads, N, N) attention matrix.
         safety: multiplicative margin on the activations (1.0: the calibrated estimate).
+        ranks: devices the window's views are sharded over (1: one device; needs
+            ``num_views >= ranks``).
     """
+    if ranks < 1 or num_views < ranks:
+        raise ValueError(f"cannot shard {num_views} views over {ranks} ranks")
     members = [preset.anyview, preset.metric] if hasattr(preset, "anyview") else [preset]
+    local_views = -(-num_views // ranks)
     peak = 0
     for cfg in members:
         ps = getattr(cfg, "patch_size", 14)
-        h, w = height // ps, width // ps
-        n_tok = num_views * (h * w + 1)
-        backbone = TOKEN_ACTIVATIONS * n_tok * cfg.embed_dim * act_bytes
+        tokens = (height // ps) * (width // ps) + 1
+        n_local, n_all = local_views * tokens, num_views * tokens
+        backbone = TOKEN_ACTIVATIONS * n_local * cfg.embed_dim * act_bytes
+        if ranks > 1 and getattr(cfg, "has_camera", True):  # global blocks gather every view's k, v
+            backbone += KV_TENSORS * n_all * cfg.embed_dim * act_bytes
         if attention == "math":
-            backbone += cfg.num_heads * n_tok * n_tok * act_bytes
-        chunk = min(num_views, HEAD_CHUNK)
+            backbone += cfg.num_heads * n_local * n_all * act_bytes
+        chunk = min(local_views, HEAD_CHUNK)
         head = chunk * height * width * (HEAD_MAPS * (cfg.head_features // 2) + HEAD_CHANNELS) * act_bytes
         io = num_views * height * width * (3 + 2) * 4  # fp32 images in, depth + confidence out
+        if ranks > 1:  # rank 0's padded scatter parts
+            io += ranks * local_views * height * width * 3 * 4
         peak = max(peak, backbone + head + io)
     # Nested: the any-view branch's outputs stay alive while the metric branch runs.
     peak += (len(members) - 1) * num_views * height * width * 4 * 4
@@ -107,21 +129,28 @@ def estimate_peak_bytes(preset, num_views: int, height: int, width: int, param_b
 
 
 def plan_views(estimate: Callable[[int], int], requested: int, budget_bytes: int | None,
-               min_views: int = 2, group: int = 1) -> MemoryPlan:
+               min_views: int = 2, group: int = 1, ranks: int = 1) -> MemoryPlan:
     """Largest view count (a multiple of ``group``, >= ``min_views``) whose estimate fits.
 
     Args:
-        estimate: ``estimate(num_views) -> bytes``.
+        estimate: ``estimate(num_views) -> bytes`` (per device: with ``ranks`` > 1 the views
+            spread over that many devices whenever there are at least as many views).
         requested: views in the window.
-        budget_bytes: available bytes, or None for no limit.
+        budget_bytes: available bytes (of each device), or None for no limit.
         min_views: refuse below this many views.
         group: views come in groups of this size (cameras per set in multi-camera mode).
+        ranks: devices a window is sharded over; a window is shrunk only when it does not fit
+            spread over all of them.
 
     Raises:
         WindowTooLargeError: not even ``min_views`` fit; the message states sizes and budget.
     """
+    def used(n: int) -> int:
+        return ranks if n >= ranks else 1
+
+    where = f" per device on {ranks} devices" if ranks > 1 else ""
     if budget_bytes is None:
-        return MemoryPlan(requested, requested, estimate(requested), None)
+        return MemoryPlan(requested, requested, estimate(requested), None, ranks=used(requested))
     n = requested
     while n >= 1:
         est = estimate(n)
@@ -132,22 +161,35 @@ def plan_views(estimate: Callable[[int], int], requested: int, budget_bytes: int
     if n < floor:
         need = estimate(floor)
         raise WindowTooLargeError(
-            f"a window of {floor} views needs ~{need / 2**30:.2f} GiB but only {budget_bytes / 2**30:.2f} "
-            f"GiB is available; lower process_res, use a smaller model or free GPU memory")
+            f"a window of {floor} views needs ~{need / 2**30:.2f} GiB{where} but only "
+            f"{budget_bytes / 2**30:.2f} GiB is available; lower process_res, use a smaller model or "
+            "free GPU memory")
     msg = "" if n == requested else (
-        f"window of {requested} views needs ~{estimate(requested) / 2**30:.2f} GiB > budget "
+        f"window of {requested} views needs ~{estimate(requested) / 2**30:.2f} GiB{where} > budget "
         f"{budget_bytes / 2**30:.2f} GiB; running {n} views instead")
-    return MemoryPlan(requested, n, est, budget_bytes, msg)
+    return MemoryPlan(requested, n, est, budget_bytes, msg, ranks=used(n))
 
 
-def cuda_budget_bytes(device: torch.device | str, fraction: float = 0.9) -> int | None:
-    """Bytes a new window may use on ``device`` (None on CPU/MPS: no planning there)."""
+def cuda_free_and_cached(device: torch.device | str) -> tuple[int, int] | None:
+    """``(free bytes, bytes this process's allocator caches)`` on a CUDA ``device``, else None."""
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free, torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def budget_from(free_and_cached: tuple[int, int] | None, fraction: float = 0.9) -> int | None:
+    """``fraction`` of the free bytes plus the cached ones (None stays None: no planning)."""
+    if free_and_cached is None:
+        return None
+    free, cached = free_and_cached
     return int(fraction * free + cached)
+
+
+def cuda_budget_bytes(device: torch.device | str, fraction: float = 0.9) -> int | None:
+    """Bytes a new window may use on ``device`` (None on CPU/MPS: no planning there)."""
+    return budget_from(cuda_free_and_cached(device), fraction)
 
 
 def select_views(num_views: int, keep: int, shared: Sequence[bool], group: int = 1) -> list[int]:
