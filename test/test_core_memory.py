@@ -60,6 +60,42 @@ def test_per_rank_estimate_splits_activations_but_not_weights_or_gathered_kv():
         est(large, 1, 378, 504, 0, ranks=2)
 
 
+class _ShardedStub:
+    """Stands for a ShardedNet: 2 ranks, each device with a fixed budget."""
+
+    preset, world_size = get_preset("da3-large"), 2
+
+    def __init__(self, budget):
+        self.budget = budget
+
+    def budget_bytes(self, fraction):
+        return self.budget
+
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("planning only")
+
+
+def test_a_window_too_large_for_one_device_is_planned_onto_two_before_shrinking():
+    from da3_ros.core.engine import DA3Engine
+    from da3_ros.core.frames import Frame
+
+    frames = [Frame(image=np.zeros((378, 504, 3), np.uint8), stamp_ns=i + 1, camera="c", frame_id="c")
+              for i in range(256)]
+    single = memory.estimate_peak_bytes(get_preset("da3-large"), 256, 378, 504, 0, act_bytes=2)
+    budget = int(0.9 * single)  # one device cannot hold the window
+    one = DA3Engine(_ShardedStub(budget), process_res=504, dtype=torch.bfloat16)
+    one.model.world_size = 1
+    assert one.plan(frames).shrunk
+    engine = DA3Engine(_ShardedStub(budget), process_res=504, dtype=torch.bfloat16)
+    plan = engine.plan(frames)
+    assert not plan.shrunk and plan.ranks == 2 and plan.estimate_bytes <= budget
+    assert plan.estimate_bytes == engine.estimate_bytes(256, 504, 378)
+    # Twice the views do not fit even on two devices: shrunk, still spread over both.
+    plan = engine.plan(frames * 2)
+    assert plan.shrunk and plan.ranks == 2 and 256 <= plan.num_views < 512
+    assert "per device on 2 devices" in plan.message
+
+
 def test_select_views_keeps_one_shared_group_then_newest():
     shared = [True, True, True, True, False, False, False, False]
     assert memory.select_views(8, 4, shared) == [3, 5, 6, 7]

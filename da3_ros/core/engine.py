@@ -78,6 +78,7 @@ from da3_ros.core.resampling import (
     resize_map,
     resize_maps_torch,
 )
+from da3_ros.core.sharded import ShardedNet
 from da3_ros.core.undistortion import Undistorter, blank_outside, supported
 
 LOG = logging.getLogger("da3_ros.core.engine")
@@ -130,13 +131,21 @@ class DA3Engine:
             equal to upstream's preprocessing.
         output_resolution: ``source`` (each view's image size), ``network`` (the window's
             processed size) or a long side in pixels; see :func:`~da3_ros.core.config.output_size`.
+        devices: two or more devices (distinct GPUs, or ``cpu`` repeated): every window with
+            at least that many views runs sharded over them, one process per device
+            (:class:`~da3_ros.core.sharded.ShardedNet`; ``device`` becomes ``devices[0]``, an
+            accelerated wrapper's network runs eagerly), and the memory planner budgets each
+            device for its share. Empty: the single ``device``. :meth:`close` stops the workers.
     """
 
     def __init__(self, model, process_res: int = 504, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, condition_on_intrinsics: bool = False,
                  condition_on_poses: bool = False, ref_view_strategy: str = "saddle_balanced",
                  memory_fraction: float = 0.9, attention: str = "flash", device_io: bool | None = None,
-                 output_resolution: str | int = "source"):
+                 output_resolution: str | int = "source", devices: Sequence[str] = ()):
+        if len(devices) > 1:
+            device = devices[0]
+            model = ShardedNet(getattr(model, "module", model).to(device), devices)
         self.model = model
         self.process_res = int(process_res)
         self.device = torch.device(device)
@@ -168,19 +177,35 @@ class DA3Engine:
         """Each view's output (w, h) for a window of processed ``size`` (``output_resolution``)."""
         return [output_size(self.output_resolution, (f.width, f.height), size) for f in frames]
 
+    @property
+    def ranks(self) -> int:
+        """Devices a window is sharded over (1 unless built with ``devices``)."""
+        return int(getattr(self.model, "world_size", 1))
+
     def estimate_bytes(self, num_views: int, width: int, height: int) -> int:
-        """Estimated peak GPU bytes for ``num_views`` views at (width, height) process size."""
+        """Estimated peak GPU bytes (per device) for ``num_views`` views at (width, height) process size."""
         half = (torch.float16, torch.bfloat16)
         act = 2 if self.dtype in half or self._weight_dtype in half else 4
+        ranks = self.ranks if num_views >= self.ranks else 1  # as ShardedNet runs it
         return memory.estimate_peak_bytes(self.model.preset, num_views, height, width, self._param_bytes,
-                                          act_bytes=act, attention=self.attention)
+                                          act_bytes=act, attention=self.attention, ranks=ranks)
 
     def plan(self, frames: Sequence[Frame], min_views: int = 2, group: int = 1) -> memory.MemoryPlan:
-        """Memory plan for this window on this engine's device (unlimited on CPU)."""
+        """Memory plan for this window on this engine's device(s) (unlimited on CPU).
+
+        Sharded, every device must fit its share; a window shrinks only when it does not fit
+        spread over all of them.
+        """
         w, h = self.window_size(frames)
-        budget = memory.cuda_budget_bytes(self.device, self.memory_fraction)
+        budget_of = getattr(self.model, "budget_bytes", None)
+        budget = (budget_of(self.memory_fraction) if budget_of is not None
+                  else memory.cuda_budget_bytes(self.device, self.memory_fraction))
         return memory.plan_views(lambda n: self.estimate_bytes(n, w, h), len(frames), budget,
-                                 min_views, group)
+                                 min_views, group, ranks=self.ranks)
+
+    def close(self) -> None:
+        """Stop a sharded network's worker processes (nothing to do on one device)."""
+        getattr(self.model, "close", lambda: None)()
 
     def _known_K(self, f: Frame, w: int, h: int) -> np.ndarray | None:
         if f.intrinsics is None:
