@@ -300,3 +300,36 @@ def test_eval_runs_a_network_through_the_node_engine(bag, tmp_path):
     assert all(math.isfinite(m[k]) for k in ("abs_rel", "rmse", "delta1", "ate"))
     with BagReader(tmp_path / "predictions") as r:
         assert r.topics["/da3_node/camera/depth"][1] == 4
+
+
+def test_eval_over_two_cpu_processes_scores_what_one_device_does(bag, tmp_path, monkeypatch):
+    """``da3-eval --devices cpu,cpu``: every window sharded over 2 processes (gloo), same scores."""
+    pytest.importorskip("torch").set_num_threads(1)
+    from da3_ros.core.sharded import ShardedNet
+
+    views, real = [], ShardedNet.__call__
+    monkeypatch.setattr(ShardedNet, "__call__",
+                        lambda self, x, **kw: views.append(x.shape[1]) or real(self, x, **kw))
+    opts = {"model": "default", "process_res": 56, "device": "cpu", "dtype": "float32", "max_frames": 6}
+    one = evaluate(bag, tmp_path / "one", _opts(**opts))
+    assert views == []
+    two = evaluate(bag, tmp_path / "two", _opts(devices=["cpu", "cpu"], **opts))
+    assert len(views) == two["windows"] == one["windows"] >= 2 and min(views) >= 2
+    assert two["frames_processed"] == 6
+    for key in ("abs_rel", "rmse", "delta1", "ate", "rpe"):
+        assert two[key] == pytest.approx(one[key], rel=1e-3, abs=1e-5), key
+
+
+def test_eval_gpus_and_devices_options():
+    from da3_ros.tools.eval import build_parser, options_from_args
+
+    def devices(*a):
+        return options_from_args(build_parser().parse_args(["b", "--model", "x", "--out", "o", *a])).devices
+
+    assert devices() == [] and devices("--gpus", "1") == []
+    assert devices("--gpus", "3") == ["cuda:0", "cuda:1", "cuda:2"]
+    assert devices("--devices", "cpu, cpu") == ["cpu", "cpu"]
+    bad_args = (("--gpus", "2", "--devices", "cpu,cpu"), ("--devices", "gpu0,cpu"), ("--devices", "auto,cpu"))
+    for bad in bad_args:
+        with pytest.raises(ValueError):
+            devices(*bad)

@@ -157,7 +157,8 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
         settings: what to run and how.
         logger: anything with ``info`` / ``warning`` (an rclpy logger or a ``logging.Logger``).
     """
-    device = resolve_device(settings.device)
+    devices = [resolve_device(d) for d in settings.devices or []]
+    device = devices[0] if devices else resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     torch.set_num_threads(resolve_cpu_threads(settings.cpu_threads, device))
     backend = settings.attention_backend
@@ -175,8 +176,15 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
     info.attention_backend = str(getattr(net, "attention_desc", backend))
     process_res, ref_view = resolve_process_settings(settings, kind, source)
     logger.info(f"process_res {process_res}, ref_view_strategy {ref_view}")
-    model, amp_dtype = _fast_path(net, device, dtype, ref_view, settings, logger, info)
+    sharded = len(devices) > 1
+    if sharded and settings.accelerate not in ("auto", "off"):
+        logger.warning(f"accelerate={settings.accelerate} is not used by a network sharded over "
+                       f"{', '.join(devices)}; it runs eagerly")
+    model, amp_dtype = _fast_path(net, device, dtype, ref_view, settings, logger, info, eager=sharded)
+    if sharded:
+        logger.info(f"each window's views are sharded over {', '.join(devices)} (one process each)")
     engine = DA3Engine(model, process_res=process_res, device=device, dtype=amp_dtype,
+                       devices=devices if sharded else (),
                        condition_on_intrinsics=bool(settings.condition_on_intrinsics),
                        condition_on_poses=bool(settings.condition_on_poses),
                        ref_view_strategy=ref_view,
@@ -188,7 +196,7 @@ def build_engine(settings: InferenceSettings, logger) -> tuple[DA3Engine, Predic
 
 
 def _fast_path(net, device: str, dtype, ref_view_strategy: str, settings: InferenceSettings, logger,
-               info: PredictorInfo):
+               info: PredictorInfo, eager: bool = False):
     """The callable the engine runs and its autocast dtype.
 
     On CUDA with a half dtype the weights are cast (``set_dtype``: camera modules stay fp32)
@@ -196,9 +204,10 @@ def _fast_path(net, device: str, dtype, ref_view_strategy: str, settings: Infere
     autocasts to ``dtype`` as before. ``accelerate`` (see :func:`resolve_accelerate`) then
     wraps the network: in the background (:class:`BackgroundCompiledNet`), or with
     ``da3_ros.model.accel.accelerate`` without shapes (each window shape compiles on first use,
-    the warm-up window included). Compiled kernels go to ``compile_cache_dir``.
+    the warm-up window included). Compiled kernels go to ``compile_cache_dir``. ``eager``: no
+    wrapper (a sharded network).
     """
-    setting = settings.accelerate
+    setting = "off" if eager else settings.accelerate
     mode = resolve_accelerate(device, setting)
     if setting not in ("auto", "off") and mode == "off":
         logger.warning(f"accelerate={setting} needs CUDA; running eagerly on {device}")
@@ -239,7 +248,8 @@ def warm_up(predictor, n_views: int, logger, size: tuple[int, int] = WARMUP_SIZE
 
 
 def release(predictor) -> None:
-    """Drop the predictor (its CUDA graphs and compiled code too) and return cached GPU memory."""
+    """Drop the predictor (CUDA graphs, compiled code, a sharded engine's workers); free cached GPU memory."""
+    getattr(predictor, "close", lambda: None)()  # a sharded engine's workers
     model = getattr(predictor, "model", None)
     if isinstance(model, ShapeLoggedNet | BackgroundCompiledNet):
         getattr(model.fast, "reset", lambda: None)()  # GraphedDA3: drop graphs and their pool

@@ -25,7 +25,17 @@ DEFAULT_REF_VIEW_STRATEGY = "saddle_balanced"
 
 __all__ = ["ACCELERATE_SETTINGS", "ATTENTION_BACKENDS", "DEFAULT_PROCESS_RES", "DEFAULT_REF_VIEW_STRATEGY",
            "DEVICE_FORMS", "DTYPES", "InferenceSettings", "PredictorInfo", "REF_VIEW_SETTINGS",
-           "device_form_error"]
+           "device_form_error", "devices_form_error"]
+
+
+def devices_form_error(names) -> str | None:
+    """Why ``names`` is not a ``devices`` setting (each a :data:`DEVICE_FORMS` other than auto), or None."""
+    for name in names or []:
+        problem = device_form_error(name) or ("'auto' cannot be one of several devices" if name == "auto"
+                                              else None)
+        if problem:
+            return f"devices: {problem}"
+    return None
 
 
 def device_form_error(name: str) -> str | None:
@@ -47,6 +57,11 @@ class InferenceSettings:
         model: ``default`` (bundled trained model, else da3-tiny random), a preset (random
             weights), a weights directory or a hub id (see :mod:`da3_ros.inference.sources`).
         device: ``auto`` (cuda when available), ``cpu``, ``cuda``, ``cuda:N``.
+        devices: several devices for one window (``[cuda:0, cuda:1]``; ``cpu`` repeated runs the
+            same path with gloo): each window's views are sharded over them, one process each,
+            with global attention over every view (:mod:`da3_ros.core.sharded`); the network
+            then runs eagerly (no ``accelerate``). Empty: the single ``device``; one entry:
+            that device alone.
         dtype: one of :data:`DTYPES`.
         attention_backend: one of :data:`ATTENTION_BACKENDS`.
         accelerate: one of :data:`ACCELERATE_SETTINGS` (see :func:`build.resolve_accelerate`).
@@ -68,6 +83,7 @@ class InferenceSettings:
 
     model: str = "default"
     device: str = "auto"
+    devices: list[str] = field(default_factory=list)
     dtype: str = "auto"
     attention_backend: str = "auto"
     accelerate: str = "auto"

@@ -42,6 +42,7 @@ from da3_ros.inference.settings import (
     DTYPES,
     REF_VIEW_SETTINGS,
     InferenceSettings,
+    devices_form_error,
 )
 from da3_ros.ros.publishers import OutputPublishers
 from da3_ros.sim.standin import GroundTruthPredictor, truth_capacity
@@ -67,6 +68,7 @@ class EvalOptions:
     slop_s: float = PipelineConfig.slop_s
     process_res: int = InferenceSettings.process_res  # 0: the weights' recommendation, else 504
     device: str = InferenceSettings.device
+    devices: list[str] = field(default_factory=list)
     dtype: str = InferenceSettings.dtype
     attention_backend: str = InferenceSettings.attention_backend
     accelerate: str = InferenceSettings.accelerate
@@ -97,7 +99,8 @@ def make_predictor(opts: EvalOptions, truth_fn):
     if opts.model == "truth":
         return GroundTruthPredictor(truth_fn, scale_range=opts.scale_range, depth_noise=opts.depth_noise,
                                     pose_noise=opts.pose_noise, seed=opts.seed, metric=opts.truth_metric)
-    settings = InferenceSettings(model=opts.model, device=opts.device, dtype=opts.dtype,
+    settings = InferenceSettings(model=opts.model, device=opts.device, devices=list(opts.devices),
+                                 dtype=opts.dtype,
                                  process_res=opts.process_res, attention_backend=opts.attention_backend,
                                  ref_view_strategy=opts.ref_view_strategy, accelerate=opts.accelerate)
     engine, _ = build_engine(settings, LOG)
@@ -184,6 +187,7 @@ def evaluate(bag: str | Path, out_dir: str | Path, opts: EvalOptions, predictor_
                     run.push(frame)
                 run.finish()
             finally:
+                getattr(predictor, "close", lambda: None)()  # a sharded engine's worker processes
                 run.close_progress()
                 if writer is not None:
                     pubs.path_period_s = 0.0  # the whole path, once, at the end
@@ -211,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"long side of the network input; 0: the weights' recommendation, else "
                         f"{DEFAULT_PROCESS_RES}")
     p.add_argument("--device", default=d.device)
+    p.add_argument("--gpus", type=int, default=0,
+                   help="run each window over this many local GPUs (cuda:0 .. cuda:N-1), its views "
+                        "sharded, global attention over all of them; 0 or 1: the single --device")
+    p.add_argument("--devices", default="",
+                   help="comma-separated devices for one window instead of --gpus (cuda:0,cuda:2; "
+                        "cpu,cpu runs the same path on the CPU with gloo)")
     p.add_argument("--dtype", default=d.dtype, choices=DTYPES)
     p.add_argument("--attention-backend", default=d.attention_backend, choices=ATTENTION_BACKENDS)
     p.add_argument("--accelerate", default=d.accelerate, choices=ACCELERATE_SETTINGS,
@@ -276,7 +286,8 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
         raise ValueError(f"--dilations must be comma-separated integers, got {args.dilations!r}") from None
     return EvalOptions(model=args.model, image_topics=[t for t in args.image_topics.split(",") if t],
                        num_view=args.num_view, stride=args.stride, dilations=dil or (1,), slop_s=args.slop,
-                       process_res=args.process_res, device=args.device, dtype=args.dtype,
+                       process_res=args.process_res, device=args.device, devices=devices_from_args(args),
+                       dtype=args.dtype,
                        attention_backend=args.attention_backend, ref_view_strategy=args.ref_view_strategy,
                        accelerate=args.accelerate,
                        max_frames=args.max_frames,
@@ -286,6 +297,18 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
                        write_bag="bag" in save, plots="plots" in save, write_cloud="cloud" in save,
                        write_depth="depth" in save, save_stride=args.save_stride, progress=not args.quiet,
                        overwrite=args.overwrite, check_bag=not args.no_check)
+
+
+def devices_from_args(args: argparse.Namespace) -> list[str]:
+    """The devices of one window from ``--gpus`` / ``--devices`` (ValueError when both or invalid)."""
+    listed = [d.strip() for d in args.devices.split(",") if d.strip()]
+    if args.gpus < 0 or (args.gpus > 1 and listed):
+        raise ValueError("give --gpus N (N >= 0) or --devices, not both")
+    devices = [f"cuda:{i}" for i in range(args.gpus)] if args.gpus > 1 else listed
+    problem = devices_form_error(devices)
+    if problem:
+        raise ValueError(problem)
+    return devices
 
 
 def result_line(m: dict, out: str) -> str:
