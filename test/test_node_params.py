@@ -281,3 +281,26 @@ def test_rig_extrinsics_parameters_reach_the_pipeline(make_node):
 
     assert "quaternion" in check_values({"camera.left.extrinsics": [0.0] * 7})
     assert "quaternion" in check_values({"camera.left.extrinsics": [1.0, 2.0]})
+
+
+def test_devices_shard_the_windows_and_their_workers_stop_on_deactivate(make_node):
+    import torch.distributed as dist
+
+    from da3_ros.core.frames import Frame
+
+    node = make_node(model="default", warmup=False)
+    assert node.describe_parameter("devices").type == ParameterType.PARAMETER_STRING_ARRAY
+    assert node.get_parameter_or("devices").value is None  # default []: declared, unset
+    for bad in (["gpu0"], ["auto", "cpu"]):
+        res = _set(node, "devices", bad)
+        assert not res.successful and "devices" in res.reason
+    assert _set(node, "devices", ["cpu", "cpu"]).successful
+    assert node.trigger_configure() == OK and node.trigger_activate() == OK
+    engine = node.predictor
+    assert engine.ranks == 2 and dist.is_initialized()
+    procs = list(engine.model._procs)
+    frames = [Frame(image=np.full((48, 64, 3), 40 * i, np.uint8), stamp_ns=i + 1, camera="camera",
+                    frame_id="camera_optical_frame") for i in range(3)]
+    assert len(engine.predict(frames).depth) == 3
+    assert node.trigger_deactivate() == OK
+    assert all(p.exitcode == 0 for p in procs) and not dist.is_initialized()

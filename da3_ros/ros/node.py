@@ -154,7 +154,7 @@ class Da3Node(LifecycleNode):
         self.diag = NodeDiagnostics(f"{self.get_fully_qualified_name()}: pipeline", cams,
                                     settings["stale_input_s"])
         self.diag.info.update({"model": settings["model"], "mode": settings.mode})
-        self._apply_dynamic([self.get_parameter(n) for n in settings.values])
+        self._apply_dynamic([self.get_parameter_or(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._set_timer("diagnostics", settings["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(f"configured: cameras {cams}, mode {settings.mode}, "
@@ -253,12 +253,14 @@ class Da3Node(LifecycleNode):
 
     @staticmethod
     def _device_problem(settings: NodeSettings) -> str | None:
-        """Why the ``device`` cannot run the model on this machine (checked at configure), or None."""
-        if settings["model"] == "truth" or not str(settings["device"]).startswith("cuda"):
+        """Why ``device`` (or a ``devices`` entry) cannot run the model on this machine, or None."""
+        asked = list(settings["devices"] or []) or [settings["device"]]
+        gpus = [str(d) for d in asked if str(d).startswith("cuda")]
+        if settings["model"] == "truth" or not gpus:
             return None
         from da3_ros.inference.build import device_problem  # torch: only when a GPU is asked for
 
-        return device_problem(settings["device"])
+        return next((p for p in map(device_problem, gpus) if p), None)
 
     def _uses_intrinsics(self) -> bool:
         """Whether CameraInfo intrinsics are used (then images wait for a first one, see inputs)."""

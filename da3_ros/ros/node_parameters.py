@@ -34,6 +34,10 @@ from da3_ros.ros.parameters import (
     spec_for,
 )
 
+#: How an array parameter whose value is ``[]`` is declared: typed, with no value (read as None).
+_EMPTY_ARRAY = {str: Parameter.Type.STRING_ARRAY, int: Parameter.Type.INTEGER_ARRAY,
+                float: Parameter.Type.DOUBLE_ARRAY}
+
 
 def overrides_of(node) -> dict:
     """The parameter overrides (params files, ``-p``) rclpy holds for ``node``, by name.
@@ -56,6 +60,8 @@ def declare_spec(node, spec: ParamSpec, name: str | None = None, default: Any = 
     override = overrides_of(node).get(name)
     if override is not None:
         value = coerce_override(spec, override.value, name)
+    if value == [] and spec.array_of is not None:  # an empty list has no type: declare typed and unset
+        value = _EMPTY_ARRAY[spec.array_of]
     descriptor = spec.descriptor()
     descriptor.name = name
     node.declare_parameter(name, value, descriptor, ignore_override=True)
@@ -90,8 +96,6 @@ def declare_cameras(node) -> None:
             full = camera_param(cam, spec.name)
             if not node.has_parameter(full):
                 default = spec.default.format(camera=cam) if isinstance(spec.default, str) else spec.default
-                if default == []:  # an empty list has no type of its own: declare the typed, unset parameter
-                    default = Parameter.Type.DOUBLE_ARRAY
                 declare_spec(node, spec, full, default)
 
 
@@ -101,7 +105,7 @@ def read_settings(node) -> NodeSettings:
     Declares the per-camera parameters of cameras added since start-up first.
     """
     declare_cameras(node)
-    values = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS}
+    values = {s.name: plain_value(node.get_parameter_or(s.name).value) for s in SPECS}  # None: unset
     cams = []
     for cam in values["cameras"]:
         get = lambda k, cam=cam: node.get_parameter(camera_param(cam, k)).value  # noqa: E731
@@ -149,7 +153,7 @@ def validation_callback(node, unconfigured):
             return SetParametersResult(successful=False, reason=(
                 f"{', '.join(restart)}: read at configure; set while unconfigured (deactivate, "
                 "cleanup), then configure and activate again"))
-        merged = {s.name: plain_value(node.get_parameter(s.name).value) for s in SPECS
+        merged = {s.name: plain_value(node.get_parameter_or(s.name).value) for s in SPECS
                   if node.has_parameter(s.name)}
         merged.update({p.name: plain_value(p.value) for p in params})
         reason = check_values(merged, names=[p.name for p in params])

@@ -53,6 +53,7 @@ from da3_ros.inference.settings import (
     REF_VIEW_SETTINGS,
     InferenceSettings,
     device_form_error,
+    devices_form_error,
 )
 
 _T = ParameterType
@@ -141,6 +142,11 @@ SPECS: tuple[ParamSpec, ...] = (
               "hub id, or 'truth' (TEST AID: stand-in fed by ground-truth topics)"),
     ParamSpec("device", _INF.device, f"Torch device: {', '.join(DEVICE_FORMS)} (checked at configure)",
               check=device_form_error),
+    ParamSpec("devices", list(_INF.devices), "Several local devices for one window, e.g. [cuda:0, cuda:1]: "
+              "each window's views are sharded over them (one process each; global attention still "
+              "spans every view; the memory planner budgets each device for its share; runs eagerly, "
+              "accelerate is not used); []: the single device; one entry: that device",
+              array_of=str, check=devices_form_error),
     ParamSpec("dtype", _INF.dtype, "Inference dtype", choices=DTYPES),
     ParamSpec("attention_backend", _INF.attention_backend, "Attention kernel (da3_ros.model.attention)",
               choices=ATTENTION_BACKENDS),
