@@ -8,6 +8,11 @@
 #           accelerate auto (background compile) at 60 Hz
 #   call 3, carry .whl/flash_part2: stage 2; saturation with compile_graphs, da3-large and da3-small
 #   call 4, carry .whl/flash_part3 .whl/flash: stage 3 (install flash-attn-4) + bench/flash_check.py
+# A second session's plan (after batching the window's device work), same carries:
+#   call 5 (as 1): install; saturation with compile_graphs (da3-large, da3-small) + upstream's
+#   call 6 (as 2): flash stage 1; accelerate auto at 60 Hz; the shipped config at 30 Hz
+#   call 7 (as 3): flash stage 2; compile_graphs at 150 Hz under py-spy
+#   call 8 (as 4): flash stage 3; da3-bench, torch.compile, S = 32 and 128, against upstream
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -44,7 +49,26 @@ case $CALL in
       timeout 300 $PY bench/flash_check.py --out "$OUT/flash" --budget ${FLASH_BUDGET:-240} 2>&1 \
       | tee "$OUT/flash_check.log"
     ;;
-  *) echo "unknown call $CALL (1-4)"; exit 2 ;;
+  5)
+    kit
+    BUDGET=${BUDGET:-540} bash $LIVE sat2 "$OUT/sat2"
+    ;;
+  6)
+    bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
+    BUDGET=${BUDGET:-330} bash $LIVE auto2 "$OUT/auto2"
+    ;;
+  7)
+    bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
+    BUDGET=${BUDGET:-200} bash $LIVE profile2 "$OUT/profile2"
+    ;;
+  8)
+    mkdir -p "$OUT/fa4_compiled"
+    bash bench/device_install_flash.sh stage3 && \
+      timeout 420 $PY -m bench --preset da3-large --res 504x378 --views 32,128 --compile default \
+        --iters 2 --warmup 1 --no-flops --max-seconds 380 --json "$OUT/fa4_compiled/report.json" 2>&1 \
+      | tee "$OUT/fa4_compiled/log.txt"
+    ;;
+  *) echo "unknown call $CALL (1-8)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

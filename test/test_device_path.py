@@ -199,3 +199,26 @@ def test_output_resolution_on_both_paths(policy, size):
         pipeline = Pipeline(cfg, engine)
         results = [r for f in frames for r in pipeline.push(f)]
         assert results and all(len(r.points_world) == len(r.colors) > 0 for r in results)
+
+
+def test_colours_of_a_stack_equal_each_view_coloured_alone():
+    """The GPU path colours a window's views in one pass, each with its own automatic range:
+    same colours as the numpy path view by view, including a view with no valid depth and one
+    whose valid pixels all lie between the sampled ones (its range from all its pixels)."""
+    from da3_ros.core.visualize import PERCENTILE_STEP, colorize_depths_torch
+
+    rng = np.random.default_rng(5)
+    stack = rng.uniform(0.5, 3.0, (4, 30, 40)).astype(np.float32)
+    stack[1] *= 20.0  # another range: a view's colours must not depend on its neighbours
+    stack[1, :4, :6] = np.nan
+    stack[2] = np.nan  # nothing valid: black
+    stack[3] = np.nan
+    stack[3, 1::PERCENTILE_STEP, 1::PERCENTILE_STEP] = rng.uniform(1.0, 9.0, (15, 20))  # off the sample grid
+    for near_far in ((0.0, 0.0), (1.0, 30.0)):
+        got = colorize_depths_torch(torch.from_numpy(stack), *near_far).numpy()
+        assert got.shape == (4, 30, 40, 3) and got.dtype == np.uint8
+        for i in range(4):
+            ref = colorize_depth(stack[i], *near_far)
+            assert (np.abs(got[i].astype(int) - ref.astype(int)).max(-1) > 8).mean() < 2e-3, (i, near_far)
+        assert not got[2].any()
+    assert got[0].reshape(-1, 3).std(0).max() > 20  # not one flat colour

@@ -55,6 +55,21 @@ def test_latency_mean_stays_defined_when_a_period_publishes_nothing():
     assert (values["latency_mean_s"], values["latency_max_s"]) == ("1.0000", "1.0000")
 
 
+def test_stage_times_say_where_a_window_goes():
+    """The worker's stage times (moving means of the pipeline's stats) and the publish thread's."""
+    from da3_ros.core.results import STAGE_MEAN_WEIGHT, PipelineStats
+
+    stats = PipelineStats()
+    stats.add_stage_times({"network": 0.020, "cloud": 0.004})
+    stats.add_stage_times({"network": 0.030, "cloud": 0.004})
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    assert "time_ms.publish" not in _values(diag, stats.as_dict())
+    diag.on_window_published(0.005)
+    values = _values(diag, stats.as_dict())
+    assert values["time_ms.network"] == f"{20.0 + STAGE_MEAN_WEIGHT * 10.0:.2f}"
+    assert values["time_ms.cloud"] == "4.00" and values["time_ms.publish"] == "5.00"
+
+
 def test_held_pose_jumps_are_reported_and_warn_once():
     diag = NodeDiagnostics("n: pipeline", ["camera"])
     diag.on_input("camera", 1)

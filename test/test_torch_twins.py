@@ -82,3 +82,21 @@ def test_window_cloud_caps_points():
     # every kept point is one of the full cloud's points
     d = np.abs(pts[:, None, :] - full[None, :, :]).sum(-1).min(1)
     assert d.max() < 1e-6
+
+
+def test_window_cloud_of_views_of_several_sizes_keeps_the_cpu_order():
+    """A rig with cameras of two sizes, interleaved in the window: views of one size go
+    through one pass together and the points still come out in the numpy path's order."""
+    big, small = _prediction(seed=1, views=2, h=24, w=32), _prediction(seed=2, views=2, h=12, w=20)
+    pick = lambda name: [getattr(big, name)[0], getattr(small, name)[0], getattr(big, name)[1],  # noqa: E731
+                         getattr(small, name)[1]]
+    pred = WindowPrediction(frames=pick("frames"), depth=pick("depth"), confidence=pick("confidence"),
+                            world_from_cam=np.stack(pick("world_from_cam")), intrinsics=pick("intrinsics"))
+    cfg = PipelineConfig(conf_threshold=1.5, cloud_pixel_step=2, max_points=0)
+    views = [0, 1, 2, 3]
+    ref = cpu_window_cloud(pred, views, cfg, np.random.default_rng(0))
+    got = window_cloud(pred, views, cfg, device="cpu")
+    assert len(got[0]) == len(ref[0]) > 0
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_allclose(got[2], ref[2], rtol=1e-6)

@@ -8,7 +8,10 @@
 # wrapper), auto (accelerate auto at 60 Hz through its background compile), sat_graphs
 # (saturation with compile_graphs, da3-large and da3-small), latency (num_view 1 at 30 Hz with
 # compile_graphs), small (da3-small saturation, da3-large again for the ratio), camera (the bench
-# alone against the stand-in node: thread or process camera at 150 / 300 Hz).
+# alone against the stand-in node: thread or process camera at 150 / 300 Hz); sat2 (saturation
+# after the batched device work: compile_graphs da3-large from 100 Hz, da3-small from 150 Hz, and
+# the upstream wrapper again), auto2 (auto at 60 Hz; config/da3.yaml as shipped at 30 Hz),
+# profile2 (compile_graphs at 150 Hz under py-spy).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -43,11 +46,14 @@ if [[ ${DRY:-0} == 1 ]]; then
   L="--set model=default --set process_res=56 --set device=cpu"; S=$L; AW=4; WR=120
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
+  SAT2=$SAT; SAT2S=$SAT; RATE_HI=8
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
   UP="--node upstream --set model=da3-large --set device=cuda"
   RATE1=30; RATE8=60; D="--duration 15 --warmup 5"; SAT="--start-rate 16 --max-rate 512 --step-duration 6 --refine 2"
+  SAT2="--start-rate 100 --max-rate 400 --step-duration 6 --refine 2"; RATE_HI=150
+  SAT2S="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
@@ -84,12 +90,24 @@ case $PHASE in
     step small_nv8_saturate 250 saturate $S $NV8 $SAT --warmup 5 $CAM
     step large_nv8_saturate2 250 saturate $L $NV8 $SAT --warmup 5 $CAM
     ;;
+  sat2)  # after batching the per-view device work: saturation from near the last result up
+    step large_nv8_saturate_graphs2 200 saturate $L $CG $NV8 $SAT2 --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_saturate_graphs2 170 saturate $S $CG $NV8 $SAT2S --warmup 5 --wait-ready $WR $CAM
+    step upstream_large_nv8_saturate2 150 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    ;;
+  auto2)  # accelerate auto (background compile) at 60 Hz, and the shipped defaults (auto) at 30 Hz
+    step large_nv8_60hz_auto2 $(( AW + 60 )) run $L $AUTO $NV8 --rate $RATE8 --duration 15 --warmup $AW $CAM
+    step large_defaults_auto_30hz $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
+    ;;
+  profile2)  # compiled, at the target rate, under py-spy: what is left on the host
+    step large_nv8_150hz_graphs_pyspy 170 run $L $CG $NV8 --rate $RATE_HI $D --py-spy active --wait-ready $WR $CAM
+    ;;
   camera)  # the bench alone (stand-in node): does the synthetic camera keep up, thread or process?
     for rate in 150 300; do for mode in thread process; do
       step sink_${rate}hz_$mode 60 run --node sink --rate $rate --duration 10 --warmup 2 --camera-mode $mode
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | profile | saturate | accel | latency | small | camera)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"

@@ -45,17 +45,33 @@ def window_cloud(pred: WindowPrediction, views: list[int], cfg: PipelineConfig,
 
 
 def _colored_points(depth, K, world_from_cam, image, conf, conf_threshold, min_depth, max_depth):
-    """Torch twin of ``geometry.colored_points`` for one view (all tensors on one device)."""
-    h, w = depth.shape
+    """Torch twin of ``geometry.colored_points`` for a stack of views of one size (one device).
+
+    Args:
+        depth: (V, h, w) float depth.
+        K: (V, 3, 3) float64 intrinsics of the strided pixels.
+        world_from_cam: (V, 4, 4) float64 camera-to-world poses (optical axes).
+        image: (V, h, w, 3) uint8 RGB.
+        conf: (V, h, w) float confidence.
+        conf_threshold: keep pixels with confidence >= this.
+        min_depth: keep pixels with depth >= this.
+        max_depth: keep pixels with depth <= this.
+
+    Returns:
+        points (N, 3) float32 (world frame), colours (N, 3) uint8, confidence (N,), and the view
+        (index into the stack) of each point; views in order, pixels row-major within a view.
+        One host synchronisation (the count of kept pixels), whatever the number of views.
+    """
     keep = torch.isfinite(depth) & (depth > 0) & (depth >= min_depth) & (depth <= max_depth)
     keep &= conf >= conf_threshold
-    vs, us = torch.nonzero(keep, as_tuple=True)
-    d = depth[vs, us].double()
-    kinv = torch.linalg.inv(K.double())
+    vi, vs, us = torch.nonzero(keep, as_tuple=True)
+    d = depth[vi, vs, us].double()
     uv1 = torch.stack([us.double(), vs.double(), torch.ones_like(d)], dim=-1)
-    pts = (uv1 @ kinv.T) * d[:, None]
-    pts = pts @ world_from_cam[:3, :3].double().T + world_from_cam[:3, 3].double()
-    return pts.float(), image[vs, us], conf[vs, us]
+    kinv = torch.linalg.inv(K)
+    rays = torch.einsum("nij,nj->ni", kinv[vi], uv1)
+    pose = world_from_cam[vi]
+    pts = torch.einsum("nij,nj->ni", pose[:, :3, :3], rays * d[:, None]) + pose[:, :3, 3]
+    return pts.float(), image[vi, vs, us], conf[vi, vs, us], vi
 
 
 def _voxel(points, colors, conf, voxel_size):
@@ -70,6 +86,30 @@ def _voxel(points, colors, conf, voxel_size):
     return (psum / n).float(), cols, cmax
 
 
+def _stacked_inputs(pred: WindowPrediction, views: list[int], k: int, device) -> tuple:
+    """The cloud's inputs of ``views`` at every ``k``-th pixel, stacked on one device.
+
+    Returns:
+        depth (V, h, w) float32 (global units), K (V, 3, 3) float64 rescaled for the kept
+        pixels, world_from_cam (V, 4, 4) float64, image (V, h, w, 3) uint8, confidence (V, h, w).
+    """
+    maps = pred.device_maps
+    Ks = np.stack([pred.intrinsics[i].K for i in views]).astype(np.float64)
+    Ks[:, :2] /= k  # exact for pixels u = k * u'
+    poses = np.stack([np.asarray(pred.world_from_cam[i], np.float64) for i in views])
+    if maps is not None:
+        dev = maps.depth[views[0]].device
+        depth = torch.stack([maps.depth[i][::k, ::k] for i in views]).float() * maps.depth_scale
+        image = torch.stack([maps.images[i][::k, ::k] for i in views])
+        conf = torch.stack([maps.confidence[i][::k, ::k] for i in views]).float()
+    else:
+        dev = torch.device(device or "cpu")
+        parts = [strided_view(pred, i, k) for i in views]
+        depth, image, conf = (torch.as_tensor(np.stack([p[j] for p in parts]), device=dev) for j in (0, 3, 4))
+        depth, conf = depth.float(), conf.float()
+    return depth, torch.as_tensor(Ks, device=dev), torch.as_tensor(poses, device=dev), image, conf
+
+
 def window_cloud_torch(pred: WindowPrediction, views: list[int], cfg: PipelineConfig,
                        generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,27 +119,24 @@ def window_cloud_torch(pred: WindowPrediction, views: list[int], cfg: PipelineCo
     frame, colours ``(N, 3)`` uint8, confidence ``(N,)`` float32. The maps come from
     ``pred.device_maps`` when the prediction has them (the GPU path: nothing is uploaded; depth
     scaled by their ``depth_scale``), else they are uploaded from ``pred`` to ``device``.
+    Views of one size are processed together (one pass and one host synchronisation per size,
+    not per view); the points keep :func:`window_cloud`'s order (by view, then row-major).
     """
-    maps = pred.device_maps
     k = cfg.cloud_pixel_step
-    parts = []
+    groups: dict[tuple[int, int], list[int]] = {}
     for i in views:
-        K = pred.intrinsics[i].K.copy()
-        K[:2] /= k  # exact for pixels u = k * u'
-        if maps is not None:
-            dev = maps.depth[i].device
-            depth = maps.depth[i][::k, ::k] * maps.depth_scale
-            image, conf = maps.images[i][::k, ::k], maps.confidence[i][::k, ::k]
-        else:
-            dev = torch.device(device or "cpu")
-            depth, _, _, image, conf = (torch.as_tensor(np.ascontiguousarray(a), device=dev)
-                                        for a in strided_view(pred, i, k))
-        pose = torch.as_tensor(pred.world_from_cam[i], device=dev)
-        parts.append(_colored_points(depth.float(), torch.as_tensor(K, device=dev), pose, image,
-                                     conf.float(), cfg.conf_threshold, cfg.min_depth_m, cfg.max_depth_m))
+        groups.setdefault(pred.depth[i][::k, ::k].shape, []).append(i)
+    parts = []
+    for idx in groups.values():
+        inputs = _stacked_inputs(pred, idx, k, device)
+        pts, cols, conf, vi = _colored_points(*inputs, cfg.conf_threshold, cfg.min_depth_m, cfg.max_depth_m)
+        parts.append((pts, cols, conf, torch.as_tensor(idx, device=vi.device)[vi]))
     if not parts:
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.float32)
-    pts, cols, conf = (torch.cat(x) for x in zip(*parts))
+    pts, cols, conf, view = (torch.cat(x) for x in zip(*parts))
+    if len(parts) > 1:  # sizes interleaved in the view order: back to window_cloud's order
+        order = torch.sort(view, stable=True).indices
+        pts, cols, conf = pts[order], cols[order], conf[order]
     if cfg.voxel_size_m > 0 and len(pts):
         pts, cols, conf = _voxel(pts, cols, conf, cfg.voxel_size_m)
     if cfg.max_points and len(pts) > cfg.max_points:

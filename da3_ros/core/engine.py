@@ -355,18 +355,23 @@ class DA3Engine:
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, wh in enumerate(sizes):
             by_size.setdefault(wh, []).append(i)
+        pin = self.device.type == "cuda"
+        copies = []
         for (w, h), idx in by_size.items():
             d, c = (resize_maps_torch(m[idx], w, h) for m in (depth, conf))
             for j, i in enumerate(idx):
                 dev_depth[i], dev_conf[i] = d[j], c[j]
-        pin = self.device.type == "cuda"
-        host = [(_to_host(d, pin), _to_host(c, pin), _to_host(d[::k, ::k], pin))
-                for d, c, k in ((d, c, thumb_step(*d.shape)) for d, c in zip(dev_depth, dev_conf))]
+            copies.append((idx, _to_host(d, pin), _to_host(c, pin)))  # one copy per size, not per view
         if pin:
             torch.cuda.current_stream(self.device).synchronize()  # the copies above are asynchronous
-        pred.depth = [d.numpy() for d, _, _ in host]
-        pred.confidence = [c.numpy() for _, c, _ in host]
-        pred.depth_thumbs = [t.numpy().copy() for _, _, t in host]  # compact: outlives the window
+        n = len(pred.frames)
+        pred.depth, pred.confidence, pred.depth_thumbs = [None] * n, [None] * n, [None] * n
+        for idx, host_d, host_c in copies:
+            d, c = host_d.numpy(), host_c.numpy()
+            k = thumb_step(*d.shape[1:])
+            for j, i in enumerate(idx):
+                pred.depth[i], pred.confidence[i] = d[j], c[j]
+                pred.depth_thumbs[i] = d[j, ::k, ::k].copy()  # compact: outlives the window
         images = uploaded or [torch.as_tensor(f.image, device=self.device) for f in pred.frames]
         images = [resize_image_torch(img, w, h) for img, (w, h) in zip(images, sizes)]
         pred.device_maps = DeviceMaps(depth=dev_depth, confidence=dev_conf, images=images)

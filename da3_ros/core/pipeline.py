@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from da3_ros.core import memory
 from da3_ros.core.alignment import WindowChainer, frame_key
@@ -41,7 +42,7 @@ from da3_ros.core.frames import Frame, WindowPrediction
 from da3_ros.core.pose_check import PoseCheck
 from da3_ros.core.results import PipelineStats, WindowResult, check_prediction
 from da3_ros.core.rig import RigCalibration
-from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
+from da3_ros.core.visualize import colorize_depth, colorize_depths_torch
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
 __all__ = ["AsyncPipeline", "Pipeline"]
@@ -246,12 +247,14 @@ class Pipeline:
         t2 = time.perf_counter()
         views = list(range(len(used))) if self.config.publish_all_views else list(np.nonzero(is_new)[0])
         cloud = self._cloud(aligned, views)
+        t_cloud = time.perf_counter()
         colored = self._colored(aligned, views) if self.config.colorize else {}
         t3 = time.perf_counter()
         with self.lock:
             arrival = max(self._arrival.get(f.seq, -math.inf) for f in used)
         self._mark_processed(used)
-        timings = dict(pred.timings_s, predict=t1 - t0, align=t2 - t1, cloud=t3 - t2, total=t3 - t0)
+        timings = dict(pred.timings_s, predict=t1 - t0, align=t2 - t1, cloud=t_cloud - t2,
+                       colour=t3 - t_cloud, total=t3 - t0)
         result = self._result(aligned, al, is_new, cloud, timings, used, len(window.frames), arrival)
         result.colored = colored
         return result
@@ -268,8 +271,15 @@ class Pipeline:
         maps = pred.device_maps
         if maps is None:
             return {i: colorize_depth(pred.depth[i], near, far) for i in views}
-        return {i: colorize_depth_torch(maps.depth[i] * maps.depth_scale, near, far).cpu().numpy()
-                for i in views}
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in views:
+            groups.setdefault(tuple(maps.depth[i].shape), []).append(i)
+        out = {}
+        for idx in groups.values():  # one pass and one host copy per size, not per view
+            rgb = colorize_depths_torch(torch.stack([maps.depth[i] for i in idx]) * maps.depth_scale,
+                                        near, far).cpu().numpy()
+            out.update({i: rgb[j] for j, i in enumerate(idx)})
+        return {i: out[i] for i in views}
 
     def _result(self, aligned, al, is_new, cloud, timings, used, requested, arrival) -> WindowResult:
         pts, cols, conf = cloud
@@ -283,6 +293,7 @@ class Pipeline:
             s.latency_last_s, s.latency_max_s = lat, max(s.latency_max_s, lat)
             s.latency_mean_s = self._latency_sum / s.windows
             s.window_time_mean_s = self._window_time_sum / s.windows
+            s.add_stage_times(timings)
             if al.held:
                 s.pose_held[al.held] = s.pose_held.get(al.held, 0) + 1
                 s.last_pose_jump = al.held_reason if al.held == "jump" else s.last_pose_jump

@@ -9,14 +9,21 @@ import numpy as np
 from da3_ros.core.alignment import Alignment
 from da3_ros.core.frames import Frame, WindowPrediction
 
+#: Weight of the newest window in the moving means of ``PipelineStats.stage_ms`` (about the
+#: last 1 / weight windows count).
+STAGE_MEAN_WEIGHT = 0.1
+
 
 @dataclass
 class PipelineStats:
     """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result).
 
     ``received == processed + dropped_total + pending`` always holds; ``queue_len`` (frames
-    waiting for the worker) is part of ``pending``. ``pose_held``: windows the pose check held,
-    by kind (``static``, ``jump``); ``last_pose_jump``: the reason of the latest jump.
+    waiting for the worker) is part of ``pending``. ``stage_ms``: milliseconds per window of
+    each stage (``preprocess``, ``network``, ``postprocess``, ``predict``, ``align``,
+    ``cloud``, ``colour``, ``total``), a moving mean (:data:`STAGE_MEAN_WEIGHT`) over the
+    recent windows. ``pose_held``: windows the pose check held, by kind (``static``,
+    ``jump``); ``last_pose_jump``: the reason of the latest jump.
     """
 
     received: int = 0
@@ -34,6 +41,14 @@ class PipelineStats:
     last_error: str = ""
     pose_held: dict[str, int] = field(default_factory=dict)
     last_pose_jump: str = ""
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+    def add_stage_times(self, timings_s: dict[str, float]) -> None:
+        """Fold one window's stage times (seconds) into :attr:`stage_ms`."""
+        for key, seconds in timings_s.items():
+            ms = 1000.0 * float(seconds)
+            old = self.stage_ms.get(key)
+            self.stage_ms[key] = ms if old is None else old + STAGE_MEAN_WEIGHT * (ms - old)
 
     @property
     def dropped_total(self) -> int:
@@ -43,7 +58,7 @@ class PipelineStats:
     def as_dict(self) -> dict:
         """Plain dict (copies), e.g. for diagnostics."""
         d = dict(self.__dict__)
-        for key in ("dropped", "events", "pose_held"):
+        for key in ("dropped", "events", "pose_held", "stage_ms"):
             d[key] = dict(d[key])
         d["dropped_total"] = self.dropped_total
         return d

@@ -20,6 +20,10 @@ period, with key/values (all strings, as the message requires):
 - ``window_errors``, ``last_error``: windows the predictor failed on;
 - ``pose_held.static``, ``pose_held.jump``: windows the pose check held (their motion was not
   chained: :mod:`da3_ros.core.pose_check`), ``last_pose_jump``: why the latest jump was held;
+- ``time_ms.<stage>``: milliseconds per window of the worker's stages (``preprocess``,
+  ``network`` (up to the device's results), ``postprocess``, ``predict`` (the three), ``align``,
+  ``cloud``, ``colour``, ``total``) and of the publish thread (``publish``: one window's
+  messages), moving means over about the last ten windows: where a window's time goes;
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
 Level: ERROR when the model failed to load, WARN when the node is not active, a
@@ -33,6 +37,8 @@ import time
 from collections import defaultdict, deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from da3_ros.core.results import STAGE_MEAN_WEIGHT
 
 # Input problems that drop no image, so they are counted apart from the drops (every image is
 # either processed or dropped, once): a CameraInfo of another size (the image goes on without
@@ -72,6 +78,7 @@ class NodeDiagnostics:
         self._no_intrinsics: dict[str, int] = {}
         self._latencies: deque[float] = deque(maxlen=LATENCY_VIEWS)  # the latest published views'
         self._published = 0
+        self._publish_ms: float | None = None
         self._last_drops_total = 0
         self._last_windows: tuple[float, int] | None = None
         self._start = time.monotonic()
@@ -99,6 +106,13 @@ class NodeDiagnostics:
         with self._lock:
             self._published += 1
             self._latencies.append(latency_s)
+
+    def on_window_published(self, seconds: float) -> None:
+        """Record the time the publish thread took for one window's messages."""
+        ms = 1000.0 * seconds
+        with self._lock:
+            old = self._publish_ms
+            self._publish_ms = ms if old is None else old + STAGE_MEAN_WEIGHT * (ms - old)
 
     def retire_pipeline(self, stats: dict) -> None:
         """Fold a closed pipeline's final ``PipelineStats.as_dict()`` into the running totals."""
@@ -141,6 +155,7 @@ class NodeDiagnostics:
             retired = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._retired.items()}
             kv.update({f"events.{k}": str(v) for k, v in self._input_events.items()})
             kv["views_published"] = str(self._published)
+            publish_ms = self._publish_ms
         kv["latency_mean_s"] = f"{sum(lat) / len(lat):.4f}" if lat else "nan"
         kv["latency_max_s"] = f"{max(lat):.4f}" if lat else "nan"
         kv["latency_last_s"] = f"{lat[-1]:.4f}" if lat else "nan"
@@ -160,10 +175,13 @@ class NodeDiagnostics:
             for kind in ("static", "jump"):
                 kv[f"pose_held.{kind}"] = str(retired["pose_held"].get(kind, 0) + int(held.get(kind, 0)))
             kv["last_pose_jump"] = str(pipeline_stats.get("last_pose_jump", ""))
+            kv.update({f"time_ms.{k}": f"{v:.2f}" for k, v in pipeline_stats.get("stage_ms", {}).items()})
             jumps = int(kv["pose_held.jump"])
             if jumps > self._last_jumps:
                 problems.append(f"{jumps - self._last_jumps} pose jump(s) held: {kv['last_pose_jump']}")
             self._last_jumps = jumps
+        if publish_ms is not None:
+            kv["time_ms.publish"] = f"{publish_ms:.2f}"
         total = sum(drops.values())
         kv["drops_total"] = str(total)
         kv.update({f"drops.{k}": str(v) for k, v in sorted(drops.items())})

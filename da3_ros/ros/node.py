@@ -41,6 +41,7 @@ import functools
 import logging
 import sys
 import threading
+import time
 import traceback
 from typing import TYPE_CHECKING
 
@@ -347,7 +348,10 @@ class Da3Node(LifecycleNode):
             outputs = self.outputs if generation == self._generation else None
         if outputs is None:
             return  # a result of a pipeline stopped meanwhile
+        t0 = time.perf_counter()
         outputs.publish_result(result)
+        if self.diag is not None:
+            self.diag.on_window_published(time.perf_counter() - t0)
 
     def _on_publish_error(self, exc: BaseException) -> None:
         self._log_throttled(f"publishing window failed: {type(exc).__name__}: {exc}")
