@@ -128,3 +128,28 @@ def test_image_motion_sees_sub_pixel_pans_and_ignores_sensor_noise():
     shifted = np.roll(frames[0].image, 3, axis=1)  # 3 px pan
     shift, change = image_motion(a, motion_thumb(shifted))
     assert 2.5 < shift < 3.5 and change > 0.1
+
+
+def test_static_verdict_compares_every_new_frame_but_a_moving_camera_costs_one_comparison(monkeypatch):
+    """Newest new frame first: a moving camera is known from one comparison; a window whose
+    newest frame looks like the anchor but an older new frame moved is still not static."""
+    from da3_ros.core import pose_check
+
+    still, _ = _static_sequence(5, noise=0.0)
+    shifted = np.roll(still[2].image, 9, axis=1)
+    calls = []
+    real = pose_check.image_motion
+    monkeypatch.setattr(pose_check, "image_motion", lambda a, b: calls.append(1) or real(a, b))
+    check = pose_check.PoseCheck(PipelineConfig())
+    check.anchors["cam"] = motion_thumb(still[0].image)
+    frames = [Frame(image=f.image, stamp_ns=f.stamp_ns, camera="cam") for f in still]
+    is_new = np.array([False, True, True, True, True])
+    newest, reason = check._static(frames, is_new)  # all still: every new frame compared
+    assert reason is not None and len(calls) == 4 and set(newest) == {"cam"}
+    calls.clear()
+    frames[2] = Frame(image=shifted, stamp_ns=frames[2].stamp_ns, camera="cam")
+    newest, reason = check._static(frames, is_new)  # an older new frame moved: not static
+    assert reason is None and np.array_equal(newest["cam"].grey, motion_thumb(frames[4].image).grey)
+    calls.clear()
+    frames[4] = Frame(image=shifted, stamp_ns=frames[4].stamp_ns, camera="cam")
+    assert check._static(frames, is_new)[1] is None and len(calls) == 1  # the newest moved: one look

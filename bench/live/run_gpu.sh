@@ -11,7 +11,8 @@
 # alone against the stand-in node: thread or process camera at 150 / 300 Hz); sat2 (saturation
 # after the batched device work: compile_graphs da3-large from 100 Hz, da3-small from 150 Hz, and
 # the upstream wrapper again), auto2 (auto at 60 Hz; config/da3.yaml as shipped at 30 Hz),
-# profile2 (compile_graphs at 150 Hz under py-spy).
+# profile2 (compile_graphs at 150 Hz under py-spy), gil (150 Hz with the GIL switch interval at 1 ms
+# and at 5 ms, then saturation).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -102,12 +103,20 @@ case $PHASE in
   profile2)  # compiled, at the target rate, under py-spy: what is left on the host
     step large_nv8_150hz_graphs_pyspy 170 run $L $CG $NV8 --rate $RATE_HI $D --py-spy active --wait-ready $WR $CAM
     ;;
+  gil)  # after the newest-first static check and the 1 ms GIL switch interval: 150 Hz, A/B on
+    # the interval (Python's default 5 ms), then the saturation search again
+    step large_nv8_150hz_graphs_gil1ms 150 run $L $CG $NV8 --rate $RATE_HI --duration 12 --warmup 5 --wait-ready $WR $CAM
+    export DA3_GIL_SWITCH_INTERVAL_S=0.005
+    step large_nv8_150hz_graphs_gil5ms 110 run $L $CG $NV8 --rate $RATE_HI --duration 12 --warmup 5 --wait-ready $WR $CAM
+    unset DA3_GIL_SWITCH_INTERVAL_S
+    step large_nv8_saturate_graphs3 170 saturate $L $CG $NV8 $SAT2 --warmup 5 --wait-ready $WR $CAM
+    ;;
   camera)  # the bench alone (stand-in node): does the synthetic camera keep up, thread or process?
     for rate in 150 300; do for mode in thread process; do
       step sink_${rate}hz_$mode 60 run --node sink --rate $rate --duration 10 --warmup 2 --camera-mode $mode
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"

@@ -124,27 +124,37 @@ class PoseCheck:
         return "static", reason
 
     def _static(self, frames: list[Frame], is_new: np.ndarray) -> tuple[dict[str, MotionThumb], str | None]:
-        """(each camera's newest new-frame thumbnail, the reason when every new frame is static)."""
+        """(each camera's newest new-frame thumbnail, the reason when every new frame is static).
+
+        Each camera's newest new frame is compared first: a moving camera (the usual case) is
+        known from that one comparison, and the older new frames are compared only while every
+        comparison so far says static (the verdict is the one of comparing all of them).
+        """
         cfg = self.config
+        new = [i for i in range(len(frames)) if is_new[i]]
+        newest_of = {frames[i].camera: i for i in new}  # camera -> its newest new frame
+        for cam in newest_of:
+            if cam not in self.anchors:  # a camera's first window: its first frame is the reference
+                first = next(j for j, g in enumerate(frames) if g.camera == cam)
+                self.anchors[cam] = motion_thumb(frames[first].image)
         newest: dict[str, MotionThumb] = {}
         worst = (0.0, 0.0)
-        static = True
-        for i, f in enumerate(frames):
-            if not is_new[i]:
-                continue
-            thumb = newest[f.camera] = motion_thumb(f.image)
-            anchor = self.anchors.get(f.camera)
-            if anchor is None:  # a camera's first window: its first frame is the reference
-                first = next(j for j, g in enumerate(frames) if g.camera == f.camera)
-                anchor = self.anchors[f.camera] = thumb if first == i else motion_thumb(frames[first].image)
-            if anchor.grey.shape != thumb.grey.shape:
-                static = False
-                continue
-            shift, change = image_motion(anchor, thumb)
-            worst = (max(worst[0], shift), max(worst[1], change))
-            static = static and shift < cfg.static_max_shift_px and change < cfg.static_max_change
-        if not static:
-            return newest, None
+        for i in list(newest_of.values()) + [i for i in reversed(new) if i not in newest_of.values()]:
+            f = frames[i]
+            thumb = motion_thumb(f.image)
+            if i == newest_of[f.camera]:
+                newest[f.camera] = thumb
+            anchor = self.anchors[f.camera]
+            moved = anchor.grey.shape != thumb.grey.shape
+            if not moved:
+                shift, change = image_motion(anchor, thumb)
+                worst = (max(worst[0], shift), max(worst[1], change))
+                moved = not (shift < cfg.static_max_shift_px and change < cfg.static_max_change)
+            if moved:
+                for cam, j in newest_of.items():
+                    if cam not in newest:
+                        newest[cam] = motion_thumb(frames[j].image)
+                return newest, None
         return newest, (f"images unchanged (shift {worst[0]:.2f} px < static_max_shift_px "
                         f"{cfg.static_max_shift_px:g}, change {worst[1]:.3f} < static_max_change "
                         f"{cfg.static_max_change:g})")

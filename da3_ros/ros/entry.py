@@ -20,6 +20,7 @@ def da3_node(args: list[str] | None = None) -> int:
     # numpy's BLAS threads busy-wait between calls: on a many-core host a few small products per
     # window kept four of them at 100 % CPU. The node's numpy work is small; torch keeps its own.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    sys.setswitchinterval(gil_switch_interval_s())
     from da3_ros.ros.stopping import SIGNALS, StopRequested
 
     installed_here = not SIGNALS.installed
@@ -40,6 +41,22 @@ def da3_node(args: list[str] | None = None) -> int:
         if installed_here:
             SIGNALS.restore()
 
+
+
+#: How long a thread holds the GIL while another waits for it (Python's default: 5 ms). The
+#: inference worker hands the GIL over at every CUDA call that waits; with the executor and the
+#: publish thread busy in Python, each such wait could cost it up to the interval.
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+def gil_switch_interval_s() -> float:
+    """``DA3_GIL_SWITCH_INTERVAL_S`` from the environment (seconds), else :data:`GIL_SWITCH_INTERVAL_S`."""
+    raw = os.environ.get("DA3_GIL_SWITCH_INTERVAL_S", "")
+    try:
+        value = float(raw) if raw else GIL_SWITCH_INTERVAL_S
+    except ValueError:
+        value = GIL_SWITCH_INTERVAL_S
+    return value if value > 0 else GIL_SWITCH_INTERVAL_S
 
 
 def wants_help(args: list[str]) -> bool:
