@@ -44,6 +44,9 @@ class _FakePublisher:
     def publish(self, _msg):
         self.count += 1
 
+    def get_subscription_count(self):
+        return 1
+
 
 class _FakeNode:
     """Just what OutputPublishers and TruthTopics call on a node."""

@@ -1,0 +1,43 @@
+"""Images and clouds nobody subscribes to are not built: the publish thread's time is the worker's too."""
+
+import numpy as np
+
+from da3_ros.core.frames import CameraIntrinsics, Frame
+from da3_ros.ros.publishers import OutputPublishers
+
+
+class _Publisher:
+    def __init__(self, topic):
+        self.topic, self.sent, self.listeners = topic, [], 0
+
+    def publish(self, msg):
+        self.sent.append(msg)
+
+    def get_subscription_count(self):
+        return self.listeners
+
+
+class _Node:
+    def __init__(self):
+        self.pubs = {}
+
+    def create_publisher(self, _msg_type, topic, _qos):
+        self.pubs[topic] = _Publisher(topic)
+        return self.pubs[topic]
+
+
+def test_only_the_heavy_outputs_someone_listens_to_are_built():
+    node = _Node()
+    out = OutputPublishers(node, ["cam"], "odom")
+    node.pubs["~/cam/depth"].listeners = 1  # a SLAM stack: depth, camera info and poses only
+    frame = Frame(image=np.zeros((6, 8, 3), np.uint8), stamp_ns=1_000, camera="cam", frame_id="cam_optical")
+    intr = CameraIntrinsics(K=np.array([[5.0, 0, 4], [0, 5.0, 3], [0, 0, 1]]), width=8, height=6)
+    depth = np.full((6, 8), 2.0, np.float32)
+    out._publish_view(frame, depth, np.ones((6, 8), np.float32), intr, np.eye(4), None)
+    sent = {topic: len(p.sent) for topic, p in node.pubs.items()}
+    assert sent["~/cam/depth"] == 1 and sent["~/cam/camera_info"] == 1 and sent["~/cam/pose"] == 1
+    assert sent["~/cam/confidence"] == 0 and sent["~/cam/depth_colored"] == 0
+    node.pubs["~/cam/depth_colored"].listeners = 2  # a viewer joins
+    out._publish_view(frame, depth, np.ones((6, 8), np.float32), intr, np.eye(4), None)
+    colored = node.pubs["~/cam/depth_colored"].sent
+    assert len(colored) == 1 and colored[0].encoding == "rgb8" and len(colored[0].data) == 6 * 8 * 3
