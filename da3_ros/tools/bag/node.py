@@ -29,6 +29,10 @@ class _BagPublisher:
     def publish(self, msg) -> None:
         self.writer.write(self.topic, stamp_to_ns(msg.header.stamp), serialize_message(msg), self.msgtype)
 
+    def get_subscription_count(self) -> int:
+        """The bag records every output it is given: one subscriber, always (``publishers.listened``)."""
+        return 1
+
 
 class BagNode:
     """The part of an rclpy node that ``OutputPublishers`` uses, writing to a bag.
