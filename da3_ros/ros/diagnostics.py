@@ -24,8 +24,8 @@ period, with key/values (all strings, as the message requires):
   ``network`` (up to the device's results), ``postprocess``, ``predict`` (the three), ``align``,
   ``cloud``, ``colour``, ``total``) and of the publish thread (``publish``: one window's
   messages), moving means over about the last ten windows: where a window's time goes;
-- ``gc.full_collections``, ``gc.pause_max_ms``, ``gc.pause_total_ms``, ``gc.full_pause_last_ms``: the garbage
-  collector's pauses while configured (every thread stops for them; :mod:`da3_ros.ros.gc_watch`);
+- ``gc.full_collections``, ``gc.collections``: the garbage collector's runs since the process
+  started (every thread stops for a full one; :mod:`da3_ros.ros.gc_watch`);
 - ``gpu_mem_allocated_mb``, ``gpu_mem_peak_mb`` when the device is CUDA.
 
 Level: ERROR when the model failed to load, WARN when the node is not active, a
@@ -41,7 +41,7 @@ from collections import defaultdict, deque
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from da3_ros.core.results import STAGE_MEAN_WEIGHT
-from da3_ros.ros.gc_watch import GcWatch
+from da3_ros.ros.gc_watch import gc_values
 
 # Input problems that drop no image, so they are counted apart from the drops (every image is
 # either processed or dropped, once): a CameraInfo of another size (the image goes on without
@@ -85,7 +85,6 @@ class NodeDiagnostics:
         self._last_drops_total = 0
         self._last_windows: tuple[float, int] | None = None
         self._start = time.monotonic()
-        self.gc = GcWatch()  # the node installs it while configured
 
     def on_input(self, camera: str, _stamp_ns: int) -> None:
         """Count one received image of ``camera``."""
@@ -192,7 +191,7 @@ class NodeDiagnostics:
         if total > self._last_drops_total:
             problems.append(f"{total - self._last_drops_total} dropped")
         self._last_drops_total = total
-        kv.update(self.gc.values())
+        kv.update(gc_values())
         if gpu:
             kv["gpu_mem_allocated_mb"] = f"{gpu['allocated_mb']:.1f}"
             kv["gpu_mem_peak_mb"] = f"{gpu['peak_mb']:.1f}"

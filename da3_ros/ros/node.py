@@ -155,7 +155,6 @@ class Da3Node(LifecycleNode):
         self.diag = NodeDiagnostics(f"{self.get_fully_qualified_name()}: pipeline", cams,
                                     settings["stale_input_s"])
         self.diag.info.update({"model": settings["model"], "mode": settings.mode})
-        self.diag.gc.install()
         self._apply_dynamic([self.get_parameter_or(n) for n in settings.values])
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._set_timer("diagnostics", settings["diagnostics_period_s"], self._publish_diagnostics)
@@ -320,8 +319,6 @@ class Da3Node(LifecycleNode):
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
             self._diag_pub = None
-        if self.diag is not None:
-            self.diag.gc.remove()
 
     def _set_timer(self, name: str, period_s: float, callback) -> None:
         """(Re)create the named timer with ``period_s``; a period of 0 removes it."""
