@@ -17,7 +17,7 @@ from da3_ros.core.engine import DA3Engine
 from da3_ros.core.frames import Frame, depth_thumb, pinhole_intrinsics
 from da3_ros.core.pipeline import Pipeline
 from da3_ros.core.results import check_prediction
-from da3_ros.core.visualize import colorize_depth, colorize_depth_torch
+from da3_ros.core.visualize import colorize_depth, colorize_depths_torch
 from da3_ros.model import build_model
 
 
@@ -127,7 +127,7 @@ def test_colours_torch_equals_numpy_and_inverse_depth_separates_far_from_mid():
     depth[1, :5] = 0.0
     for rng_ in ((0.0, 0.0), (2.0, 50.0)):
         a = colorize_depth(depth, *rng_)
-        b = colorize_depth_torch(torch.from_numpy(depth), *rng_).numpy()
+        b = colorize_depths_torch(torch.from_numpy(depth)[None], *rng_)[0].numpy()
         assert (np.abs(a.astype(int) - b.astype(int)).max(-1) > 8).mean() < 2e-3
         assert not a[0, :5].any() and not a[1, :5].any()
     # grass at 2 m, a building at 30 m, road to 100 m: the building is not drawn near-red
@@ -205,7 +205,7 @@ def test_colours_of_a_stack_equal_each_view_coloured_alone():
     """The GPU path colours a window's views in one pass, each with its own automatic range:
     same colours as the numpy path view by view, including a view with no valid depth and one
     whose valid pixels all lie between the sampled ones (its range from all its pixels)."""
-    from da3_ros.core.visualize import PERCENTILE_STEP, colorize_depths_torch
+    from da3_ros.core.visualize import PERCENTILE_STEP
 
     rng = np.random.default_rng(5)
     stack = rng.uniform(0.5, 3.0, (4, 30, 40)).astype(np.float32)

@@ -14,6 +14,13 @@ from da3_ros.core.frames import Frame, WindowPrediction
 STAGE_MEAN_WEIGHT = 0.1
 
 
+def fold_stage_time(means_ms: dict[str, float], key: str, seconds: float) -> None:
+    """Fold one window's ``seconds`` of stage ``key`` into the moving means ``means_ms`` (ms)."""
+    ms = 1000.0 * float(seconds)
+    old = means_ms.get(key)
+    means_ms[key] = ms if old is None else old + STAGE_MEAN_WEIGHT * (ms - old)
+
+
 @dataclass
 class PipelineStats:
     """Counters (frames unless stated) and latencies (seconds: newest frame's arrival -> result).
@@ -46,9 +53,7 @@ class PipelineStats:
     def add_stage_times(self, timings_s: dict[str, float]) -> None:
         """Fold one window's stage times (seconds) into :attr:`stage_ms`."""
         for key, seconds in timings_s.items():
-            ms = 1000.0 * float(seconds)
-            old = self.stage_ms.get(key)
-            self.stage_ms[key] = ms if old is None else old + STAGE_MEAN_WEIGHT * (ms - old)
+            fold_stage_time(self.stage_ms, key, seconds)
 
     @property
     def dropped_total(self) -> int:

@@ -8,9 +8,9 @@ to the 2nd / 98th percentile of the image's valid depth (robust to outliers; tak
 second pixel of every second row, which moves them by a fraction of a colour level), so each
 image uses the whole colormap; fixed values make images comparable.
 
-:func:`colorize_depth` (numpy, the CPU path), :func:`colorize_depths_torch` (a stack of views on the
-depth's device, the GPU path) and :func:`colorize_depth_torch` (one view) give the same colours
-(same percentiles, same rounding, same table).
+:func:`colorize_depth` (numpy, the CPU path) and :func:`colorize_depths_torch` (a stack of views on
+the depth's device, the GPU path) give the same colours (same percentiles, same rounding, same
+table).
 """
 
 from __future__ import annotations
@@ -147,7 +147,3 @@ def colorize_depths_torch(depth: torch.Tensor, near: float = 0.0, far: float = 0
     out = _turbo_on(depth.device)[index]
     return out * valid[..., None].to(torch.uint8)
 
-
-def colorize_depth_torch(depth: torch.Tensor, near: float = 0.0, far: float = 0.0) -> torch.Tensor:
-    """:func:`colorize_depth` on the depth's device: ``(H, W)`` float -> ``(H, W, 3)`` uint8."""
-    return colorize_depths_torch(depth[None], near, far)[0]

@@ -40,7 +40,7 @@ from collections import defaultdict, deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from da3_ros.core.results import STAGE_MEAN_WEIGHT
+from da3_ros.core.results import fold_stage_time
 from da3_ros.ros.gc_watch import gc_values
 
 # Input problems that drop no image, so they are counted apart from the drops (every image is
@@ -81,7 +81,7 @@ class NodeDiagnostics:
         self._no_intrinsics: dict[str, int] = {}
         self._latencies: deque[float] = deque(maxlen=LATENCY_VIEWS)  # the latest published views'
         self._published = 0
-        self._publish_ms: float | None = None
+        self._publish_ms: dict[str, float] = {}  # {"publish": moving mean}, once a window is out
         self._last_drops_total = 0
         self._last_windows: tuple[float, int] | None = None
         self._start = time.monotonic()
@@ -112,10 +112,8 @@ class NodeDiagnostics:
 
     def on_window_published(self, seconds: float) -> None:
         """Record the time the publish thread took for one window's messages."""
-        ms = 1000.0 * seconds
         with self._lock:
-            old = self._publish_ms
-            self._publish_ms = ms if old is None else old + STAGE_MEAN_WEIGHT * (ms - old)
+            fold_stage_time(self._publish_ms, "publish", seconds)
 
     def retire_pipeline(self, stats: dict) -> None:
         """Fold a closed pipeline's final ``PipelineStats.as_dict()`` into the running totals."""
@@ -158,7 +156,7 @@ class NodeDiagnostics:
             retired = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._retired.items()}
             kv.update({f"events.{k}": str(v) for k, v in self._input_events.items()})
             kv["views_published"] = str(self._published)
-            publish_ms = self._publish_ms
+            publish_ms = dict(self._publish_ms)
         kv["latency_mean_s"] = f"{sum(lat) / len(lat):.4f}" if lat else "nan"
         kv["latency_max_s"] = f"{max(lat):.4f}" if lat else "nan"
         kv["latency_last_s"] = f"{lat[-1]:.4f}" if lat else "nan"
@@ -183,8 +181,7 @@ class NodeDiagnostics:
             if jumps > self._last_jumps:
                 problems.append(f"{jumps - self._last_jumps} pose jump(s) held: {kv['last_pose_jump']}")
             self._last_jumps = jumps
-        if publish_ms is not None:
-            kv["time_ms.publish"] = f"{publish_ms:.2f}"
+        kv.update({f"time_ms.{k}": f"{v:.2f}" for k, v in publish_ms.items()})
         total = sum(drops.values())
         kv["drops_total"] = str(total)
         kv.update({f"drops.{k}": str(v) for k, v in sorted(drops.items())})
