@@ -1,7 +1,9 @@
 """What rclpy costs to publish one depth image: a message object against CDR bytes built here.
 
-    FASTDDS_DEFAULT_PROFILES_FILE=$PWD/config/fastdds_localhost.xml ROS_DOMAIN_ID=83 \\
-        python bench/publish_raw.py [--n 200]
+    python bench/publish_raw.py [--n 200] [--domain-id N]
+
+DDS stays on loopback (``config/fastdds_localhost.xml``, set here unless a profile is already
+set) in a domain of its own (``--domain-id``, else ``ROS_DOMAIN_ID``, else from the process id).
 
 The node's publish thread sends 3 images a view (depth, confidence, colours), 24 a window of 8
 views, and shares the GIL with the inference worker (bench/RESULTS.md, "second session"). Here a
@@ -48,7 +50,11 @@ def main() -> int:
     """Check the bytes, then time both ways of publishing."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200, help="images per way")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID")
     args = p.parse_args()
+    from da3_ros.tools.replay.cli import prepare_dds
+
+    prepare_dds(args.domain_id)  # before rclpy: loopback-only Fast DDS, our own domain
     import rclpy
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message
