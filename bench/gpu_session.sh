@@ -13,6 +13,9 @@
 #   call 6 (as 2): flash stage 1; accelerate auto at 60 Hz; the shipped config at 30 Hz
 #   call 7 (as 3): flash stage 2; compile_graphs at 150 Hz under py-spy
 #   call 8 (as 4): flash stage 3; da3-bench, torch.compile, S = 32 and 128, against upstream
+# A third session's plan (the pipeline in an inference process):
+#   call 9 (as 1): install; saturation with the inference process on and off, da3-small (on)
+#   call 10: the upstream wrapper's saturation; 200 Hz under py-spy; the shipped config at 30 Hz
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -68,7 +71,14 @@ case $CALL in
         --iters 2 --warmup 1 --no-flops --max-seconds 380 --json "$OUT/fa4_compiled/report.json" 2>&1 \
       | tee "$OUT/fa4_compiled/log.txt"
     ;;
-  *) echo "unknown call $CALL (1-8)"; exit 2 ;;
+  9)
+    kit
+    BUDGET=${BUDGET:-550} bash $LIVE proc "$OUT/proc"
+    ;;
+  10)
+    BUDGET=${BUDGET:-520} bash $LIVE proc2 "$OUT/proc2"
+    ;;
+  *) echo "unknown call $CALL (1-10)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -53,9 +53,12 @@ def _stamps(msgs):
     return [conv.stamp_to_ns(m.header.stamp) for m in msgs]
 
 
-def test_tiny_network_plumbing(tmp_path: Path):
+@pytest.mark.parametrize("inference_process", ["off", "on"])
+def test_tiny_network_plumbing(tmp_path: Path, inference_process: str):
+    """Every output, through the node's worker thread (off) or its inference process (on)."""
     steps = render_sequence(["camera"], 10, 96, 72, kind="boxes", seed=4)
     params = {"model": "da3-tiny", "device": "cpu", "process_res": 112, "num_view": 3, "stride": 1,
+              "inference_process": inference_process,
               "queue_size": 50, "input_qos": "reliable", "input_queue_depth": 50, "diagnostics_period_s": 0.5,
               "camera.camera.image_topic": "camera/image_raw",
               "camera.camera.camera_info_topic": "camera/camera_info"}
@@ -67,10 +70,12 @@ def test_tiny_network_plumbing(tmp_path: Path):
         time.sleep(0.5)
         cam.play(steps, with_truth=False)  # no CameraInfo ahead: the first image may beat its own
         assert wait_until(lambda: rec.count("/da3_node/camera/depth") >= 8, 120, alive=node.alive), node.log()
-        wait_until(lambda: rec.count("/diagnostics") >= 1 and rec.count("/da3_node/path") >= 1, 10)
+        seen = rec.count("/diagnostics")  # the last one checked below must come after the views
+        wait_until(lambda: rec.count("/diagnostics") > seen and rec.count("/da3_node/path") >= 1, 10)
         code = node.stop()
         assert code == 0, node.log()
-        assert "RANDOM WEIGHTS" in node.log()
+        assert "RANDOM WEIGHTS" in node.log()  # the inference process's log reaches the node's
+        assert ("runs the model" in node.log()) == (inference_process == "on")
     inputs = {f.stamp_ns: f for views in steps for f in views}
     depth = rec.get("/da3_node/camera/depth")
     assert set(_stamps(depth)) <= set(inputs) and len(set(_stamps(depth))) == len(depth)

@@ -8,6 +8,8 @@ phase (the phase's end never appears).
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import threading
@@ -26,6 +28,8 @@ from _node_harness import (
     wait_until,
 )
 from sensor_msgs.msg import Image
+
+from da3_ros.inference.shm_ring import SHM_DIR
 
 pytestmark = pytest.mark.timeout(240)
 CONFIG = REPO / "config" / "da3.yaml"
@@ -90,21 +94,67 @@ def test_signal_during_start_up_is_a_clean_stop(tmp_path, sig, point, after, bef
         assert before not in log, f"the signal came too late to test the {point} phase:\n{log}"
 
 
+def _inference_process_ended(log: str, node_pid: int) -> None:
+    """The node's inference process (pid from its log) is gone, and so are its shared-memory files."""
+    match = re.search(r"inference process (\d+) runs the model", log)
+    assert match, log
+    pid = int(match.group(1))
+    assert wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), 5), log
+    assert not [f for f in os.listdir(SHM_DIR) if f.startswith(f"da3_ros.{node_pid}.")]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line for line in f)
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("point, after, before", [("model_load", "loading model", "process_res"),
+                                                  ("warm_up", "process_res", "warm-up window")],
+                         ids=["model_load", "warm_up"])
+def test_signal_while_the_inference_process_loads_is_a_clean_stop(tmp_path, point, after, before):
+    """With ``inference_process:=on`` the model loads in the inference process; SIGINT then ends both."""
+    with NodeProcess(tmp_path, None, unique_domain_id(), params_file=CONFIG,
+                     extra_args=["-p", "inference_process:=on"]) as node:
+        assert wait_until(lambda: after in node.log(), 90, period_s=0.02, alive=node.alive), node.log()
+        children = _children(node.pid)
+        log = _stop_cleanly(node, (signal.SIGINT,))
+    assert before not in log, f"the signal came too late to test the {point} phase:\n{log}"
+    # the inference process, and multiprocessing's resource tracker (it ends once the node is gone)
+    assert children and wait_until(lambda: all(not os.path.exists(f"/proc/{c}") or _zombie(c)
+                                               for c in children), 5), log
+    assert not [f for f in os.listdir(SHM_DIR) if f.startswith(f"da3_ros.{node.pid}.")]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("inference_process", ["off", "on"])
 @pytest.mark.parametrize("signals", [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM)],
                          ids=["SIGINT", "SIGTERM", "SIGINT_then_SIGTERM"])
-def test_signal_while_windows_run_and_publish_is_a_clean_stop(tmp_path, signals):
+def test_signal_while_windows_run_and_publish_is_a_clean_stop(tmp_path, signals, inference_process):
     """Frames stream in faster than the CPU runs windows, so the signal lands in a window or a publish."""
     steps = render_sequence(["camera"], 40, 320, 240, kind="room", seed=2)
     domain, ns = unique_domain_id(), unique_namespace()
     remaps = ["-r", f"/camera/image_raw:={ns}/camera/image_raw",
               "-r", f"/camera/camera_info:={ns}/camera/camera_info"]
     with NodeProcess(tmp_path, None, domain, params_file=CONFIG, ns=ns,
-                     extra_args=["-p", "input_qos:=reliable", *remaps]) as node, RosHarness(domain) as ros:
+                     extra_args=["-p", "input_qos:=reliable", "-p", f"inference_process:={inference_process}",
+                                 *remaps]) as node, RosHarness(domain) as ros:
         rec = Recorder(ros.node, {"/da3_node/camera/depth": Image}, ns=ns)
         cam = SyntheticCamera(ros.node, ["camera"], ns=ns)
         assert cam.wait_for_subscribers(120, topics=("image",)), node.log()
         playing = threading.Thread(target=cam.play, args=(steps, 10.0, False), daemon=True)
         playing.start()
         assert wait_until(lambda: rec.count("/da3_node/camera/depth") >= 2, 60, alive=node.alive), node.log()
-        _stop_cleanly(node, signals)
+        log = _stop_cleanly(node, signals)
         playing.join(timeout=10)
+    if inference_process == "on":
+        _inference_process_ended(log, node.pid)

@@ -25,20 +25,40 @@ def parse_stat(text: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
 
 
-def thread_times(pid: int) -> dict[int, tuple[str, float]]:
-    """``{tid: (comm name, cpu seconds)}`` of every thread of ``pid`` now (empty when it is gone)."""
-    out = {}
-    task = Path(f"/proc/{pid}/task")
-    try:
-        tids = [int(t) for t in os.listdir(task)]
-    except OSError:
-        return {}
-    for tid in tids:
+def family(pid: int) -> list[int]:
+    """``pid`` and every process descended from it (the node's inference process), parents first."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
         try:
-            name = (task / str(tid) / "comm").read_text().strip()
-            out[tid] = (name, parse_stat((task / str(tid) / "stat").read_text()))
-        except (OSError, IndexError, ValueError):
-            continue  # the thread ended between listdir and read
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def thread_times(pid: int) -> dict[int, tuple[str, float]]:
+    """``{tid: (comm name, cpu seconds)}`` of every thread of ``pid`` and its descendants now.
+
+    Threads of a descendant process are named ``child:<comm>`` (empty when ``pid`` is gone).
+    """
+    out = {}
+    for p in family(pid):
+        task = Path(f"/proc/{p}/task")
+        try:
+            tids = [int(t) for t in os.listdir(task)]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                name = (task / str(tid) / "comm").read_text().strip()
+                cpu_s = parse_stat((task / str(tid) / "stat").read_text())
+                out[tid] = (name if p == pid else f"child:{name}", cpu_s)
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended between listdir and read
     return out
 
 
@@ -108,13 +128,18 @@ def pyspy_path() -> str | None:
 
 
 def python_thread_names(pid: int, timeout_s: float = 20.0) -> dict[int, str]:
-    """Python thread names of ``pid`` by OS thread id (one ``py-spy dump``; empty without py-spy)."""
+    """Python thread names of ``pid`` and its descendants by OS thread id (one ``py-spy dump`` each;
+    a descendant's names start with ``child:``; empty without py-spy)."""
     exe = pyspy_path()
     if exe is None:
         return {}
-    try:
-        res = subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, text=True,
-                             timeout=timeout_s)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return parse_pyspy_dump(res.stdout)
+    names = {}
+    for p in family(pid):
+        try:
+            res = subprocess.run([exe, "dump", "--pid", str(p)], capture_output=True, text=True,
+                                 timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        prefix = "" if p == pid else "child:"
+        names.update({tid: prefix + name for tid, name in parse_pyspy_dump(res.stdout).items()})
+    return names

@@ -29,7 +29,8 @@ def start_record(pid: int, out: Path, duration_s: float, idle: bool = True,
     exe = pyspy_path()
     if exe is None:
         return None
-    cmd = [exe, "record", "--pid", str(pid), "--threads", *(["--idle"] if idle else []), "--format",
+    cmd = [exe, "record", "--pid", str(pid), "--threads", "--subprocesses",  # the inference process too
+           *(["--idle"] if idle else []), "--format",
            "speedscope", "--rate", str(rate_hz), "--duration", str(max(1, round(duration_s))),
            "--output", str(out), "--nonblocking"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -12,7 +12,8 @@
 # after the batched device work: compile_graphs da3-large from 100 Hz, da3-small from 150 Hz, and
 # the upstream wrapper again), auto2 (auto at 60 Hz; config/da3.yaml as shipped at 30 Hz),
 # profile2 (compile_graphs at 150 Hz under py-spy), gil (150 Hz with the GIL switch interval at 1 ms
-# and at 5 ms, then saturation).
+# and at 5 ms, then saturation); proc (saturation: inference process on / off, da3-small), proc2
+# (the upstream wrapper's saturation, 200 Hz under py-spy, the shipped config at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -47,13 +48,13 @@ if [[ ${DRY:-0} == 1 ]]; then
   L="--set model=default --set process_res=56 --set device=cpu"; S=$L; AW=4; WR=120
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
-  SAT2=$SAT; SAT2S=$SAT; RATE_HI=8
+  SAT2=$SAT; SAT2S=$SAT; RATE_HI=8; RATE_PROF=8
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
   UP="--node upstream --set model=da3-large --set device=cuda"
   RATE1=30; RATE8=60; D="--duration 15 --warmup 5"; SAT="--start-rate 16 --max-rate 512 --step-duration 6 --refine 2"
-  SAT2="--start-rate 100 --max-rate 400 --step-duration 6 --refine 2"; RATE_HI=150
+  SAT2="--start-rate 100 --max-rate 400 --step-duration 6 --refine 2"; RATE_HI=150; RATE_PROF=200
   SAT2S="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
@@ -111,12 +112,25 @@ case $PHASE in
     unset DA3_GIL_SWITCH_INTERVAL_S
     step large_nv8_saturate_graphs3 170 saturate $L $CG $NV8 $SAT2 --warmup 5 --wait-ready $WR $CAM
     ;;
+  proc)  # the pipeline in an inference process (inference_process on, the CUDA default now) against
+    # the node's worker thread (off), one machine, compile_graphs; then da3-small in the process
+    P="--set inference_process=on"; T="--set inference_process=off"
+    step large_nv8_saturate_graphs_proc 230 saturate $L $CG $NV8 $P $SAT2 --warmup 5 --wait-ready $WR $CAM
+    step large_nv8_saturate_graphs_thread 160 saturate $L $CG $NV8 $T $SAT2 --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_saturate_graphs_proc 170 saturate $S $CG $NV8 $P $SAT2S --warmup 5 --wait-ready $WR $CAM
+    ;;
+  proc2)  # the upstream wrapper's saturation for the ratio; where the time goes at 200 Hz in the
+    # process design (py-spy, both processes); the shipped config (accelerate auto) at 30 Hz
+    step upstream_large_nv8_saturate3 150 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    step large_nv8_200hz_graphs_proc_pyspy 120 run $L $CG $NV8 --rate $RATE_PROF $D --py-spy active --wait-ready $WR $CAM
+    step large_defaults_auto_30hz_proc $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
+    ;;
   camera)  # the bench alone (stand-in node): does the synthetic camera keep up, thread or process?
     for rate in 150 300; do for mode in thread process; do
       step sink_${rate}hz_$mode 60 run --node sink --rate $rate --duration 10 --warmup 2 --camera-mode $mode
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"

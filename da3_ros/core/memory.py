@@ -272,3 +272,11 @@ def weight_dtype(model: torch.nn.Module):
     for t in model.parameters():
         counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
     return max(counts, key=counts.get) if counts else None
+
+
+def cuda_memory_mb(device) -> dict[str, float] | None:
+    """Allocated and peak CUDA memory of this process on ``device`` in MiB; None without CUDA there."""
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return {"allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
+            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}

@@ -214,12 +214,9 @@ class NodeDiagnostics:
 
 
 def gpu_memory(device: str) -> dict[str, float] | None:
-    """Allocated and peak CUDA memory in MiB for a ``cuda`` device, else None."""
+    """Allocated and peak CUDA memory of this process in MiB for a ``cuda`` device, else None."""
     if not str(device).startswith("cuda"):
         return None
-    import torch
+    from da3_ros.core.memory import cuda_memory_mb  # torch: only for a CUDA device
 
-    if not torch.cuda.is_available():
-        return None
-    return {"allocated_mb": torch.cuda.memory_allocated(device) / 2**20,
-            "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+    return cuda_memory_mb(device)

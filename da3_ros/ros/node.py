@@ -53,6 +53,7 @@ from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.rig import RigCalibration
+from da3_ros.inference.process_pipeline import ProcessPipeline, use_process
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.ros import memtrace
 from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
@@ -237,13 +238,20 @@ class Da3Node(LifecycleNode):
             self.predictor, info, self.truth_topics = build_truth(self, s, qos)
         else:
             with SIGNALS.interruptible():  # a stop signal cuts loading, compiling and warm-up short
-                from da3_ros.inference import build  # torch loads here, not at start-up
-
                 inference = InferenceSettings.from_mapping(s.values)
-                self.predictor, info = build.build_engine(inference, self.get_logger())
-                if inference.warmup:
-                    n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
-                    build.warm_up(self.predictor, n, self.get_logger())
+                n = int(s["num_view"]) * (len(s.cameras) if s.mode == "multicam" else 1)
+                n = n if inference.warmup else 0
+                if use_process(s["inference_process"], s["model"], (s["devices"] or [s["device"]])[0]):
+                    # the predictor is the inference process; the pipeline adopts it at start
+                    self.predictor = ProcessPipeline(pipeline_config(s), inference, warmup_views=n)
+                    info = self.predictor.launch()
+                    self.get_logger().info(f"inference process {self.predictor.pid} runs the model")
+                else:
+                    from da3_ros.inference import build  # torch loads here, not at start-up
+
+                    self.predictor, info = build.build_engine(inference, self.get_logger())
+                    if n:
+                        build.warm_up(self.predictor, n, self.get_logger())
         cfg = pipeline_config(s)
         rig_metric = cfg.mode == "multicam" and RigCalibration(cfg.rig_extrinsics).is_metric(cfg.cameras)
         units = "metric" if info.is_metric else "metric (rig baseline)" if rig_metric else "relative"
@@ -273,7 +281,9 @@ class Da3Node(LifecycleNode):
             self.truth_topics.destroy()
             self.truth_topics = None
         predictor, self.predictor = self.predictor, None
-        if predictor is not None and self.settings["model"] != "truth":
+        if isinstance(predictor, ProcessPipeline):
+            predictor.close(timeout_s=5.0, drain=False)  # ends the process (no-op once closed)
+        elif predictor is not None and self.settings["model"] != "truth":
             from da3_ros.inference.build import release
 
             release(predictor)
@@ -287,8 +297,12 @@ class Da3Node(LifecycleNode):
             gen = self._generation
             self._publisher = PublishThread(lambda r: self._on_result(gen, r), self._on_publish_error)
             self._publisher.start()
-            self.pipeline = AsyncPipeline(pipeline_config(self.settings), self.predictor,
-                                          on_result=self._publisher.submit)
+            if isinstance(self.predictor, ProcessPipeline):  # runs since _load_predictor
+                self.pipeline = self.predictor
+                self.pipeline.on_result = self._publisher.submit
+            else:
+                self.pipeline = AsyncPipeline(pipeline_config(self.settings), self.predictor,
+                                              on_result=self._publisher.submit)
             self.pipeline.start()
 
     def _stop(self) -> None:
@@ -406,10 +420,14 @@ class Da3Node(LifecycleNode):
             return
         pipeline = self.pipeline
         stats = pipeline.stats.as_dict() if pipeline is not None else None
-        compile_status = getattr(getattr(self.predictor, "model", None), "status", None)
-        if compile_status is not None:  # accelerate auto: what the background compile is doing
-            self.diag.info["accelerate"] = f"background: {compile_status.describe()}"
-        gpu = gpu_memory(self._device) if self.predictor is not None else None
+        if isinstance(pipeline, ProcessPipeline):  # the inference process reports both
+            compiling, gpu = pipeline.runtime["compile"], pipeline.runtime["gpu"]
+        else:
+            status = getattr(getattr(self.predictor, "model", None), "status", None)
+            compiling = status.describe() if status is not None else None
+            gpu = gpu_memory(self._device) if self.predictor is not None else None
+        if compiling is not None:  # accelerate auto: what the background compile is doing
+            self.diag.info["accelerate"] = f"background: {compiling}"
         msg = self.diag.build(self.state_label, stats, gpu, self.get_clock().now().to_msg())
         self._diag_pub.publish(msg)
 

@@ -126,6 +126,8 @@ def _output_resolution_error(value: Any) -> str | None:
     return None
 
 
+#: Values of ``inference_process`` (see :func:`da3_ros.inference.process_pipeline.use_process`).
+INFERENCE_PROCESS_SETTINGS: tuple[str, ...] = ("auto", "on", "off")
 #: ``additional_constraints`` of the parameters that are read at configure only.
 RESTART_NOTE = "restart: set it while unconfigured; read at the next configure"
 #: Upper bound of "unbounded" numeric ranges in descriptors.
@@ -161,6 +163,11 @@ SPECS: tuple[ParamSpec, ...] = (
               "da3_ros/torch_compile"),
     ParamSpec("compile_timeout_s", _INF.compile_timeout_s, "A background compile not done after this "
               "long is abandoned (the network stays eager; reported in /diagnostics)", lo=1.0, hi=86400.0),
+    ParamSpec("inference_process", "auto", "Where the model, windows, alignment, cloud and colours run: "
+              "on = an inference process of their own (images and results in shared memory), so the node's "
+              "ROS threads and the inference never wait for one Python lock; off = a worker thread of the "
+              "node; auto = on for a CUDA device, off on the CPU and for model truth",
+              choices=INFERENCE_PROCESS_SETTINGS),
     ParamSpec("cpu_threads", _INF.cpu_threads, "torch CPU threads; 0: 2 on CUDA, else all cores but two "
               "(left to the node's ROS threads), at least 1", lo=0, hi=1024),
     ParamSpec("process_res", _INF.process_res, "Long side of the network input in pixels (28-4096); 0: "
@@ -394,6 +401,9 @@ def _camera_spec(name: str) -> ParamSpec | None:
 
 
 def _check_relations(v: dict[str, Any]) -> str | None:
+    if v.get("inference_process") == "on" and v.get("model") == "truth":
+        return ("inference_process=on cannot run model truth (it reads ROS topics in the node): "
+                "use auto or off")
     if 0 < v.get("process_res", 0) < 28:
         return f"process_res ({v['process_res']}) must be 0 (the model's recommendation) or at least 28"
     if v.get("max_depth_m") and not v.get("min_depth_m", 0.0) < v["max_depth_m"]:

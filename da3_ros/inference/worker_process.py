@@ -1,0 +1,236 @@
+"""The inference process: model, windows, alignment, cloud and colours away from the ROS process.
+
+:class:`da3_ros.inference.process_pipeline.ProcessPipeline` starts :func:`worker_main` in a
+process of its own (``spawn``: a fresh interpreter, the only one that touches CUDA). There it
+builds the predictor, warms it up and runs an :class:`~da3_ros.core.pipeline.AsyncPipeline`
+exactly as the node's in-process worker would; only the way frames come in and results go out
+differs:
+
+- frames: the parent writes each image into the input :class:`~da3_ros.inference.shm_ring.SlotRing`
+  and sends ``("frame", frame without image, layout)``; :func:`_control_loop` copies the image
+  out, frees the slot at once and submits the frame (the pipeline's bounded queue, accounting and
+  drop reasons are the in-process ones);
+- results: :class:`ResultSender` (on the pipeline's worker thread) writes the arrays the node
+  publishes (depth, confidence and colours of the views to publish, the cloud) into the output
+  ring and sends ``("result", light result, layout)``; a full output ring (the ROS process
+  publishes slower than windows come) blocks the worker, so frames wait and drop at the
+  pipeline's queue, counted, as in-process;
+- everything else is messages on the same pipe: ``reset``, ``config``, ``close`` from the parent;
+  ``ready`` / ``failed`` (model load), ``log`` (the package's log records), ``stats`` (every
+  :data:`STATS_PERIOD_S`: the pipeline's counters, GPU memory, the background compile's state)
+  and a last ``closed`` with the final counters.
+
+The process ignores SIGINT (Ctrl-C reaches the whole process group; the parent decides when
+the worker stops) and ends by itself when the pipe to its parent closes (the parent died).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from da3_ros.core.config import PipelineConfig
+from da3_ros.core.results import WindowResult
+from da3_ros.inference.settings import InferenceSettings
+from da3_ros.inference.shm_ring import SlotRing
+
+#: Seconds between two ``stats`` messages to the parent.
+STATS_PERIOD_S = 0.2
+#: How often a worker waiting for a free output slot looks again, in seconds.
+SLOT_POLL_S = 0.001
+#: The GIL switch interval of the inference process (see :mod:`da3_ros.ros.entry`).
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+@dataclass
+class WorkerSpec:
+    """Everything the inference process needs to start (pickled to it).
+
+    Attributes:
+        inference: what model to build and how.
+        config: the pipeline's configuration (windows, alignment, cloud, colours).
+        warmup_views: views of the warm-up window (0: no warm-up).
+        in_ring, out_ring: names of the rings the parent created, and their slot counts.
+    """
+
+    inference: InferenceSettings
+    config: PipelineConfig
+    warmup_views: int
+    in_ring: tuple[str, int]
+    out_ring: tuple[str, int]
+
+
+class PipeLogHandler(logging.Handler):
+    """Sends each log record of the package to the parent as ``("log", level, logger, message)``."""
+
+    def __init__(self, send) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send ``record`` (dropped quietly once the parent is gone)."""
+        try:
+            self._send(("log", record.levelno, record.name, record.getMessage()))
+        except Exception:  # noqa: BLE001 - the parent is gone; nothing to log to
+            pass
+
+
+class ResultSender:
+    """The pipeline's ``on_result``: a result's published arrays into the output ring, a message out.
+
+    Only what the node publishes travels: every view's metadata, poses and intrinsics, and the
+    maps of the views it publishes (new views, or all with ``publish_all_views``); the others'
+    depth and confidence arrive as None.
+    """
+
+    def __init__(self, ring: SlotRing, send, config: PipelineConfig, closing: threading.Event) -> None:
+        self.ring, self.send, self.config, self.closing = ring, send, config, closing
+
+    def __call__(self, result: WindowResult) -> None:
+        """Write ``result`` into the next free slot (waiting for one) and tell the parent."""
+        slot = self.ring.acquire()
+        while slot is None:  # the ROS process is behind: wait (frames queue and drop upstream)
+            if self.closing.is_set():
+                return
+            time.sleep(SLOT_POLL_S)
+            slot = self.ring.acquire()
+        light, arrays = split_result(result, self.config.publish_all_views)
+        layout = self.ring.write(slot, arrays)
+        self.send(("result", light, layout))
+
+
+def split_result(result: WindowResult, all_views: bool) -> tuple[WindowResult, dict[str, np.ndarray]]:
+    """A result without its large arrays (pickled) and those arrays by key (shared memory).
+
+    Keys: ``depth{i}``, ``conf{i}``, ``col{i}`` for each view i to publish, ``points``,
+    ``colors``, ``points_conf``. :func:`join_result` puts them back.
+    """
+    pred = result.prediction
+    views = [i for i in range(len(pred.frames)) if all_views or result.is_new[i]]
+    arrays: dict[str, np.ndarray] = {}
+    for i in views:
+        arrays[f"depth{i}"] = np.ascontiguousarray(pred.depth[i], dtype=np.float32)
+        arrays[f"conf{i}"] = np.ascontiguousarray(pred.confidence[i], dtype=np.float32)
+        if i in result.colored:
+            arrays[f"col{i}"] = result.colored[i]
+    arrays["points"] = np.asarray(result.points_world, np.float32)
+    arrays["colors"] = np.asarray(result.colors, np.uint8)
+    arrays["points_conf"] = np.asarray(result.points_conf, np.float32)
+    frames = [replace(f, image=np.empty((f.height, f.width, 0), np.uint8)) for f in pred.frames]
+    light_pred = replace(pred, frames=frames, depth=[None] * len(frames), confidence=[None] * len(frames),
+                         depth_thumbs=None, device_maps=None)
+    light = replace(result, prediction=light_pred, points_world=None, colors=None, points_conf=None,
+                    colored={})
+    return light, arrays
+
+
+def join_result(light: WindowResult, arrays: dict[str, np.ndarray]) -> WindowResult:
+    """The result :func:`split_result` took apart (arrays are used as given: views, no copy).
+
+    Frames keep their size but carry no pixels (``image`` has 0 channels); views not published
+    have None for depth and confidence.
+    """
+    pred = light.prediction
+    for i in range(len(pred.frames)):
+        pred.depth[i] = arrays.get(f"depth{i}")
+        pred.confidence[i] = arrays.get(f"conf{i}")
+        if f"col{i}" in arrays:
+            light.colored[i] = arrays[f"col{i}"]
+    light.points_world, light.colors = arrays["points"], arrays["colors"]
+    light.points_conf = arrays["points_conf"]
+    return light
+
+
+def worker_main(conn, spec: WorkerSpec) -> None:
+    """Entry of the inference process (see module docstring); returns when told to close or orphaned."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    send_lock = threading.Lock()
+
+    def send(msg) -> None:
+        with send_lock:
+            conn.send(msg)
+
+    log = logging.getLogger("da3_ros")
+    log.addHandler(PipeLogHandler(send))
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    in_ring, out_ring = SlotRing.attach(*spec.in_ring), SlotRing.attach(*spec.out_ring)
+    try:
+        predictor, info = _load(spec, log)
+    except Exception as exc:  # noqa: BLE001 - the parent reports it and stays inactive
+        send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    send(("ready", info))
+    from da3_ros.core.pipeline import AsyncPipeline
+
+    closing = threading.Event()
+    pipeline = AsyncPipeline(spec.config, predictor,
+                             on_result=ResultSender(out_ring, send, spec.config, closing))
+    pipeline.start()
+    try:
+        final = _control_loop(conn, pipeline, in_ring, predictor, send, closing)
+    finally:
+        closing.set()
+        pipeline.close(timeout_s=10.0, drain=False)
+    send(("closed", _stats(pipeline, predictor) if final is None else final))
+
+
+def _load(spec: WorkerSpec, log: logging.Logger):
+    from da3_ros.inference import build
+
+    predictor, info = build.build_engine(spec.inference, log)
+    if spec.warmup_views > 0:
+        build.warm_up(predictor, spec.warmup_views, log)
+    return predictor, info
+
+
+def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
+                  closing: threading.Event) -> dict | None:
+    """Serve the parent's messages until ``close`` (returns the final stats) or a closed pipe (None)."""
+    next_stats = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= next_stats:
+            send(("stats", _stats(pipeline, predictor)))
+            next_stats = now + STATS_PERIOD_S
+        try:
+            if not conn.poll(STATS_PERIOD_S):
+                continue
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return None  # the parent is gone
+        kind = msg[0]
+        if kind == "frame":
+            _, frame, layout = msg
+            image = np.array(in_ring.arrays(layout)["image"])  # a copy: the slot is free at once
+            in_ring.release(layout.slot)
+            pipeline.submit(replace(frame, image=image))
+        elif kind == "reset":
+            pipeline.reset(msg[1])
+        elif kind == "config":
+            pipeline.update_config(msg[1])
+        elif kind == "close":
+            drain = bool(msg[1])
+            if not drain:
+                closing.set()
+            pipeline.close(timeout_s=float(msg[2]), drain=drain)
+            return _stats(pipeline, predictor)
+
+
+def _stats(pipeline, predictor) -> dict:
+    """The pipeline's counters (one consistent snapshot) plus ``gpu`` and ``compile``."""
+    from da3_ros.core.memory import cuda_memory_mb  # torch is loaded by now
+
+    with pipeline.pipeline.lock:
+        stats = pipeline.stats.as_dict()
+    stats["gpu"] = cuda_memory_mb(getattr(predictor, "device", "cpu"))
+    status = getattr(getattr(predictor, "model", None), "status", None)
+    stats["compile"] = status.describe() if status is not None else None
+    return stats

@@ -1,0 +1,189 @@
+"""The pipeline in an inference process of its own: shared-memory slots, results, accounting, failures.
+
+The inference process runs the same pipeline as the node's worker thread; these tests check
+that what comes out of it is what the in-process pipeline gives for the same frames and
+weights, that every frame is still accounted for (including when the process dies), and that no
+shared-memory file outlives the pipeline.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from _core_synth import make_sequence
+
+from da3_ros.core.config import PipelineConfig
+from da3_ros.core.pipeline import Pipeline
+from da3_ros.inference import build
+from da3_ros.inference.process_pipeline import ProcessPipeline, WorkerFailed, use_process
+from da3_ros.inference.settings import InferenceSettings
+from da3_ros.inference.shm_ring import SHM_DIR, SlotRing, ring_name, sweep_stale
+from da3_ros.model import save_pretrained
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _files(prefix: str) -> list[str]:
+    return [f for f in os.listdir(SHM_DIR) if f.startswith(prefix)]
+
+
+def _accounted(s) -> bool:
+    return s.received == s.processed + s.dropped_total + s.pending
+
+
+def _wait(predicate, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+# --------------------------------------------------------------------------- the slot ring
+def test_slot_ring_round_trip_growth_back_pressure_and_cleanup():
+    name = ring_name("test_ring")
+    producer = SlotRing(name, 2)
+    consumer = SlotRing.attach(name, 2)
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.full((5, 2, 3), 7, np.uint8)
+    s0 = producer.acquire()
+    layout = producer.write(s0, {"a": a, "b": b})
+    got = consumer.arrays(layout)
+    np.testing.assert_array_equal(got["a"], a)
+    np.testing.assert_array_equal(got["b"], b)
+    assert got["a"].dtype == np.float32 and got["b"].dtype == np.uint8
+    s1 = producer.acquire()
+    assert s1 != s0 and producer.acquire() is None  # both slots held: the consumer is behind
+    assert consumer.busy() == 2
+    consumer.release(s0)
+    assert producer.acquire() == s0  # slots go in turn
+    big = np.random.default_rng(0).random((300, 400)).astype(np.float32)  # larger than the slot: grows
+    layout2 = producer.write(s0, {"big": big})
+    assert layout2.path != layout.path
+    np.testing.assert_array_equal(consumer.arrays(layout2)["big"], big)
+    consumer.close()
+    assert _files(name + ".")
+    producer.close()
+    assert not _files(name + ".")
+
+
+def test_sweep_removes_the_files_of_a_dead_process_only():
+    import multiprocessing
+
+    dead = multiprocessing.get_context("spawn").Process(target=int)
+    dead.start()
+    dead.join()
+    stale = SlotRing(ring_name("stale", pid=dead.pid), 1)
+    stale.write(stale.acquire(), {"x": np.ones(4)})
+    mine = SlotRing(ring_name("mine"), 1)
+    assert sweep_stale() >= 2  # the dead process's flag and slot files
+    assert not _files(f"da3_ros.{dead.pid}.stale.") and _files(mine.name + ".")
+    mine.close()
+
+
+# --------------------------------------------------------------------------- the process pipeline
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    net, _, _ = build.load_network("da3-tiny", seed=0)
+    return str(save_pretrained(net, tmp_path_factory.mktemp("weights") / "da3-tiny"))
+
+
+def _settings(model: str) -> InferenceSettings:
+    return InferenceSettings(model=model, device="cpu", process_res=56, warmup=False, cpu_threads=1)
+
+
+def test_inference_process_gives_the_in_process_results_and_accounts_for_every_frame(tiny_weights):
+    seq = make_sequence(12, width=64, height=48, kind="room", seed=3)
+    cfg = {"num_view": 4, "stride": 2, "queue_size": 64}
+    engine, _ = build.build_engine(_settings(tiny_weights), logging.getLogger("test"))
+    local = Pipeline(PipelineConfig(**cfg), engine)
+    expected = [r for f in seq.frames for r in local.push(f)] + local.flush()
+
+    got = []  # copies: a result's arrays live in a shared slot, reused once the result is gone
+    proc = ProcessPipeline(PipelineConfig(**cfg), _settings(tiny_weights),
+                           on_result=lambda r: got.append(copy.deepcopy(r)))
+    info = proc.launch()
+    assert info.device == "cpu" and proc.pid != os.getpid()
+    for f in seq.frames:
+        assert proc.submit(f)
+    assert proc.close(timeout_s=60, drain=True)  # the queued frames run, then the end-of-stream window
+    stats = proc.stats
+    assert stats.received == 12 and stats.pending == 0 and _accounted(stats)
+    assert stats.processed == local.stats.processed and stats.dropped == local.stats.dropped
+    assert [r.window_index for r in got] == [r.window_index for r in expected]
+    for mine, ref in zip(got, expected):
+        np.testing.assert_array_equal(mine.is_new, ref.is_new)
+        np.testing.assert_allclose(mine.world_from_cam, ref.world_from_cam, rtol=1e-5, atol=1e-6)
+        for i, new in enumerate(ref.is_new):
+            frame, ref_frame = mine.prediction.frames[i], ref.prediction.frames[i]
+            assert (frame.stamp_ns, frame.camera, frame.height, frame.width) == (
+                ref_frame.stamp_ns, ref_frame.camera, ref_frame.height, ref_frame.width)
+            if new:  # what the node publishes travels; the rest does not
+                np.testing.assert_allclose(mine.prediction.depth[i], ref.prediction.depth[i], rtol=1e-5)
+                np.testing.assert_allclose(mine.prediction.confidence[i], ref.prediction.confidence[i],
+                                           rtol=1e-5)
+            else:
+                assert mine.prediction.depth[i] is None
+        np.testing.assert_allclose(mine.points_world, ref.points_world, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(mine.colors, ref.colors)
+    assert not _files(f"da3_ros.{os.getpid()}.in") and not _files(f"da3_ros.{os.getpid()}.out")
+
+
+def test_config_updates_reach_the_inference_process(tiny_weights):
+    seq = make_sequence(8, width=64, height=48, kind="room", seed=4)
+    got = []
+    proc = ProcessPipeline(PipelineConfig(num_view=2, stride=2, queue_size=64), _settings(tiny_weights),
+                           on_result=lambda r: got.append([d is not None for d in r.prediction.depth]))
+    proc.launch()
+    try:
+        for f in seq.frames[:4]:
+            proc.submit(f)
+        assert _wait(lambda: len(got) >= 2, 60)
+        proc.update_config({"publish_all_views": True, "stride": 1})
+        for f in seq.frames[4:]:
+            proc.submit(f)
+        assert _wait(lambda: proc.stats.processed == 8, 60)
+    finally:
+        proc.close(drain=True)
+    assert got[0] == [True, True]  # stride 2: both views new
+    assert all(views == [True, True] for views in got[2:])  # all views: with stride 1 too
+
+
+def test_a_killed_inference_process_loses_no_frame_silently(tiny_weights, caplog):
+    seq = make_sequence(10, width=64, height=48, kind="room", seed=5)
+    proc = ProcessPipeline(PipelineConfig(num_view=4, stride=4, queue_size=64), _settings(tiny_weights))
+    proc.launch()
+    for f in seq.frames[:6]:
+        proc.submit(f)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert _wait(lambda: proc.stats.dropped.get("worker_lost", 0) > 0, 10)  # what it held is lost
+    for f in seq.frames[6:]:
+        assert not proc.submit(f)  # dropped at once, counted
+    stats = proc.stats
+    assert stats.received == 10 and stats.pending == 0 and _accounted(stats)
+    assert stats.dropped["worker_lost"] >= 6
+    assert "ended unexpectedly" in caplog.text
+    proc.close(timeout_s=2.0)
+    assert not _files(f"da3_ros.{os.getpid()}.in")
+
+
+def test_a_model_that_cannot_load_is_a_clear_error_and_leaves_nothing(tmp_path):
+    proc = ProcessPipeline(PipelineConfig(), _settings(str(tmp_path / "no_such_weights")))
+    with pytest.raises(WorkerFailed, match="no_such_weights"):
+        proc.launch()
+    assert not proc._process.is_alive()
+    assert not _files(f"da3_ros.{os.getpid()}.in") and not _files(f"da3_ros.{os.getpid()}.out")
+
+
+def test_where_the_pipeline_runs():
+    assert use_process("auto", "da3-large", "cuda:0") and use_process("on", "da3-tiny", "cpu")
+    assert not use_process("auto", "da3-large", "cpu") and not use_process("off", "da3-large", "cuda")
+    assert not use_process("auto", "truth", "cuda")
+    assert not use_process("auto", "da3-tiny", "auto")  # no CUDA on this machine
