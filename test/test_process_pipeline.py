@@ -187,3 +187,46 @@ def test_where_the_pipeline_runs():
     assert not use_process("auto", "da3-large", "cpu") and not use_process("off", "da3-large", "cuda")
     assert not use_process("auto", "truth", "cuda")
     assert not use_process("auto", "da3-tiny", "auto")  # no CUDA on this machine
+
+
+def test_no_room_in_shared_memory_drops_frames_with_a_reason_and_results_take_the_pipe(
+        tiny_weights, monkeypatch, caplog):
+    import threading
+
+    from da3_ros.inference.process_pipeline import ProcessPipeline as PP
+    from da3_ros.inference.worker_process import ResultSender, split_result
+
+    proc = PP(PipelineConfig(num_view=2, stride=2, queue_size=8), _settings(tiny_weights))
+    proc.launch()
+    try:
+        def full(fd, offset, length):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", full)  # this process's slot files only
+        seq = make_sequence(3, width=64, height=48, kind="room", seed=6)
+        assert not any(proc.submit(f) for f in seq.frames)
+        stats = proc.stats
+        assert stats.dropped == {"shm_full": 3} and _accounted(stats)
+        assert "shm-size" in caplog.text
+    finally:
+        monkeypatch.undo()
+        proc.close(drain=False)
+
+    # the inference process's side: a result that finds no room goes through the pipe, whole
+    engine, _ = build.build_engine(_settings(tiny_weights), logging.getLogger("test"))
+    pipeline = Pipeline(PipelineConfig(num_view=2, stride=2), engine)
+    result = [r for f in make_sequence(2, width=64, height=48, seed=7).frames for r in pipeline.push(f)][0]
+    sent = []
+    ring = SlotRing(ring_name("full"), 1)
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    try:
+        ResultSender(ring, sent.append, PipelineConfig(), threading.Event())(copy.deepcopy(result))
+    finally:
+        monkeypatch.undo()
+    kind, light, arrays = sent[0]
+    assert kind == "result" and isinstance(arrays, dict) and ring.busy() == 0
+    _, expected = split_result(result, all_views=False)
+    assert arrays.keys() == expected.keys()
+    for key in arrays:
+        np.testing.assert_array_equal(arrays[key], expected[key])
+    ring.close()

@@ -14,7 +14,8 @@ and the receiver (:meth:`ProcessPipeline._receive`): results to ``on_result``, t
 records to this process's ``logging``, its counters to :attr:`ProcessPipeline.stats`.
 
 Accounting: every submitted frame is counted here as received. Frames that cannot be handed over
-(every input slot taken: the inference process is far behind) drop here as ``queue_full``; after
+(every input slot taken: the inference process is far behind) drop here as ``queue_full``, those
+that find no room in ``/dev/shm`` as ``shm_full`` (logged once, with the fix); after
 :meth:`ProcessPipeline.close` as ``closed``; frames the inference process had when it died (killed,
 crashed) as ``worker_lost``. The others are the worker's: its counters, merged, so
 ``received == processed + dropped + pending`` holds here as it does in-process (frames on their
@@ -35,7 +36,7 @@ from da3_ros.core.config import PipelineConfig
 from da3_ros.core.frames import Frame
 from da3_ros.core.results import PipelineStats, WindowResult
 from da3_ros.inference.settings import InferenceSettings, PredictorInfo
-from da3_ros.inference.shm_ring import SlotRing, ring_name, sweep_stale
+from da3_ros.inference.shm_ring import SHM_HINT, SlotRing, ring_name, sweep_stale
 from da3_ros.inference.worker_process import WorkerSpec, join_result, worker_main
 
 LOG = logging.getLogger("da3_ros.inference.process")
@@ -100,6 +101,7 @@ class ProcessPipeline:
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()  # counters below, and the worker's latest stats
         self._submitted = 0
+        self._shm_warned = False
         self._dropped: Counter = Counter()  # drops decided here
         self._worker_stats: dict = {}
         self._closing = False  # no more frames are taken
@@ -166,7 +168,16 @@ class ProcessPipeline:
                 reason = reason or "queue_full"
                 self._dropped[reason] += 1
                 return False
-        layout = self._in.write(slot, {"image": frame.image})
+        try:
+            layout = self._in.write(slot, {"image": frame.image})
+        except OSError as exc:  # no room in /dev/shm for the slot
+            self._in.release(slot)
+            with self._lock:
+                self._dropped["shm_full"] += 1
+            if not self._shm_warned:
+                self._shm_warned = True
+                LOG.error("%s: frames drop as shm_full. %s", exc, SHM_HINT)
+            return False
         if not self._send(("frame", replace(frame, image=None), layout)):
             self._in.release(slot)
             with self._lock:
@@ -277,10 +288,14 @@ class ProcessPipeline:
 
     def _deliver(self, light: WindowResult, layout) -> None:
         if self._discard or self.on_result is None:
-            self._out.release(layout.slot)
+            if not isinstance(layout, dict):
+                self._out.release(layout.slot)
             return
-        result = join_result(light, self._out.arrays(layout))
-        weakref.finalize(result, self._out.release, layout.slot)  # the slot is reused once it is gone
+        if isinstance(layout, dict):  # sent through the pipe (no room in /dev/shm)
+            result = join_result(light, layout)
+        else:
+            result = join_result(light, self._out.arrays(layout))
+            weakref.finalize(result, self._out.release, layout.slot)  # the slot is reused once it is gone
         try:
             self.on_result(result)
         except Exception:  # noqa: BLE001 - a consumer bug must not stop the receiver

@@ -29,6 +29,9 @@ import numpy as np
 #: directory elsewhere.
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else os.environ.get("TMPDIR", "/tmp")
 FREE, BUSY = 0, 1
+#: What to do when ``/dev/shm`` is too small (Docker gives a container 64 MB unless told).
+SHM_HINT = ("Give /dev/shm more room: about 150 MB for one 640x480 camera at num_view 8 (docker run "
+            "--shm-size=1g; docker compose shm_size), or set inference_process off")
 #: Byte alignment of each array inside a slot (cache lines; numpy and torch like 64).
 ALIGN = 64
 
@@ -47,11 +50,23 @@ def _align(n: int) -> int:
 
 
 def _map_file(path: str, size: int, create: bool) -> mmap.mmap:
+    """Map ``path``; ``create``: a new file of ``size`` bytes, its memory reserved now.
+
+    Raises:
+        OSError: ``ENOSPC`` when the memory file system cannot hold ``size`` more bytes (a
+            container's 64 MB ``/dev/shm``): reserving up front turns what would be a SIGBUS
+            at the first write into an error the caller handles (the file is removed).
+    """
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
     fd = os.open(path, flags, 0o600)
     try:
         if create:
-            os.ftruncate(fd, size)
+            try:
+                os.ftruncate(fd, size)
+                os.posix_fallocate(fd, 0, size)
+            except OSError:
+                _unlink(path)
+                raise
         else:
             size = os.fstat(fd).st_size
         return mmap.mmap(fd, size)
@@ -101,7 +116,12 @@ class SlotRing:
         return slot
 
     def write(self, slot: int, arrays: dict[str, np.ndarray]) -> SlotLayout:
-        """Copy ``arrays`` into ``slot`` (acquired), growing its file when needed; their layout."""
+        """Copy ``arrays`` into ``slot`` (acquired), growing its file when needed; their layout.
+
+        Raises:
+            OSError: no room for the slot in :data:`SHM_DIR` (see :func:`_map_file`); the
+                slot stays acquired (release it).
+        """
         entries, offset = [], 0
         for key, arr in arrays.items():
             arr = np.asarray(arr)
@@ -119,6 +139,7 @@ class SlotRing:
             return held
         if held is not None:  # too small: a new file (the consumer maps it by its new name)
             _unlink(held[0])
+            del self._own[slot]
         self._generation += 1
         path = os.path.join(SHM_DIR, f"{self.name}.{slot}.{self._generation}")
         held = (path, _map_file(path, size + size // 4, create=True))  # room to grow a little

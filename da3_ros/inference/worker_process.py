@@ -38,7 +38,9 @@ import numpy as np
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.results import WindowResult
 from da3_ros.inference.settings import InferenceSettings
-from da3_ros.inference.shm_ring import SlotRing
+from da3_ros.inference.shm_ring import SHM_HINT, SlotRing
+
+LOG = logging.getLogger("da3_ros.inference.worker")
 
 #: Seconds between two ``stats`` messages to the parent.
 STATS_PERIOD_S = 0.2
@@ -91,6 +93,7 @@ class ResultSender:
 
     def __init__(self, ring: SlotRing, send, config: PipelineConfig, closing: threading.Event) -> None:
         self.ring, self.send, self.config, self.closing = ring, send, config, closing
+        self.warned = False
 
     def __call__(self, result: WindowResult) -> None:
         """Write ``result`` into the next free slot (waiting for one) and tell the parent."""
@@ -101,7 +104,15 @@ class ResultSender:
             time.sleep(SLOT_POLL_S)
             slot = self.ring.acquire()
         light, arrays = split_result(result, self.config.publish_all_views)
-        layout = self.ring.write(slot, arrays)
+        try:
+            layout = self.ring.write(slot, arrays)
+        except OSError as exc:  # no room in /dev/shm: this result goes through the pipe instead
+            self.ring.release(slot)
+            if not self.warned:
+                LOG.warning("%s; results go through the pipe (slower). %s", exc, SHM_HINT)
+                self.warned = True
+            self.send(("result", light, {k: np.array(a) for k, a in arrays.items()}))
+            return
         self.send(("result", light, layout))
 
 
