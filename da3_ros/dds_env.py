@@ -59,3 +59,49 @@ def loopback_env(domain_id: int, base: dict[str, str] | None = None,
         env["ROS_LOG_DIR"] = str(log_dir)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+#: Fast DDS segments younger than this are never removed (a participant may be creating one).
+SEGMENT_MIN_AGE_S = 60.0
+
+
+def remove_stale_fastdds_segments(shm_dir: str = "/dev/shm", min_age_s: float = SEGMENT_MIN_AGE_S) -> int:
+    """Remove the Fast DDS shared-memory segments of processes that no longer run; how many files.
+
+    A Fast DDS participant keeps a segment ``fastdds_<id>`` (tens of MB for image traffic) and
+    holds an exclusive ``flock`` on its ``fastdds_<id>_el`` file while it lives; a process killed
+    (a timed-out test, SIGKILL) leaves both behind, and ``/dev/shm`` fills over many runs (13 GB
+    here once). As ``fastdds shm clean`` does, a segment whose lock nobody holds is removed;
+    segments younger than ``min_age_s`` are left alone.
+    """
+    import fcntl
+    import time
+
+    removed = 0
+    try:
+        names = os.listdir(shm_dir)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith("fastdds_") and name.endswith("_el")):
+            continue
+        lock, segment = os.path.join(shm_dir, name), os.path.join(shm_dir, name[:-3])
+        try:
+            if time.time() - os.stat(lock).st_mtime < min_age_s:
+                continue
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live participant holds it
+        finally:
+            os.close(fd)
+        for path in (segment, lock):
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
