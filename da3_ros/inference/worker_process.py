@@ -10,11 +10,11 @@ differs:
   and sends ``("frame", frame without image, layout)``; :func:`_control_loop` copies the image
   out, frees the slot at once and submits the frame (the pipeline's bounded queue, accounting and
   drop reasons are the in-process ones);
-- results: :class:`ResultSender` (on the pipeline's worker thread) writes the arrays the node
-  publishes (depth, confidence and colours of the views to publish, the cloud) into the output
-  ring and sends ``("result", light result, layout)``; a full output ring (the ROS process
-  publishes slower than windows come) blocks the worker, so frames wait and drop at the
-  pipeline's queue, counted, as in-process;
+- results: :class:`ResultSender` (on a thread of its own, so the worker starts the next window
+  at once) writes the arrays the node publishes (depth, confidence and colours of the views to
+  publish, the cloud) into the output ring and sends ``("result", light result, layout)``; a
+  full output ring (the ROS process publishes slower than windows come) blocks the sender and
+  then the worker, so frames wait and drop at the pipeline's queue, counted, as in-process;
 - everything else is messages on the same pipe: ``reset``, ``config``, ``close`` from the parent;
   ``ready`` / ``failed`` (model load), ``log`` (the package's log records), ``stats`` (every
   :data:`STATS_PERIOD_S`: the pipeline's counters, GPU memory, the background compile's state)
@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from da3_ros.core.config import PipelineConfig
+from da3_ros.core.handoff import HandoffThread
 from da3_ros.core.results import WindowResult
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.inference.shm_ring import SHM_HINT, SlotRing
@@ -182,15 +183,22 @@ def worker_main(conn, spec: WorkerSpec) -> None:
     from da3_ros.core.pipeline import AsyncPipeline
 
     closing = threading.Event()
-    pipeline = AsyncPipeline(spec.config, predictor,
-                             on_result=ResultSender(out_ring, send, spec.config, closing))
+    # results go into shared memory on a thread of their own: the worker starts the next window
+    sender = HandoffThread(ResultSender(out_ring, send, spec.config, closing), _log_error, depth=1)
+    sender.start("da3_send")
+    pipeline = AsyncPipeline(spec.config, predictor, on_result=sender.submit)
     pipeline.start()
     try:
         final = _control_loop(conn, pipeline, in_ring, predictor, send, closing)
     finally:
-        closing.set()
         pipeline.close(timeout_s=10.0, drain=False)
+        sender.close(timeout_s=10.0, drain=not closing.is_set())
+        closing.set()
     send(("closed", _stats(pipeline, predictor) if final is None else final))
+
+
+def _log_error(exc: BaseException) -> None:
+    LOG.warning("sending a result failed: %s: %s", type(exc).__name__, exc)
 
 
 def _load(spec: WorkerSpec, log: logging.Logger):
@@ -216,6 +224,7 @@ def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
                 continue
             msg = conn.recv()
         except (EOFError, OSError):
+            closing.set()
             return None  # the parent is gone
         kind = msg[0]
         if kind == "frame":

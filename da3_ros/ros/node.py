@@ -21,7 +21,7 @@ Threads (all created here):
 - the inference worker (:class:`~da3_ros.core.pipeline.AsyncPipeline`, started in
   :meth:`Da3Node._start_pipeline`): windows, the network, alignment, the cloud; it hands each
   result to
-- the publish thread (:class:`~da3_ros.ros.publish_thread.PublishThread`, started there too):
+- the publish thread (:class:`~da3_ros.core.handoff.HandoffThread`, started there too):
   builds and sends the messages while the worker runs the next window.
 
 Signals: SIGINT and SIGTERM are handled by :mod:`da3_ros.ros.stopping`, not by rclpy, so the
@@ -52,6 +52,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.signals import SignalHandlerOptions
 
 from da3_ros.core.config import PipelineConfig
+from da3_ros.core.handoff import HandoffThread
 from da3_ros.core.rig import RigCalibration
 from da3_ros.inference.process_pipeline import ProcessPipeline, use_process
 from da3_ros.inference.settings import InferenceSettings
@@ -75,7 +76,6 @@ from da3_ros.ros.parameters import (
     pipeline_config,
     spec_for,
 )
-from da3_ros.ros.publish_thread import PublishThread
 from da3_ros.ros.publishers import OutputPublishers
 from da3_ros.ros.stopping import SIGNALS, StopRequested
 
@@ -128,7 +128,7 @@ class Da3Node(LifecycleNode):
         self.outputs: OutputPublishers | None = None
         self.inputs: CameraInputs | None = None
         self.pipeline: AsyncPipeline | None = None
-        self._publisher: PublishThread | None = None
+        self._publisher: HandoffThread | None = None
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
@@ -295,7 +295,7 @@ class Da3Node(LifecycleNode):
         with self._lock:
             self._generation += 1
             gen = self._generation
-            self._publisher = PublishThread(lambda r: self._on_result(gen, r), self._on_publish_error)
+            self._publisher = HandoffThread(lambda r: self._on_result(gen, r), self._on_publish_error)
             self._publisher.start()
             if isinstance(self.predictor, ProcessPipeline):  # runs since _load_predictor
                 self.pipeline = self.predictor

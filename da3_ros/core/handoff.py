@@ -1,10 +1,12 @@
-"""A thread that publishes window results, so the inference worker starts the next window at once.
+"""A thread that takes results off the inference worker, so it starts the next window at once.
 
-Building and sending a window's messages (8 views of 640 x 480: ~30 MB of depth, confidence
-and colour images, a cloud) takes the CPU a few milliseconds; on the inference worker that time
-would leave the GPU idle. Here the worker hands each result over and goes on; the hand-over
-holds at most ``depth`` results and blocks the worker beyond that (back-pressure: frames then
-wait, and drop by ``queue_policy``, at the pipeline's input, where they are counted).
+In the node it publishes (building and sending a window's messages: 8 views of 640 x 480, ~30 MB
+of depth, confidence and colour images and a cloud, takes the CPU tens of milliseconds; on the
+inference worker that time would leave the GPU idle). In the inference process
+(:mod:`da3_ros.inference.worker_process`) it writes each result into shared memory. The worker
+hands each result over and goes on; the hand-over holds at most ``depth`` results and blocks the
+worker beyond that (back-pressure: frames then wait, and drop by ``queue_policy``, at the
+pipeline's input, where they are counted).
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections import deque
 from collections.abc import Callable
 
 
-class PublishThread:
+class HandoffThread:
     """Calls ``publish(result)`` for each submitted result, in order, on a thread of its own.
 
     Args:
-        publish: publishes one result (the node's ``OutputPublishers.publish_result`` path).
+        publish: takes one result (the node: ``OutputPublishers.publish_result``; the inference
+            process: the result into shared memory and a message to the node).
         on_error: called with any exception ``publish`` raises (the thread carries on).
         depth: results waiting at most; :meth:`submit` blocks while that many wait.
     """
@@ -67,6 +70,7 @@ class PublishThread:
             except Exception as exc:  # noqa: BLE001 - one bad window must not stop publishing
                 self._on_error(exc)
             finally:
+                result = None  # noqa: F841 - no reference kept while waiting (a shared-memory slot frees)
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
