@@ -230,3 +230,33 @@ def test_no_room_in_shared_memory_drops_frames_with_a_reason_and_results_take_th
     for key in arrays:
         np.testing.assert_array_equal(arrays[key], expected[key])
     ring.close()
+
+
+def test_a_consumer_that_holds_results_back_pressures_to_counted_drops(tiny_weights):
+    """Results hold their shared slots: while the consumer keeps them, the worker waits and
+    frames drop at its queue (queue_full), counted; once they are let go, windows flow again."""
+    import gc
+
+    held = []
+    proc = ProcessPipeline(PipelineConfig(num_view=1, stride=1, queue_size=2), _settings(tiny_weights),
+                           on_result=held.append)
+    proc.launch()
+    seq = make_sequence(40, width=64, height=48, kind="room", seed=8)
+    try:
+        for f in seq.frames[:30]:
+            proc.submit(f)
+            time.sleep(0.01)
+        assert _wait(lambda: proc.stats.dropped.get("queue_full", 0) > 0, 30)
+        assert len(held) <= 3  # the output slots; the worker waits for one
+        stuck = proc.stats.processed
+        proc.on_result = lambda r: None  # from now on results are let go at once
+        held.clear()
+        gc.collect()
+        for f in seq.frames[30:]:
+            proc.submit(f)
+        assert _wait(lambda: proc.stats.processed > stuck + 2, 30)
+    finally:
+        proc.close(timeout_s=30, drain=True)
+    stats = proc.stats
+    assert stats.received == 40 and stats.pending == 0 and _accounted(stats)
+    assert set(stats.dropped) == {"queue_full"}
