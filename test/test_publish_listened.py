@@ -1,6 +1,8 @@
 """Images and clouds nobody subscribes to are not built: the publish thread's time is the worker's too."""
 
 import numpy as np
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
 
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros.publishers import OutputPublishers
@@ -39,5 +41,7 @@ def test_only_the_heavy_outputs_someone_listens_to_are_built():
     assert sent["~/cam/confidence"] == 0 and sent["~/cam/depth_colored"] == 0
     node.pubs["~/cam/depth_colored"].listeners = 2  # a viewer joins
     out._publish_view(frame, depth, np.ones((6, 8), np.float32), intr, np.eye(4), None)
-    colored = node.pubs["~/cam/depth_colored"].sent
-    assert len(colored) == 1 and colored[0].encoding == "rgb8" and len(colored[0].data) == 6 * 8 * 3
+    colored = node.pubs["~/cam/depth_colored"].sent  # images go out serialised (bytes)
+    assert len(colored) == 1
+    msg = deserialize_message(colored[0], Image)
+    assert msg.encoding == "rgb8" and len(msg.data) == 6 * 8 * 3 and msg.header.frame_id == "cam_optical"

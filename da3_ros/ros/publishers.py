@@ -200,15 +200,19 @@ class OutputPublishers:
         pubs, t = self.per_camera[frame.camera], self.toggles
         header = conv.make_header(frame.stamp_ns, frame.frame_id)
         depth = np.ascontiguousarray(depth, dtype=np.float32)
+
+        def image(arr, encoding):  # serialised here: no message object, one copy of the pixels
+            return conv.numpy_to_image_cdr(arr, encoding, frame.stamp_ns, frame.frame_id)
+
         if t.depth and listened(pubs["depth"]):
-            pubs["depth"].publish(conv.numpy_to_image(depth, "32FC1", header))
+            pubs["depth"].publish(image(depth, "32FC1"))
         if t.confidence and listened(pubs["confidence"]):
-            pubs["confidence"].publish(conv.numpy_to_image(np.asarray(conf, np.float32), "32FC1", header))
+            pubs["confidence"].publish(image(np.asarray(conf, np.float32), "32FC1"))
         if t.camera_info and intr is not None:
             pubs["camera_info"].publish(conv.intrinsics_to_camera_info(intr, header))
         if t.depth_colored and listened(pubs["depth_colored"]):
             rgb = colored if colored is not None else colorize_depth(depth, *self.colored_range)
-            pubs["depth_colored"].publish(conv.numpy_to_image(rgb, "rgb8", header))
+            pubs["depth_colored"].publish(image(rgb, "rgb8"))
         if t.pose:
             pubs["pose"].publish(pose_stamped(fixed_from_cam, frame.stamp_ns, self.fixed_frame))
         if t.tf and self._tf is not None:

@@ -14,6 +14,7 @@ failure raises :class:`ConversionError` (a ``ValueError``) naming the problem.
 from da3_ros.ros.conversions.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
 from da3_ros.ros.conversions.images import (
     IMAGE_ENCODINGS,
+    cdr_stamp_ns,
     compressed_to_numpy,
     depth_m_to_mm16,
     image_to_depth_m,
@@ -22,6 +23,7 @@ from da3_ros.ros.conversions.images import (
     mm16_to_depth_m,
     numpy_to_compressed,
     numpy_to_image,
+    numpy_to_image_cdr,
 )
 from da3_ros.ros.conversions.point_cloud import (
     POINTFIELD_DTYPES,
@@ -42,9 +44,11 @@ from da3_ros.ros.errors import ConversionError
 
 __all__ = [
     "ConversionError", "IMAGE_ENCODINGS", "NS_PER_S", "POINTFIELD_DTYPES",
-    "camera_info_to_intrinsics", "cloud_dtype", "cloud_to_numpy", "compressed_to_numpy", "depth_m_to_mm16",
+    "camera_info_to_intrinsics", "cdr_stamp_ns", "cloud_dtype", "cloud_to_numpy", "compressed_to_numpy",
+    "depth_m_to_mm16",
     "image_to_depth_m", "image_to_numpy", "image_to_rgb", "intrinsics_to_camera_info", "make_header",
     "matrix_to_pose", "matrix_to_quaternion", "matrix_to_transform", "mm16_to_depth_m", "ns_to_stamp",
-    "numpy_to_compressed", "numpy_to_image", "points_to_cloud", "pose_to_matrix", "quaternion_to_matrix",
+    "numpy_to_compressed", "numpy_to_image", "numpy_to_image_cdr",
+    "points_to_cloud", "pose_to_matrix", "quaternion_to_matrix",
     "stamp_to_ns", "unpack_rgb",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rclpy.serialization import serialize_message
 
-from da3_ros.ros.conversions import stamp_to_ns
+from da3_ros.ros.conversions import cdr_stamp_ns, stamp_to_ns
 from da3_ros.tools.bag.io import BagWriter
 
 NODE_NAME = "da3_node"
@@ -27,7 +27,11 @@ class _BagPublisher:
         writer.add_topic(topic, msgtype)
 
     def publish(self, msg) -> None:
-        self.writer.write(self.topic, stamp_to_ns(msg.header.stamp), serialize_message(msg), self.msgtype)
+        """Write ``msg`` (a message, or its CDR bytes as ``Publisher.publish`` also takes them)."""
+        if isinstance(msg, bytes | bytearray | memoryview):
+            self.writer.write(self.topic, cdr_stamp_ns(msg), bytes(msg), self.msgtype)
+        else:
+            self.writer.write(self.topic, stamp_to_ns(msg.header.stamp), serialize_message(msg), self.msgtype)
 
     def get_subscription_count(self) -> int:
         """The bag records every output it is given: one subscriber, always (``publishers.listened``)."""
