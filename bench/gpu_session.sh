@@ -14,8 +14,10 @@
 #   call 7 (as 3): flash stage 2; compile_graphs at 150 Hz under py-spy
 #   call 8 (as 4): flash stage 3; da3-bench, torch.compile, S = 32 and 128, against upstream
 # A third session's plan (the pipeline in an inference process):
-#   call 9 (as 1): install; saturation with the inference process on and off, da3-small (on)
-#   call 10: the upstream wrapper's saturation; 200 Hz under py-spy; the shipped config at 30 Hz
+#   call 9 (as 1): install; saturation in the inference process (da3-large, da3-small) and the
+#           upstream wrapper's
+#   call 10: the worker thread's saturation (inference_process off); 200 Hz under py-spy; the
+#           shipped config at 30 Hz
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}

@@ -12,8 +12,9 @@
 # after the batched device work: compile_graphs da3-large from 100 Hz, da3-small from 150 Hz, and
 # the upstream wrapper again), auto2 (auto at 60 Hz; config/da3.yaml as shipped at 30 Hz),
 # profile2 (compile_graphs at 150 Hz under py-spy), gil (150 Hz with the GIL switch interval at 1 ms
-# and at 5 ms, then saturation); proc (saturation: inference process on / off, da3-small), proc2
-# (the upstream wrapper's saturation, 200 Hz under py-spy, the shipped config at 30 Hz).
+# and at 5 ms, then saturation); proc (saturation in the inference process: da3-large, da3-small,
+# and the upstream wrapper's), proc2 (the worker thread instead, 200 Hz under py-spy, the shipped
+# config at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -112,16 +113,18 @@ case $PHASE in
     unset DA3_GIL_SWITCH_INTERVAL_S
     step large_nv8_saturate_graphs3 170 saturate $L $CG $NV8 $SAT2 --warmup 5 --wait-ready $WR $CAM
     ;;
-  proc)  # the pipeline in an inference process (inference_process on, the CUDA default now) against
-    # the node's worker thread (off), one machine, compile_graphs; then da3-small in the process
-    P="--set inference_process=on"; T="--set inference_process=off"
-    step large_nv8_saturate_graphs_proc 230 saturate $L $CG $NV8 $P $SAT2 --warmup 5 --wait-ready $WR $CAM
-    step large_nv8_saturate_graphs_thread 160 saturate $L $CG $NV8 $T $SAT2 --warmup 5 --wait-ready $WR $CAM
+  proc)  # the pipeline in an inference process (inference_process on, the CUDA default now):
+    # saturation of da3-large and da3-small, compile_graphs, and the upstream wrapper's for the ratio
+    P="--set inference_process=on"
+    step large_nv8_saturate_graphs_proc 220 saturate $L $CG $NV8 $P $SAT2 --warmup 5 --wait-ready $WR $CAM
     step small_nv8_saturate_graphs_proc 170 saturate $S $CG $NV8 $P $SAT2S --warmup 5 --wait-ready $WR $CAM
+    step upstream_large_nv8_saturate3 140 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
-  proc2)  # the upstream wrapper's saturation for the ratio; where the time goes at 200 Hz in the
-    # process design (py-spy, both processes); the shipped config (accelerate auto) at 30 Hz
-    step upstream_large_nv8_saturate3 150 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+  proc2)  # the same node with the worker thread in the node (inference_process off), same search;
+    # where the time goes at 200 Hz in the process design (py-spy, both processes); the shipped
+    # config (accelerate auto) at 30 Hz
+    T="--set inference_process=off"
+    step large_nv8_saturate_graphs_thread 160 saturate $L $CG $NV8 $T $SAT2 --warmup 5 --wait-ready $WR $CAM
     step large_nv8_200hz_graphs_proc_pyspy 120 run $L $CG $NV8 --rate $RATE_PROF $D --py-spy active --wait-ready $WR $CAM
     step large_defaults_auto_30hz_proc $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
     ;;
