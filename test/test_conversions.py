@@ -610,8 +610,8 @@ def test_image_serialised_here_is_what_rclpy_serialises_and_rosbags_reads(encodi
     arr = sample_array(encoding, seed=5)
     stamp = 1_700_000_000 * 10**9 + 123_456_789
     raw = numpy_to_image_cdr(arr, encoding, stamp, frame_id)
-    assert deserialize_message(raw, Image) == numpy_to_image(arr, encoding, header=make_header(stamp, frame_id))
-    assert len(raw) == len(serialize_message(numpy_to_image(arr, encoding, header=make_header(stamp, frame_id))))
+    msg = numpy_to_image(arr, encoding, header=make_header(stamp, frame_id))
+    assert deserialize_message(raw, Image) == msg and len(raw) == len(serialize_message(msg))
     assert cdr_stamp_ns(raw) == stamp
     rb = TS.deserialize_cdr(raw, "sensor_msgs/msg/Image")  # an independent decoder
     assert (rb.header.frame_id, rb.encoding, rb.height, rb.width) == (frame_id, encoding, *arr.shape[:2])

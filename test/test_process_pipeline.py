@@ -21,7 +21,7 @@ from _core_synth import make_sequence
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.pipeline import Pipeline
 from da3_ros.inference import build
-from da3_ros.inference.process_pipeline import ProcessPipeline, WorkerFailed, use_process
+from da3_ros.inference.process_pipeline import OUT_SLOTS, ProcessPipeline, WorkerFailed, use_process
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.inference.shm_ring import SHM_DIR, SlotRing, ring_name, sweep_stale
 from da3_ros.model import save_pretrained
@@ -247,7 +247,7 @@ def test_a_consumer_that_holds_results_back_pressures_to_counted_drops(tiny_weig
             proc.submit(f)
             time.sleep(0.01)
         assert _wait(lambda: proc.stats.dropped.get("queue_full", 0) > 0, 30)
-        assert len(held) <= 3  # the output slots; the worker waits for one
+        assert len(held) <= OUT_SLOTS  # the worker waits for a free slot
         stuck = proc.stats.processed
         proc.on_result = lambda r: None  # from now on results are let go at once
         held.clear()

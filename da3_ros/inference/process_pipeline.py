@@ -40,8 +40,9 @@ from da3_ros.inference.shm_ring import SHM_HINT, SlotRing, ring_name, sweep_stal
 from da3_ros.inference.worker_process import WorkerSpec, join_result, worker_main
 
 LOG = logging.getLogger("da3_ros.inference.process")
-#: Results in flight between the inference process and the publisher (written, not yet published).
-OUT_SLOTS = 3
+#: Results in flight between the inference process and the publisher (written, not yet published):
+#: the node's publish hand-over holds up to 3 (one publishing, two waiting), plus one being written.
+OUT_SLOTS = 4
 #: Input slots beyond the pipeline's queue (the worker copies each image out at once).
 EXTRA_IN_SLOTS = 4
 #: How often :meth:`ProcessPipeline.launch` looks for a stop request while the model loads, s.
