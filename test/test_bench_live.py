@@ -272,3 +272,17 @@ def test_profile_summary_per_thread(tmp_path):
     assert w["samples"] == 4 and w["self"][0] == ["run (y.py)", 50.0, 75.0]  # both lines of run merged
     assert ["wait (z.py)", 50.0, 50.0] in w["self"] and w["total"][0] == ["main (x.py)", 100.0]
     assert "| `run (y.py)` | 50.0 | 75.0 |" in profile.markdown(s)
+
+
+def test_cpu_of_a_process_counts_its_children_and_leaves_out_the_excluded():
+    """The node's inference process counts as the node's; the node does not count as the bench's."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in procstat.family(os.getpid())
+        threads = procstat.thread_times(os.getpid())
+        assert any(name.startswith("child:") for name, _ in threads.values())
+        assert child.pid in threads  # its main thread's id is its pid
+        assert child.pid not in procstat.thread_times(os.getpid(), exclude=(child.pid,))
+    finally:
+        child.kill()
+        child.wait()

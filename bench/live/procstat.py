@@ -25,11 +25,14 @@ def parse_stat(text: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
 
 
-def family(pid: int) -> list[int]:
-    """``pid`` and every process descended from it (the node's inference process), parents first."""
+def family(pid: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    """``pid`` and every process descended from it (the node's inference process), parents first;
+    the processes in ``exclude`` and their descendants are left out."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop(0)
+        if p in exclude:
+            continue
         out.append(p)
         try:
             for tid in os.listdir(f"/proc/{p}/task"):
@@ -40,13 +43,15 @@ def family(pid: int) -> list[int]:
     return out
 
 
-def thread_times(pid: int) -> dict[int, tuple[str, float]]:
+def thread_times(pid: int, exclude: tuple[int, ...] = ()) -> dict[int, tuple[str, float]]:
     """``{tid: (comm name, cpu seconds)}`` of every thread of ``pid`` and its descendants now.
 
-    Threads of a descendant process are named ``child:<comm>`` (empty when ``pid`` is gone).
+    Threads of a descendant process are named ``child:<comm>`` (empty when ``pid`` is gone);
+    ``exclude``: processes left out with their descendants (the bench leaves out the node it
+    started, counted on its own).
     """
     out = {}
-    for p in family(pid):
+    for p in family(pid, exclude):
         task = Path(f"/proc/{p}/task")
         try:
             tids = [int(t) for t in os.listdir(task)]

@@ -156,7 +156,8 @@ class LiveSession:
     def mark(self) -> Mark:
         """Now (see :class:`Mark`)."""
         return Mark(time.time(), procstat.thread_times(self.node.pid), self.recorder.latest_diagnostics()[1],
-                    procstat.thread_times(os.getpid()), procstat.machine_cpu_s(), procstat.load_average())
+                    procstat.thread_times(os.getpid(), exclude=(self.node.pid,)), procstat.machine_cpu_s(),
+                    procstat.load_average())
 
     def send(self, rate_hz: float, duration_s: float, mark_after_s: tuple[float, ...] = (),
              on_mark: Callable[[int], None] | None = None) -> tuple[SendLog, list]:
