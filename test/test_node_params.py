@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import subprocess
 import weakref
 
@@ -304,3 +305,30 @@ def test_devices_shard_the_windows_and_their_workers_stop_on_deactivate(make_nod
     assert len(engine.predict(frames).depth) == 3
     assert node.trigger_deactivate() == OK
     assert all(p.exitcode == 0 for p in procs) and not dist.is_initialized()
+
+
+def test_the_inference_process_follows_the_lifecycle_and_takes_dynamic_values(make_node):
+    """inference_process on: activate starts the process, dynamic values reach it, deactivate ends
+    it, and a second activation starts a new one."""
+    from da3_ros.inference.process_pipeline import ProcessPipeline
+
+    node = make_node(model="default", warmup=False, inference_process="on")
+    assert node.describe_parameter("inference_process").type == ParameterType.PARAMETER_STRING
+    assert not _set(node, "inference_process", "maybe").successful
+    assert node.trigger_configure() == OK and node.trigger_activate() == OK
+    pipeline = node.pipeline
+    assert isinstance(pipeline, ProcessPipeline) and pipeline is node.predictor
+    first = pipeline._process
+    assert first.is_alive() and first.pid != os.getpid()
+    assert _set(node, "conf_threshold", 2.5).successful and pipeline.config.conf_threshold == 2.5
+    assert node.diag.info["device"] == "cpu"  # what the inference process reported
+    assert node.trigger_deactivate() == OK
+    assert node.pipeline is None and node.predictor is None and not first.is_alive()
+    assert node.trigger_activate() == OK
+    assert node.pipeline._process.pid != first.pid and node.pipeline.config.conf_threshold == 2.5
+    assert node.trigger_shutdown() == OK and node.pipeline is None
+
+
+def test_model_truth_cannot_run_in_an_inference_process(make_node):
+    node = make_node(model="truth", inference_process="on")
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE

@@ -260,3 +260,20 @@ def test_a_consumer_that_holds_results_back_pressures_to_counted_drops(tiny_weig
     stats = proc.stats
     assert stats.received == 40 and stats.pending == 0 and _accounted(stats)
     assert set(stats.dropped) == {"queue_full"}
+
+
+def test_a_reset_reaches_the_inference_process_in_order_with_the_frames(tiny_weights):
+    seq = make_sequence(6, width=64, height=48, kind="room", seed=9)
+    proc = ProcessPipeline(PipelineConfig(num_view=4, stride=4, queue_size=64), _settings(tiny_weights))
+    proc.launch()
+    try:
+        for f in seq.frames[:2]:  # not a window yet: they wait in the worker's history
+            proc.submit(f)
+        proc.reset("time_jump_reset")  # a looping bag
+        for f in seq.frames[2:]:
+            proc.submit(f)
+    finally:
+        proc.close(timeout_s=60, drain=True)
+    stats = proc.stats
+    assert stats.dropped == {"time_jump_reset": 2} and stats.processed == 4 and _accounted(stats)
+    assert stats.events.get("restarts") == 1
