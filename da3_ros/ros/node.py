@@ -20,7 +20,10 @@ Threads (all created here):
   images held for a first CameraInfo), parameter and lifecycle services;
 - the inference worker (:class:`~da3_ros.core.pipeline.AsyncPipeline`, started in
   :meth:`Da3Node._start_pipeline`): windows, the network, alignment, the cloud; it hands each
-  result to
+  result to the publish thread. With ``inference_process`` on (the CUDA default) the worker
+  runs in an inference process instead (:class:`~da3_ros.inference.process_pipeline.ProcessPipeline`,
+  started by :meth:`Da3Node._load_predictor`; the model loads there), and a receiver thread
+  here hands its results to
 - the publish thread (:class:`~da3_ros.core.handoff.HandoffThread`, started there too):
   builds and sends the messages while the worker runs the next window.
 
