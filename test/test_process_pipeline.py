@@ -277,3 +277,42 @@ def test_a_reset_reaches_the_inference_process_in_order_with_the_frames(tiny_wei
     stats = proc.stats
     assert stats.dropped == {"time_jump_reset": 2} and stats.processed == 4 and _accounted(stats)
     assert stats.events.get("restarts") == 1
+
+
+def test_the_inference_process_ends_by_itself_when_the_node_process_is_killed(tiny_weights, tmp_path):
+    """A node killed with SIGKILL leaves no inference process behind (it sees its pipe close)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "owner.py"
+    script.write_text(f"""
+import sys, time
+from da3_ros.core.config import PipelineConfig
+from da3_ros.inference.process_pipeline import ProcessPipeline
+from da3_ros.inference.settings import InferenceSettings
+if __name__ == "__main__":
+    settings = InferenceSettings(model={tiny_weights!r}, device="cpu", process_res=56, warmup=False)
+    p = ProcessPipeline(PipelineConfig(), settings)
+    p.launch()
+    print(p.pid, flush=True)
+    time.sleep(60)
+""")
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(owner.stdout.readline())
+        assert _alive(child)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert _wait(lambda: not _alive(child), 15)
+    assert _files(f"da3_ros.{owner.pid}.")  # its shared-memory files outlive it ...
+    sweep_stale()
+    assert not _files(f"da3_ros.{owner.pid}.")  # ... until the next start sweeps them
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return not any(line.startswith("State:") and "Z" in line for line in f)
+    except OSError:
+        return False

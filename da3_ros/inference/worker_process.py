@@ -188,13 +188,22 @@ def worker_main(conn, spec: WorkerSpec) -> None:
     sender.start("da3_send")
     pipeline = AsyncPipeline(spec.config, predictor, on_result=sender.submit)
     pipeline.start()
+    final = None
     try:
         final = _control_loop(conn, pipeline, in_ring, predictor, send, closing)
     finally:
         pipeline.close(timeout_s=10.0, drain=False)
         sender.close(timeout_s=10.0, drain=not closing.is_set())
         closing.set()
-    send(("closed", _stats(pipeline, predictor) if final is None else final))
+        stats = _stats(pipeline, predictor) if final is None else final
+        del pipeline
+        from da3_ros.inference.build import release
+
+        release(predictor)  # a sharded engine's own processes end here, not at interpreter exit
+    try:
+        send(("closed", stats))
+    except OSError:
+        pass  # the parent is gone
 
 
 def _log_error(exc: BaseException) -> None:
@@ -216,10 +225,10 @@ def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
     next_stats = 0.0
     while True:
         now = time.monotonic()
-        if now >= next_stats:
-            send(("stats", _stats(pipeline, predictor)))
-            next_stats = now + STATS_PERIOD_S
         try:
+            if now >= next_stats:
+                send(("stats", _stats(pipeline, predictor)))
+                next_stats = now + STATS_PERIOD_S
             if not conn.poll(STATS_PERIOD_S):
                 continue
             msg = conn.recv()
