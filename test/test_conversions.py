@@ -618,3 +618,27 @@ def test_image_serialised_here_is_what_rclpy_serialises_and_rosbags_reads(encodi
     np.testing.assert_array_equal(image_to_numpy(rb)[0], arr)
     with pytest.raises(ConversionError, match="does not match"):
         numpy_to_image_cdr(arr.astype(np.float64), encoding, stamp, frame_id)
+
+
+@pytest.mark.parametrize("frame_id", ["", "odom", "da3_odom_frame"])
+@pytest.mark.parametrize("extras", [(), ("rgb",), ("rgb", "confidence"), ("confidence",)])
+@pytest.mark.parametrize("shape", [(0,), (7,), (3, 4)], ids=["empty", "unorganized", "organized"])
+def test_cloud_serialised_here_reads_like_points_to_cloud(shape, extras, frame_id):
+    """points_to_cloud_cdr: rclpy and rosbags decode it into points_to_cloud's message."""
+    from da3_ros.ros.conversions import points_to_cloud_cdr
+
+    rng = np.random.default_rng(6)
+    pts = rng.normal(size=shape + (3,)).astype(np.float32)
+    if pts.size:
+        pts.reshape(-1, 3)[0, 2] = np.nan  # not dense
+    kw = {"rgb": rng.integers(0, 256, shape + (3,), dtype=np.uint8)} if "rgb" in extras else {}
+    if "confidence" in extras:
+        kw["confidence"] = rng.uniform(1, 3, shape).astype(np.float32)
+    stamp = 3 * 10**9 + 17
+    raw = points_to_cloud_cdr(pts, stamp, frame_id, **kw)
+    msg = points_to_cloud(pts, make_header(stamp, frame_id), **kw)
+    assert deserialize_message(raw, PointCloud2) == msg and len(raw) == len(serialize_message(msg))
+    rb = TS.deserialize_cdr(raw, "sensor_msgs/msg/PointCloud2")  # an independent decoder
+    assert (rb.height, rb.width, rb.is_dense) == (msg.height, msg.width, msg.is_dense)
+    got = cloud_to_numpy(rb)
+    np.testing.assert_array_equal(np.stack([got[a] for a in "xyz"], -1), pts)

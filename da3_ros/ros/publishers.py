@@ -249,8 +249,7 @@ class OutputPublishers:
         odom.twist.twist.angular.x, odom.twist.twist.angular.y, odom.twist.twist.angular.z = map(float, w)
 
     def _publish_points(self, result, stamp_ns: int) -> None:
-        header = conv.make_header(stamp_ns, self.fixed_frame)
         pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
-        msg = conv.points_to_cloud(pts, header, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
-                                   confidence=np.asarray(result.points_conf, np.float32).reshape(-1))
-        self.points.publish(msg)
+        self.points.publish(conv.points_to_cloud_cdr(  # serialised here, as the images
+            pts, stamp_ns, self.fixed_frame, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
+            confidence=np.asarray(result.points_conf, np.float32).reshape(-1)))

@@ -30,6 +30,7 @@ from da3_ros.ros.conversions.point_cloud import (
     cloud_dtype,
     cloud_to_numpy,
     points_to_cloud,
+    points_to_cloud_cdr,
     unpack_rgb,
 )
 from da3_ros.ros.conversions.poses import (
@@ -49,6 +50,6 @@ __all__ = [
     "image_to_depth_m", "image_to_numpy", "image_to_rgb", "intrinsics_to_camera_info", "make_header",
     "matrix_to_pose", "matrix_to_quaternion", "matrix_to_transform", "mm16_to_depth_m", "ns_to_stamp",
     "numpy_to_compressed", "numpy_to_image", "numpy_to_image_cdr",
-    "points_to_cloud", "pose_to_matrix", "quaternion_to_matrix",
+    "points_to_cloud", "points_to_cloud_cdr", "pose_to_matrix", "quaternion_to_matrix",
     "stamp_to_ns", "unpack_rgb",
 ]

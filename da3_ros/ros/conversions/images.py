@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
+from da3_ros.ros.conversions import cdr
 from da3_ros.ros.errors import ConversionError
 
 #: encoding -> (numpy scalar type code without byte order, channels)
@@ -59,15 +60,6 @@ def _byte_array(arr: np.ndarray) -> array.array:
     return out
 
 
-def _cdr_string(text: str) -> bytes:
-    data = text.encode() + b"\0"
-    return struct.pack("<I", len(data)) + data
-
-
-def _pad4(buf: bytes) -> bytes:
-    return buf + b"\0" * (-len(buf) % 4)  # offsets count from after the 4-byte encapsulation header
-
-
 def numpy_to_image_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> bytes:
     """The serialised ``sensor_msgs/Image`` (CDR, little-endian) :func:`numpy_to_image` would build.
 
@@ -87,9 +79,8 @@ def numpy_to_image_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: 
     arr, channels = _checked_array(arr, encoding)
     h, w = arr.shape[:2]
     step = w * channels * arr.dtype.itemsize
-    head = b"\x00\x01\x00\x00" + struct.pack("<iI", stamp_ns // 10**9, stamp_ns % 10**9)
-    head = _pad4(head + _cdr_string(frame_id)) + struct.pack("<II", h, w)
-    head = _pad4(head + _cdr_string(encoding) + bytes([_big_endian(arr)]))  # is_bigendian: one byte
+    head = cdr.header_cdr(stamp_ns, frame_id) + struct.pack("<II", h, w)
+    head = cdr.pad4(head + cdr.cdr_string(encoding) + bytes([_big_endian(arr)]))  # is_bigendian: one byte
     head += struct.pack("<II", step, h * step)
     return b"".join((head, np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
 

@@ -7,10 +7,12 @@ Fields are float32 ``x, y, z`` [, ``rgb``] [, ``confidence``], little-endian, ti
 from __future__ import annotations
 
 import array
+import struct
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
+from da3_ros.ros.conversions import cdr
 from da3_ros.ros.errors import ConversionError
 
 #: PointField datatype -> numpy type code (byte order added by the reader)
@@ -44,6 +46,52 @@ def points_to_cloud(points: np.ndarray, header=None, rgb: np.ndarray | None = No
     Raises:
         ConversionError: wrong shapes or dtypes (rgb must be uint8).
     """
+    cloud, names = _cloud_array(points, rgb, confidence)
+    msg = PointCloud2()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = _height_width(cloud)
+    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                  for i, n in enumerate(names)]
+    msg.is_bigendian = False
+    msg.point_step = cloud.dtype.itemsize
+    msg.row_step = cloud.dtype.itemsize * msg.width
+    msg.data = array.array("B")
+    msg.data.frombytes(cloud.reshape(-1).view(np.uint8))
+    msg.is_dense = _is_dense(cloud)
+    return msg
+
+
+def points_to_cloud_cdr(points: np.ndarray, stamp_ns: int, frame_id: str, rgb: np.ndarray | None = None,
+                        confidence: np.ndarray | None = None) -> bytes:
+    """The serialised PointCloud2 (CDR, little-endian) :func:`points_to_cloud` would build.
+
+    ``Publisher.publish`` sends bytes as they are (see ``images.numpy_to_image_cdr``): no message
+    object, no second serialisation in rclpy.
+
+    Args:
+        points: as for :func:`points_to_cloud`.
+        stamp_ns: header stamp, nanoseconds (>= 0).
+        frame_id: header frame id.
+        rgb: as for :func:`points_to_cloud`.
+        confidence: as for :func:`points_to_cloud`.
+
+    Raises:
+        ConversionError: as :func:`points_to_cloud`.
+    """
+    cloud, names = _cloud_array(points, rgb, confidence)
+    height, width = _height_width(cloud)
+    buf = cdr.header_cdr(stamp_ns, frame_id) + struct.pack("<III", height, width, len(names))
+    for i, name in enumerate(names):  # PointField: name, offset (uint32), datatype (uint8), count
+        buf = cdr.pad4(buf + cdr.cdr_string(name)) + struct.pack("<IB", 4 * i, PointField.FLOAT32)
+        buf = cdr.pad4(buf) + struct.pack("<I", 1)
+    step = cloud.dtype.itemsize
+    buf = cdr.pad4(buf + b"\x00") + struct.pack("<III", step, step * width, cloud.nbytes)  # is_bigendian
+    return b"".join((buf, cloud.reshape(-1).view(np.uint8), bytes([_is_dense(cloud)])))
+
+
+def _cloud_array(points, rgb, confidence) -> tuple[np.ndarray, list[str]]:
+    """The packed structured array (fields of 4 bytes) and its field names (see points_to_cloud)."""
     xyz = np.asarray(points)
     if xyz.ndim not in (2, 3) or xyz.shape[-1] != 3 or xyz.dtype.kind not in "fiu":
         raise ConversionError(f"points must be numeric (N, 3) or (H, W, 3), got {xyz.shape} {xyz.dtype}")
@@ -73,20 +121,16 @@ def points_to_cloud(points: np.ndarray, header=None, rgb: np.ndarray | None = No
         cloud[axis] = xyz[..., i]
     for name, values in extra.items():
         cloud[name] = values
-    msg = PointCloud2()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = (int(lead[0]), int(lead[1])) if xyz.ndim == 3 else (1, int(lead[0]))
-    msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-                  for i, n in enumerate(names)]
-    msg.is_bigendian = False
-    msg.point_step = dtype.itemsize
-    msg.row_step = dtype.itemsize * msg.width
-    msg.data = array.array("B")
-    msg.data.frombytes(cloud.reshape(-1).view(np.uint8))
-    msg.is_dense = bool(np.isfinite(cloud["x"]).all() and np.isfinite(cloud["y"]).all()
-                        and np.isfinite(cloud["z"]).all())
-    return msg
+    return cloud, names
+
+
+def _height_width(cloud: np.ndarray) -> tuple[int, int]:
+    return (int(cloud.shape[0]), int(cloud.shape[1])) if cloud.ndim == 2 else (1, int(cloud.shape[0]))
+
+
+def _is_dense(cloud: np.ndarray) -> bool:
+    return bool(np.isfinite(cloud["x"]).all() and np.isfinite(cloud["y"]).all()
+                and np.isfinite(cloud["z"]).all())
 
 
 def cloud_dtype(msg) -> np.dtype:
