@@ -119,7 +119,10 @@ class DA3Engine:
         dtype: autocast dtype for the network (``torch.float32`` = no autocast; bf16/fp16 on GPU).
             Weights already cast to a half dtype (``net.set_dtype``) run without autocast when
             this is float32; activations are then estimated at 2 bytes all the same.
-        condition_on_intrinsics, condition_on_poses: see module docstring.
+        condition_on_intrinsics, condition_on_poses: see module docstring. Both default to False
+            here, upstream's behaviour (the network's own estimate, what the parity tests compare);
+            the node and ``da3-eval`` build the engine from ``InferenceSettings``, whose
+            ``condition_on_intrinsics`` defaults to True (:func:`da3_ros.inference.build.build_engine`).
         ref_view_strategy: the network's reference-view strategy.
         memory_fraction: fraction of free GPU memory a window may plan for.
         attention: attention backend name used for memory estimation ("math" adds N^2 terms).
