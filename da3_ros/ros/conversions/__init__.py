@@ -12,9 +12,9 @@ failure raises :class:`ConversionError` (a ``ValueError``) naming the problem.
 """
 
 from da3_ros.ros.conversions.camera_info import camera_info_to_intrinsics, intrinsics_to_camera_info
+from da3_ros.ros.conversions.cdr import cdr_stamp_ns
 from da3_ros.ros.conversions.images import (
     IMAGE_ENCODINGS,
-    cdr_stamp_ns,
     compressed_to_numpy,
     depth_m_to_mm16,
     image_to_depth_m,

@@ -127,6 +127,16 @@ def decode_image(raw: bytes | memoryview) -> RawImage:
     return RawImage(header, height, width, encoding, is_bigendian, step, r.octets())
 
 
+def cdr_stamp_ns(raw: bytes | memoryview) -> int:
+    """The header stamp (ns) of a serialised message that starts with a ``std_msgs/Header``.
+
+    Raises:
+        ConversionError: not CDR, or truncated.
+    """
+    stamp = _Reader(raw, "message with a header").header().stamp
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
 def decode_compressed_image(raw: bytes | memoryview) -> RawCompressedImage:
     """A serialised sensor_msgs/CompressedImage as :class:`RawCompressedImage` (data not copied).
 

@@ -85,12 +85,6 @@ def numpy_to_image_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: 
     return b"".join((head, np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
 
 
-def cdr_stamp_ns(raw: bytes) -> int:
-    """The header stamp (ns) of a serialised message that starts with a ``std_msgs/Header`` (CDR)."""
-    sec, nanosec = struct.unpack_from("<iI", raw, 4)
-    return sec * 10**9 + nanosec
-
-
 def image_to_numpy(msg) -> tuple[np.ndarray, str]:
     """Decode a sensor_msgs/Image into an array.
 
