@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 import threading
 import weakref
 from collections import Counter
@@ -96,7 +97,7 @@ class ProcessPipeline:
         self._in = SlotRing(ring_name(f"in{uid}"), config.queue_size + EXTRA_IN_SLOTS)
         self._out = SlotRing(ring_name(f"out{uid}"), OUT_SLOTS)
         self._spec = WorkerSpec(inference, config, warmup_views, (self._in.name, self._in.slots),
-                                (self._out.name, self._out.slots))
+                                (self._out.name, self._out.slots), sys.getswitchinterval())
         self._conn = None
         self._process = None
         self._send_lock = threading.Lock()

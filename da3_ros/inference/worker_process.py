@@ -47,8 +47,6 @@ LOG = logging.getLogger("da3_ros.inference.worker")
 STATS_PERIOD_S = 0.2
 #: How often a worker waiting for a free output slot looks again, in seconds.
 SLOT_POLL_S = 0.001
-#: The GIL switch interval of the inference process (see :mod:`da3_ros.ros.entry`).
-GIL_SWITCH_INTERVAL_S = 0.001
 
 
 @dataclass
@@ -60,6 +58,8 @@ class WorkerSpec:
         config: the pipeline's configuration (windows, alignment, cloud, colours).
         warmup_views: views of the warm-up window (0: no warm-up).
         in_ring, out_ring: names of the rings the parent created, and their slot counts.
+        switch_interval_s: the parent's GIL switch interval, used here too (``da3_node`` sets
+            it, :mod:`da3_ros.ros.entry`).
     """
 
     inference: InferenceSettings
@@ -67,6 +67,7 @@ class WorkerSpec:
     warmup_views: int
     in_ring: tuple[str, int]
     out_ring: tuple[str, int]
+    switch_interval_s: float
 
 
 class PipeLogHandler(logging.Handler):
@@ -162,7 +163,7 @@ def join_result(light: WindowResult, arrays: dict[str, np.ndarray]) -> WindowRes
 def worker_main(conn, spec: WorkerSpec) -> None:
     """Entry of the inference process (see module docstring); returns when told to close or orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    sys.setswitchinterval(spec.switch_interval_s)
     send_lock = threading.Lock()
 
     def send(msg) -> None:
