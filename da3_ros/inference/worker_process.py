@@ -255,12 +255,24 @@ def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
 
 
 def _stats(pipeline, predictor) -> dict:
-    """The pipeline's counters (one consistent snapshot) plus ``gpu`` and ``compile``."""
-    from da3_ros.core.memory import cuda_memory_mb  # torch is loaded by now
-
+    """The pipeline's counters (one consistent snapshot) plus :func:`runtime_state`'s keys."""
     with pipeline.pipeline.lock:
         stats = pipeline.stats.as_dict()
-    stats["gpu"] = cuda_memory_mb(getattr(predictor, "device", "cpu"))
+    return stats | runtime_state(predictor)
+
+
+def runtime_state(predictor) -> dict:
+    """What ``/diagnostics`` reports of a loaded predictor besides the counters.
+
+    Returns:
+        ``{"gpu": {"allocated_mb", "peak_mb"} of this process, or None off CUDA,
+        "compile": the background compile's state (``accelerate: auto``) in a line, or None}``.
+    """
+    gpu = None
+    device = str(getattr(predictor, "device", "cpu"))
+    if device.startswith("cuda"):
+        from da3_ros.core.memory import cuda_memory_mb  # torch: only for a CUDA predictor
+
+        gpu = cuda_memory_mb(device)
     status = getattr(getattr(predictor, "model", None), "status", None)
-    stats["compile"] = status.describe() if status is not None else None
-    return stats
+    return {"gpu": gpu, "compile": status.describe() if status is not None else None}

@@ -211,12 +211,3 @@ class NodeDiagnostics:
         if prev is None or now <= prev[0]:
             return 0.0
         return (windows - prev[1]) / (now - prev[0])
-
-
-def gpu_memory(device: str) -> dict[str, float] | None:
-    """Allocated and peak CUDA memory of this process in MiB for a ``cuda`` device, else None."""
-    if not str(device).startswith("cuda"):
-        return None
-    from da3_ros.core.memory import cuda_memory_mb  # torch: only for a CUDA device
-
-    return cuda_memory_mb(device)

@@ -59,8 +59,9 @@ from da3_ros.core.handoff import HandoffThread
 from da3_ros.core.rig import RigCalibration
 from da3_ros.inference.process_pipeline import ProcessPipeline, use_process
 from da3_ros.inference.settings import InferenceSettings
+from da3_ros.inference.worker_process import runtime_state
 from da3_ros.ros import memtrace
-from da3_ros.ros.diagnostics import NodeDiagnostics, gpu_memory
+from da3_ros.ros.diagnostics import NodeDiagnostics
 from da3_ros.ros.inputs import CameraInputs, input_qos
 from da3_ros.ros.logs import RosLogHandler, Throttle, message_kind
 from da3_ros.ros.node_parameters import (
@@ -135,7 +136,6 @@ class Da3Node(LifecycleNode):
         self.predictor = None
         self.truth_topics = None
         self.diag: NodeDiagnostics | None = None
-        self._device = "cpu"  # the loaded predictor's device (GPU memory in diagnostics)
         self._diag_pub = None
         self._own_timers: dict[str, object] = {}
         self._generation = 0  # which pipeline's results are wanted (guarded by _lock)
@@ -261,7 +261,6 @@ class Da3Node(LifecycleNode):
         self.diag.info.update({"model": info.name, "device": info.device, "dtype": info.dtype,
                                "attention_backend": info.attention_backend, "accelerate": info.accelerate,
                                "depth_units": units})
-        self._device = info.device
 
     @staticmethod
     def _device_problem(settings: NodeSettings) -> str | None:
@@ -423,12 +422,11 @@ class Da3Node(LifecycleNode):
             return
         pipeline = self.pipeline
         stats = pipeline.stats.as_dict() if pipeline is not None else None
-        if isinstance(pipeline, ProcessPipeline):  # the inference process reports both
-            compiling, gpu = pipeline.runtime["compile"], pipeline.runtime["gpu"]
+        if isinstance(pipeline, ProcessPipeline):  # the inference process reports its own
+            runtime = pipeline.runtime
         else:
-            status = getattr(getattr(self.predictor, "model", None), "status", None)
-            compiling = status.describe() if status is not None else None
-            gpu = gpu_memory(self._device) if self.predictor is not None else None
+            runtime = runtime_state(self.predictor) if self.predictor is not None else {}
+        compiling, gpu = runtime.get("compile"), runtime.get("gpu")
         if compiling is not None:  # accelerate auto: what the background compile is doing
             self.diag.info["accelerate"] = f"background: {compiling}"
         msg = self.diag.build(self.state_label, stats, gpu, self.get_clock().now().to_msg())
