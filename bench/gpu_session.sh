@@ -18,6 +18,12 @@
 #           upstream wrapper's
 #   call 10: the worker thread's saturation (inference_process off); 200 Hz under py-spy; the
 #           shipped config at 30 Hz
+# A fourth session's plan (results framed in the inference process, published with the GIL
+# released; then the compiled flash-attn-4 comparison of issue 14), one machine kept warm:
+#   call 11 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc3
+#   call 12 (carry .whl/flash_part1): flash stage 1; live phase upstream4
+#   call 13 (carry .whl/flash_part2): flash stage 2; live phase shipped3
+#   call 14 (carry .whl/flash_part3 .whl/flash): as call 8 (stage 3; da3-bench, compile, S = 32, 128)
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -80,7 +86,22 @@ case $CALL in
   10)
     BUDGET=${BUDGET:-520} bash $LIVE proc2 "$OUT/proc2"
     ;;
-  *) echo "unknown call $CALL (1-10)"; exit 2 ;;
+  11)
+    kit
+    BUDGET=${BUDGET:-500} bash $LIVE proc3 "$OUT/proc3"
+    ;;
+  12)
+    bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
+    BUDGET=${BUDGET:-170} bash $LIVE upstream4 "$OUT/upstream4"
+    ;;
+  13)
+    bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
+    BUDGET=${BUDGET:-180} bash $LIVE shipped3 "$OUT/shipped3"
+    ;;
+  14)
+    bash "$0" 8 "$OUT"; exit $?
+    ;;
+  *) echo "unknown call $CALL (1-14)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from _core_synth import make_sequence
 
+from da3_ros.core import wire
 from da3_ros.core.config import PipelineConfig
 from da3_ros.core.pipeline import Pipeline
 from da3_ros.inference import build
@@ -68,6 +69,14 @@ def test_slot_ring_round_trip_growth_back_pressure_and_cleanup():
     layout2 = producer.write(s0, {"big": big})
     assert layout2.path != layout.path
     np.testing.assert_array_equal(consumer.arrays(layout2)["big"], big)
+    # a framed array: the consumer reads the array and the whole message, both in place
+    framed = wire.Framed(b"\x00\x01\x00\x00head", np.arange(6, dtype=np.float32), b"\x01")
+    consumer.release(s1)
+    assert producer.acquire() == s1
+    layout3 = producer.write(s1, {"plain": a, "msg": framed})
+    np.testing.assert_array_equal(consumer.arrays(layout3)["msg"], framed.array)
+    messages = consumer.messages(layout3)
+    assert list(messages) == ["msg"] and messages["msg"].tobytes() == framed.tobytes()
     consumer.close()
     assert _files(name + ".")
     producer.close()
@@ -108,7 +117,7 @@ def test_inference_process_gives_the_in_process_results_and_accounts_for_every_f
 
     got = []  # copies: a result's arrays live in a shared slot, reused once the result is gone
     proc = ProcessPipeline(PipelineConfig(**cfg), _settings(tiny_weights),
-                           on_result=lambda r: got.append(copy.deepcopy(r)))
+                           on_result=lambda r: got.append(copy.deepcopy(r)), fixed_frame="odom")
     info = proc.launch()
     assert info.device == "cpu" and proc.pid != os.getpid()
     for f in seq.frames:
@@ -133,7 +142,29 @@ def test_inference_process_gives_the_in_process_results_and_accounts_for_every_f
                 assert mine.prediction.depth[i] is None
         np.testing.assert_allclose(mine.points_world, ref.points_world, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(mine.colors, ref.colors)
+        _assert_messages_are_what_the_node_would_build(mine, "odom")
     assert not _files(f"da3_ros.{os.getpid()}.in") and not _files(f"da3_ros.{os.getpid()}.out")
+
+
+def _assert_messages_are_what_the_node_would_build(result, fixed_frame: str) -> None:
+    """The serialised messages a result carries equal, byte for byte, those the node builds itself."""
+    from da3_ros.core.geometry import points_to_fixed
+    from da3_ros.ros.conversions import numpy_to_image_cdr, points_to_cloud_cdr
+
+    frames = result.prediction.frames
+    views = [i for i, new in enumerate(result.is_new) if new]
+    maps = {f"{k}{i}" for i in views for k in ("depth", "conf")} | {f"col{i}" for i in result.colored}
+    assert views and set(result.messages) == maps | {"cloud"}
+    for i in views:
+        for key, arr, enc in ((f"depth{i}", result.prediction.depth[i], "32FC1"),
+                              (f"conf{i}", result.prediction.confidence[i], "32FC1"),
+                              (f"col{i}", result.colored.get(i), "rgb8")):
+            if arr is not None:
+                want = numpy_to_image_cdr(arr, enc, frames[i].stamp_ns, frames[i].frame_id)
+                assert result.messages[key].tobytes() == want, key
+    cloud = points_to_cloud_cdr(points_to_fixed(result.points_world), max(f.stamp_ns for f in frames),
+                                fixed_frame, rgb=result.colors, confidence=result.points_conf)
+    assert result.messages["cloud"].tobytes() == cloud
 
 
 def test_config_updates_reach_the_inference_process(tiny_weights):
@@ -194,7 +225,7 @@ def test_no_room_in_shared_memory_drops_frames_with_a_reason_and_results_take_th
     import threading
 
     from da3_ros.inference.process_pipeline import ProcessPipeline as PP
-    from da3_ros.inference.worker_process import ResultSender, split_result
+    from da3_ros.inference.worker_process import ResultSender, join_result, split_result, unframe
 
     proc = PP(PipelineConfig(num_view=2, stride=2, queue_size=8), _settings(tiny_weights))
     proc.launch()
@@ -221,14 +252,19 @@ def test_no_room_in_shared_memory_drops_frames_with_a_reason_and_results_take_th
     monkeypatch.setattr(os, "posix_fallocate", full)
     try:
         ResultSender(ring, sent.append, PipelineConfig(), threading.Event())(copy.deepcopy(result))
+        ResultSender(ring, sent.append, PipelineConfig(), threading.Event(), "odom")(copy.deepcopy(result))
     finally:
         monkeypatch.undo()
-    kind, light, arrays = sent[0]
-    assert kind == "result" and isinstance(arrays, dict) and ring.busy() == 0
-    _, expected = split_result(result, all_views=False)
-    assert arrays.keys() == expected.keys()
-    for key in arrays:
-        np.testing.assert_array_equal(arrays[key], expected[key])
+    for (kind, light, arrays), fixed_frame in zip(sent, (None, "odom")):
+        assert kind == "result" and ring.busy() == 0
+        _, expected = split_result(result, False, fixed_frame)
+        (got, got_msgs), (want, want_msgs) = unframe(arrays), unframe(expected)
+        assert got.keys() == want.keys() and got_msgs.keys() == want_msgs.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+        assert all(got_msgs[k].tobytes() == want_msgs[k].tobytes() for k in want_msgs)
+        whole = join_result(light, got, got_msgs)
+    _assert_messages_are_what_the_node_would_build(whole, "odom")
     ring.close()
 
 
@@ -287,6 +323,7 @@ def test_the_inference_process_ends_by_itself_when_the_node_process_is_killed(ti
     script = tmp_path / "owner.py"
     script.write_text(f"""
 import sys, time
+from da3_ros.core import wire
 from da3_ros.core.config import PipelineConfig
 from da3_ros.inference.process_pipeline import ProcessPipeline
 from da3_ros.inference.settings import InferenceSettings

@@ -14,7 +14,9 @@
 # profile2 (compile_graphs at 150 Hz under py-spy), gil (150 Hz with the GIL switch interval at 1 ms
 # and at 5 ms, then saturation); proc (saturation in the inference process: da3-large, da3-small,
 # and the upstream wrapper's), proc2 (the worker thread instead, 200 Hz under py-spy, the shipped
-# config at 30 Hz).
+# config at 30 Hz); proc3 (results framed as messages in the inference process, published from
+# shared memory with the GIL released: da3-large and da3-small saturation, da3-small at 300 Hz
+# under py-spy), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -49,7 +51,7 @@ if [[ ${DRY:-0} == 1 ]]; then
   L="--set model=default --set process_res=56 --set device=cpu"; S=$L; AW=4; WR=120
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
-  SAT2=$SAT; SAT2S=$SAT; RATE_HI=8; RATE_PROF=8
+  SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
@@ -57,6 +59,8 @@ else
   RATE1=30; RATE8=60; D="--duration 15 --warmup 5"; SAT="--start-rate 16 --max-rate 512 --step-duration 6 --refine 2"
   SAT2="--start-rate 100 --max-rate 400 --step-duration 6 --refine 2"; RATE_HI=150; RATE_PROF=200
   SAT2S="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
+  SAT3="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
+  SAT3S="--start-rate 190 --max-rate 800 --step-duration 6 --refine 2"; RATE_SMALL=300
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
@@ -128,12 +132,26 @@ case $PHASE in
     step large_nv8_200hz_graphs_proc_pyspy 120 run $L $CG $NV8 --rate $RATE_PROF $D --py-spy active --wait-ready $WR $CAM
     step large_defaults_auto_30hz_proc $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
     ;;
+  proc3)  # the worker frames each published map and the cloud as its message in shared memory and
+    # the node publishes them from there through rcl with the GIL released (call 11): saturation of
+    # da3-large and da3-small, then da3-small past its rate under py-spy (where the time goes now)
+    P="--set inference_process=on"
+    step large_nv8_saturate_graphs_proc3 190 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_saturate_graphs_proc3 200 saturate $S $CG $NV8 $P $SAT3S --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_${RATE_SMALL}hz_graphs_proc3_pyspy 90 run $S $CG $NV8 $P --rate $RATE_SMALL $D --py-spy active --wait-ready $WR $CAM
+    ;;
+  upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
+    step upstream_large_nv8_saturate4 150 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    ;;
+  shipped3)  # config/da3.yaml as shipped (accelerate auto, inference process) at 30 Hz (call 13)
+    step large_defaults_auto_30hz_proc3 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
+    ;;
   camera)  # the bench alone (stand-in node): does the synthetic camera keep up, thread or process?
     for rate in 150 300; do for mode in thread process; do
       step sink_${rate}hz_$mode 60 run --node sink --rate $rate --duration 10 --warmup 2 --camera-mode $mode
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"

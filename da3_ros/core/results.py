@@ -86,6 +86,10 @@ class WindowResult:
         alignment: the full Alignment; shrunk_from: S requested when the window was shrunk.
         colored: ``{view index: (H, W, 3) uint8}`` depth images for viewing of the cloud's views
             when ``PipelineConfig.colorize`` is on (else empty).
+        messages: serialised messages ready to publish, uint8 (n,) each (:mod:`da3_ros.core.wire`),
+            when the producer framed them (the inference process does): ``depth{i}``,
+            ``conf{i}``, ``col{i}`` (sensor_msgs/Image of view i) and ``cloud``
+            (sensor_msgs/PointCloud2 in the fixed frame); else empty.
     """
 
     prediction: WindowPrediction
@@ -102,6 +106,7 @@ class WindowResult:
     alignment: Alignment | None = None
     shrunk_from: int = 0
     colored: dict[int, np.ndarray] = field(default_factory=dict)
+    messages: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def check_prediction(pred: WindowPrediction, frames: list[Frame]) -> None:

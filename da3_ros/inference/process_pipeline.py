@@ -38,7 +38,7 @@ from da3_ros.core.frames import Frame
 from da3_ros.core.results import PipelineStats, WindowResult
 from da3_ros.inference.settings import InferenceSettings, PredictorInfo
 from da3_ros.inference.shm_ring import SHM_HINT, SlotRing, ring_name, sweep_stale
-from da3_ros.inference.worker_process import WorkerSpec, join_result, worker_main
+from da3_ros.inference.worker_process import WorkerSpec, join_result, unframe, worker_main
 
 LOG = logging.getLogger("da3_ros.inference.process")
 #: Results in flight between the inference process and the publisher (written, not yet published):
@@ -86,10 +86,15 @@ class ProcessPipeline:
             outlive it. Frames carry no pixels (``image`` of shape (H, W, 0)); views not to be
             published have None depth and confidence. May be set after construction.
         warmup_views: views of the warm-up window run after loading (0: none).
+        fixed_frame: when set, each result also carries its published maps and cloud as the
+            serialised messages to publish (``result.messages``, views of shared memory like
+            the arrays; the cloud in this frame): built in the worker, the ROS process only
+            sends them.
     """
 
     def __init__(self, config: PipelineConfig, inference: InferenceSettings,
-                 on_result: Callable[[WindowResult], None] | None = None, warmup_views: int = 0) -> None:
+                 on_result: Callable[[WindowResult], None] | None = None, warmup_views: int = 0,
+                 fixed_frame: str | None = None) -> None:
         config.validate()
         self.config, self.on_result = config, on_result
         sweep_stale()
@@ -97,7 +102,7 @@ class ProcessPipeline:
         self._in = SlotRing(ring_name(f"in{uid}"), config.queue_size + EXTRA_IN_SLOTS)
         self._out = SlotRing(ring_name(f"out{uid}"), OUT_SLOTS)
         self._spec = WorkerSpec(inference, config, warmup_views, (self._in.name, self._in.slots),
-                                (self._out.name, self._out.slots), sys.getswitchinterval())
+                                (self._out.name, self._out.slots), sys.getswitchinterval(), fixed_frame)
         self._conn = None
         self._process = None
         self._send_lock = threading.Lock()
@@ -294,9 +299,9 @@ class ProcessPipeline:
                 self._out.release(layout.slot)
             return
         if isinstance(layout, dict):  # sent through the pipe (no room in /dev/shm)
-            result = join_result(light, layout)
+            result = join_result(light, *unframe(layout))
         else:
-            result = join_result(light, self._out.arrays(layout))
+            result = join_result(light, self._out.arrays(layout), self._out.messages(layout))
             weakref.finalize(result, self._out.release, layout.slot)  # the slot is reused once it is gone
         try:
             self.on_result(result)

@@ -6,7 +6,8 @@ message does not fit; a one-byte flag per slot, in a small shared file, says whe
 ``FREE`` or ``BUSY``. The producer takes the next slot in turn (:meth:`SlotRing.acquire`; None
 when that slot is still busy: the consumer is behind), writes the arrays into it
 (:meth:`SlotRing.write`) and sends the returned :class:`SlotLayout` through any pipe; the
-consumer maps the slot (:meth:`SlotRing.arrays`, views, no copy) and sets the flag back
+consumer maps the slot (:meth:`SlotRing.arrays`, views, no copy; :meth:`SlotRing.messages` for
+the serialised messages written as :class:`~da3_ros.core.wire.Framed`) and sets the flag back
 (:meth:`SlotRing.release`) once it no longer reads them. Only the layout (a few hundred bytes)
 crosses the pipe: a window's depth, confidence and colour maps (30 MB at 8 views of 640 x 480)
 are written once, by the producer, and read in place.
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from da3_ros.core.wire import Framed
+
 #: Where slot files live: a memory file system on Linux (ROS 2's platform); a temporary
 #: directory elsewhere.
 SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else os.environ.get("TMPDIR", "/tmp")
@@ -38,11 +41,16 @@ ALIGN = 64
 
 @dataclass(frozen=True)
 class SlotLayout:
-    """Where one message's arrays lie: slot index, the slot's file, ``(key, offset, shape, dtype)`` each."""
+    """Where one message's arrays lie in shared memory.
+
+    ``arrays`` holds ``(key, offset, shape, dtype, head, tail)`` for each: a framed array's prefix
+    takes the ``head`` bytes before ``offset`` and its suffix the ``tail`` bytes after the array
+    (both 0 for a plain array).
+    """
 
     slot: int
     path: str
-    arrays: tuple[tuple[str, int, tuple[int, ...], str], ...]
+    arrays: tuple[tuple[str, int, tuple[int, ...], str, int, int], ...]
 
 
 def _align(n: int) -> int:
@@ -115,22 +123,36 @@ class SlotRing:
         self._next = (slot + 1) % self.slots
         return slot
 
-    def write(self, slot: int, arrays: dict[str, np.ndarray]) -> SlotLayout:
+    def write(self, slot: int, arrays: dict[str, np.ndarray | Framed]) -> SlotLayout:
         """Copy ``arrays`` into ``slot`` (acquired), growing its file when needed; their layout.
+
+        A :class:`~da3_ros.core.wire.Framed` value is written as the whole serialised message
+        (prefix, array, suffix back to back): the consumer reads its array with :meth:`arrays`
+        and the message with :meth:`messages`, both in place. A structured array (a packed
+        cloud) is read back as its bytes (uint8, 1-D).
 
         Raises:
             OSError: no room for the slot in :data:`SHM_DIR` (see :func:`_map_file`); the
                 slot stays acquired (release it).
         """
-        entries, offset = [], 0
-        for key, arr in arrays.items():
-            arr = np.asarray(arr)
-            entries.append((key, offset, tuple(int(n) for n in arr.shape), arr.dtype.str))
-            offset = _align(offset + arr.nbytes)
+        entries, parts, offset = [], [], 0
+        for key, value in arrays.items():
+            framed = isinstance(value, Framed)
+            head, arr, tail = ((value.prefix, np.asarray(value.array), value.suffix) if framed
+                               else (b"", np.asarray(value), b""))
+            if arr.dtype.names:  # a structured array (a packed cloud) travels as its bytes
+                arr = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+            at = offset + len(head)  # a prefix is a multiple of 4 bytes: the array stays aligned to 4
+            entries.append((key, at, tuple(int(n) for n in arr.shape), arr.dtype.str, len(head), len(tail)))
+            parts.append((head, arr, tail))
+            offset = _align(at + arr.nbytes + len(tail))
         path, buf = self._slot_file(slot, max(offset, ALIGN))
-        for (_key, off, shape, dtype), arr in zip(entries, arrays.values()):
-            dst = np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=off)
+        for (_key, at, shape, dtype, n_head, n_tail), (head, arr, tail) in zip(entries, parts):
+            buf[at - n_head:at] = head
+            dst = np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=at)
             np.copyto(dst, arr, casting="no")
+            end = at + dst.nbytes
+            buf[end:end + n_tail] = tail
         return SlotLayout(slot, path, tuple(entries))
 
     def _slot_file(self, slot: int, size: int) -> tuple[str, mmap.mmap]:
@@ -149,13 +171,26 @@ class SlotRing:
     # -- consumer -------------------------------------------------------------------------
     def arrays(self, layout: SlotLayout) -> dict[str, np.ndarray]:
         """Views of a message's arrays in shared memory (valid until :meth:`release`)."""
+        buf = self._mapped(layout)
+        return {key: np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=at)
+                for key, at, shape, dtype, _head, _tail in layout.arrays}
+
+    def messages(self, layout: SlotLayout) -> dict[str, np.ndarray]:
+        """The framed entries as whole serialised messages: uint8 views (valid until :meth:`release`)."""
+        buf = self._mapped(layout)
+        out = {}
+        for key, at, shape, dtype, head, tail in layout.arrays:
+            if head or tail:
+                size = head + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize + tail
+                out[key] = np.ndarray((size,), dtype=np.uint8, buffer=buf, offset=at - head)
+        return out
+
+    def _mapped(self, layout: SlotLayout) -> mmap.mmap:
         seen = self._seen.get(layout.slot)
         if seen is None or seen[0] != layout.path:
             seen = (layout.path, _map_file(layout.path, 0, create=False))
             self._seen[layout.slot] = seen  # an older map closes when its last view goes
-        buf = seen[1]
-        return {key: np.ndarray(shape, dtype=np.dtype(dtype), buffer=buf, offset=off)
-                for key, off, shape, dtype in layout.arrays}
+        return seen[1]
 
     def release(self, slot: int) -> None:
         """The consumer is done with ``slot``: the producer may write it again (no-op once closed)."""

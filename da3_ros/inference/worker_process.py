@@ -35,7 +35,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from da3_ros.core import wire
 from da3_ros.core.config import PipelineConfig
+from da3_ros.core.geometry import points_to_fixed
 from da3_ros.core.handoff import HandoffThread
 from da3_ros.core.results import WindowResult
 from da3_ros.inference.settings import InferenceSettings
@@ -60,6 +62,8 @@ class WorkerSpec:
         in_ring, out_ring: names of the rings the parent created, and their slot counts.
         switch_interval_s: the parent's GIL switch interval, used here too (``da3_node`` sets
             it, :mod:`da3_ros.ros.entry`).
+        fixed_frame: when set, results also carry their published maps and cloud as serialised
+            messages (:func:`split_result`), the cloud in this frame.
     """
 
     inference: InferenceSettings
@@ -68,6 +72,7 @@ class WorkerSpec:
     in_ring: tuple[str, int]
     out_ring: tuple[str, int]
     switch_interval_s: float
+    fixed_frame: str | None = None
 
 
 class PipeLogHandler(logging.Handler):
@@ -93,8 +98,10 @@ class ResultSender:
     depth and confidence arrive as None.
     """
 
-    def __init__(self, ring: SlotRing, send, config: PipelineConfig, closing: threading.Event) -> None:
+    def __init__(self, ring: SlotRing, send, config: PipelineConfig, closing: threading.Event,
+                 fixed_frame: str | None = None) -> None:
         self.ring, self.send, self.config, self.closing = ring, send, config, closing
+        self.fixed_frame = fixed_frame
         self.warned = False
 
     def __call__(self, result: WindowResult) -> None:
@@ -105,7 +112,7 @@ class ResultSender:
                 return
             time.sleep(SLOT_POLL_S)
             slot = self.ring.acquire()
-        light, arrays = split_result(result, self.config.publish_all_views)
+        light, arrays = split_result(result, self.config.publish_all_views, self.fixed_frame)
         try:
             layout = self.ring.write(slot, arrays)
         except OSError as exc:  # no room in /dev/shm: this result goes through the pipe instead
@@ -113,41 +120,65 @@ class ResultSender:
             if not self.warned:
                 LOG.warning("%s; results go through the pipe (slower). %s", exc, SHM_HINT)
                 self.warned = True
-            self.send(("result", light, {k: np.array(a) for k, a in arrays.items()}))
+            self.send(("result", light, arrays))  # pickled: copies
             return
         self.send(("result", light, layout))
 
 
-def split_result(result: WindowResult, all_views: bool) -> tuple[WindowResult, dict[str, np.ndarray]]:
+def split_result(result: WindowResult, all_views: bool,
+                 fixed_frame: str | None = None) -> tuple[WindowResult, dict[str, np.ndarray | wire.Framed]]:
     """A result without its large arrays (pickled) and those arrays by key (shared memory).
 
     Keys: ``depth{i}``, ``conf{i}``, ``col{i}`` for each view i to publish, ``points``,
-    ``colors``, ``points_conf``. :func:`join_result` puts them back.
+    ``colors``, ``points_conf``. With ``fixed_frame``, the maps are framed as the
+    sensor_msgs/Image the node publishes (32FC1 depth and confidence, rgb8 colours; the view's
+    stamp and optical frame) and ``cloud`` is the window's PointCloud2 in ``fixed_frame``
+    (REP-103 axes, stamp of the newest view), so the ROS process publishes them as they lie.
+    :func:`join_result` puts them back.
     """
     pred = result.prediction
     views = [i for i in range(len(pred.frames)) if all_views or result.is_new[i]]
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray | wire.Framed] = {}
+
+    def framed(arr: np.ndarray, encoding: str, i: int):
+        if fixed_frame is None:
+            return arr
+        return wire.image_message(arr, encoding, pred.frames[i].stamp_ns, pred.frames[i].frame_id)
+
     for i in views:
-        arrays[f"depth{i}"] = np.ascontiguousarray(pred.depth[i], dtype=np.float32)
-        arrays[f"conf{i}"] = np.ascontiguousarray(pred.confidence[i], dtype=np.float32)
+        arrays[f"depth{i}"] = framed(np.ascontiguousarray(pred.depth[i], dtype=np.float32), "32FC1", i)
+        arrays[f"conf{i}"] = framed(np.ascontiguousarray(pred.confidence[i], dtype=np.float32), "32FC1", i)
         if i in result.colored:
-            arrays[f"col{i}"] = result.colored[i]
+            arrays[f"col{i}"] = framed(np.ascontiguousarray(result.colored[i], dtype=np.uint8), "rgb8", i)
     arrays["points"] = np.asarray(result.points_world, np.float32)
     arrays["colors"] = np.asarray(result.colors, np.uint8)
     arrays["points_conf"] = np.asarray(result.points_conf, np.float32)
+    if fixed_frame is not None and views:
+        cloud, names = wire.pack_cloud(points_to_fixed(arrays["points"].reshape(-1, 3)),
+                                       arrays["colors"].reshape(-1, 3), arrays["points_conf"].reshape(-1))
+        arrays["cloud"] = wire.cloud_message(cloud, names, max(f.stamp_ns for f in pred.frames), fixed_frame)
     frames = [replace(f, image=np.empty((f.height, f.width, 0), np.uint8)) for f in pred.frames]
     light_pred = replace(pred, frames=frames, depth=[None] * len(frames), confidence=[None] * len(frames),
                          depth_thumbs=None, device_maps=None)
     light = replace(result, prediction=light_pred, points_world=None, colors=None, points_conf=None,
-                    colored={})
+                    colored={}, messages={})
     return light, arrays
 
 
-def join_result(light: WindowResult, arrays: dict[str, np.ndarray]) -> WindowResult:
+def unframe(parts: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`split_result`'s arrays (as they came through the pipe) as ``(arrays, messages)``."""
+    framed = {k: v for k, v in parts.items() if isinstance(v, wire.Framed)}
+    arrays = {k: framed[k].array if k in framed else v for k, v in parts.items()}
+    return arrays, {k: np.frombuffer(v.tobytes(), np.uint8) for k, v in framed.items()}
+
+
+def join_result(light: WindowResult, arrays: dict[str, np.ndarray],
+                messages: dict[str, np.ndarray] | None = None) -> WindowResult:
     """The result :func:`split_result` took apart (arrays are used as given: views, no copy).
 
     Frames keep their size but carry no pixels (``image`` has 0 channels); views not published
-    have None for depth and confidence.
+    have None for depth and confidence; ``messages`` (the framed ones, whole) become
+    ``result.messages``.
     """
     pred = light.prediction
     for i in range(len(pred.frames)):
@@ -157,6 +188,7 @@ def join_result(light: WindowResult, arrays: dict[str, np.ndarray]) -> WindowRes
             light.colored[i] = arrays[f"col{i}"]
     light.points_world, light.colors = arrays["points"], arrays["colors"]
     light.points_conf = arrays["points_conf"]
+    light.messages = dict(messages or {})
     return light
 
 
@@ -185,7 +217,8 @@ def worker_main(conn, spec: WorkerSpec) -> None:
 
     closing = threading.Event()
     # results go into shared memory on a thread of their own: the worker starts the next window
-    sender = HandoffThread(ResultSender(out_ring, send, spec.config, closing), _log_error, depth=1)
+    sender = HandoffThread(ResultSender(out_ring, send, spec.config, closing, spec.fixed_frame), _log_error,
+                           depth=1)
     sender.start("da3_send")
     pipeline = AsyncPipeline(spec.config, predictor, on_result=sender.submit)
     pipeline.start()

@@ -246,7 +246,8 @@ class Da3Node(LifecycleNode):
                 n = n if inference.warmup else 0
                 if use_process(s["inference_process"], s["model"], (s["devices"] or [s["device"]])[0]):
                     # the predictor is the inference process; the pipeline adopts it at start
-                    self.predictor = ProcessPipeline(pipeline_config(s), inference, warmup_views=n)
+                    self.predictor = ProcessPipeline(pipeline_config(s), inference, warmup_views=n,
+                                                     fixed_frame=s["fixed_frame"])  # it serialises too
                     info = self.predictor.launch()
                     self.get_logger().info(f"inference process {self.predictor.pid} runs the model")
                 else:

@@ -39,6 +39,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
 from da3_ros.core.visualize import colorize_depth
 from da3_ros.ros import conversions as conv
+from da3_ros.ros.serialized_publish import publish_serialized
 from da3_ros.ros.topics import CAMERA_OUTPUTS, HEAVY_OUTPUTS, NODE_OUTPUTS
 
 try:  # tf2_ros is not on PyPI; a real ROS install has it.
@@ -187,7 +188,7 @@ class OutputPublishers:
             if not (is_new[i] or self.publish_all_views) or frame.camera not in self.per_camera:
                 continue
             self._publish_view(frame, pred.depth[i], pred.confidence[i], pred.intrinsics[i],
-                               fixed_from_cam[i], result.colored.get(i))
+                               fixed_from_cam[i], result.colored.get(i), _view_messages(result.messages, i))
             if frame.camera == self.cameras[0]:
                 self._publish_reference(frame, fixed_from_cam[i])
             self._on_published(frame.stamp_ns)
@@ -196,23 +197,31 @@ class OutputPublishers:
             self._publish_points(result, newest_ns)
         return published
 
-    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam, colored=None) -> None:
-        pubs, t = self.per_camera[frame.camera], self.toggles
-        header = conv.make_header(frame.stamp_ns, frame.frame_id)
-        depth = np.ascontiguousarray(depth, dtype=np.float32)
+    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam, colored=None, messages=None) -> None:
+        """Publish one view's outputs.
 
-        def image(arr, encoding):  # serialised here: no message object, one copy of the pixels
-            return conv.numpy_to_image_cdr(arr, encoding, frame.stamp_ns, frame.frame_id)
+        ``messages``: the view's maps already serialised (``depth``, ``conf``, ``col``: the
+        inference process frames them); those missing are serialised here.
+        """
+        pubs, t, ready = self.per_camera[frame.camera], self.toggles, messages or {}
+        header = conv.make_header(frame.stamp_ns, frame.frame_id)
+
+        def send(kind: str, pub, arr, encoding: str) -> None:  # serialised: no message object
+            message = ready.get(kind)
+            if message is None:
+                message = conv.numpy_to_image_cdr(arr, encoding, frame.stamp_ns, frame.frame_id)
+            publish_serialized(pub, message)
 
         if t.depth and listened(pubs["depth"]):
-            pubs["depth"].publish(image(depth, "32FC1"))
+            send("depth", pubs["depth"], np.asarray(depth, np.float32), "32FC1")
         if t.confidence and listened(pubs["confidence"]):
-            pubs["confidence"].publish(image(np.asarray(conf, np.float32), "32FC1"))
+            send("conf", pubs["confidence"], np.asarray(conf, np.float32), "32FC1")
         if t.camera_info and intr is not None:
             pubs["camera_info"].publish(conv.intrinsics_to_camera_info(intr, header))
         if t.depth_colored and listened(pubs["depth_colored"]):
-            rgb = colored if colored is not None else colorize_depth(depth, *self.colored_range)
-            pubs["depth_colored"].publish(image(rgb, "rgb8"))
+            if colored is None and "col" not in ready:
+                colored = colorize_depth(np.asarray(depth, np.float32), *self.colored_range)
+            send("col", pubs["depth_colored"], colored, "rgb8")
         if t.pose:
             pubs["pose"].publish(pose_stamped(fixed_from_cam, frame.stamp_ns, self.fixed_frame))
         if t.tf and self._tf is not None:
@@ -249,7 +258,17 @@ class OutputPublishers:
         odom.twist.twist.angular.x, odom.twist.twist.angular.y, odom.twist.twist.angular.z = map(float, w)
 
     def _publish_points(self, result, stamp_ns: int) -> None:
-        pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
-        self.points.publish(conv.points_to_cloud_cdr(  # serialised here, as the images
-            pts, stamp_ns, self.fixed_frame, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
-            confidence=np.asarray(result.points_conf, np.float32).reshape(-1)))
+        message = result.messages.get("cloud")
+        if message is None:  # not serialised by the producer: here, as the images
+            pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
+            message = conv.points_to_cloud_cdr(
+                pts, stamp_ns, self.fixed_frame, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
+                confidence=np.asarray(result.points_conf, np.float32).reshape(-1))
+        publish_serialized(self.points, message)
+
+
+def _view_messages(messages: dict, i: int) -> dict:
+    """View ``i``'s serialised maps among a result's ``messages``, by kind (``depth``, ``conf``, ``col``)."""
+    if not messages:
+        return {}
+    return {kind: messages[f"{kind}{i}"] for kind in ("depth", "conf", "col") if f"{kind}{i}" in messages}

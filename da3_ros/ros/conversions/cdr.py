@@ -1,7 +1,7 @@
-"""sensor_msgs/Image and CompressedImage read from their serialised (CDR) bytes; CDR pieces to write.
+"""sensor_msgs/Image and CompressedImage read from their serialised (CDR) bytes.
 
-The writers (``images.numpy_to_image_cdr``, ``point_cloud.points_to_cloud_cdr``) build with
-:func:`header_cdr`, :func:`cdr_string` and :func:`pad4`.
+The writers (``images.numpy_to_image_cdr``, ``point_cloud.points_to_cloud_cdr``) build on
+:mod:`da3_ros.core.wire`, which the inference process uses too.
 
 A subscription created with ``raw=True`` hands the callback the message's bytes as they came
 off the wire. Reading the few header fields here and viewing the pixels with ``np.frombuffer``
@@ -147,25 +147,3 @@ def decode_compressed_image(raw: bytes | memoryview) -> RawCompressedImage:
     header = r.header()
     fmt = r.string()
     return RawCompressedImage(header, fmt, r.octets())
-
-
-# ------------------------------------------------------------------ writing (little-endian CDR)
-def cdr_string(text: str) -> bytes:
-    """A CDR string: uint32 length (with the NUL), the UTF-8 bytes, NUL."""
-    data = text.encode() + b"\0"
-    return struct.pack("<I", len(data)) + data
-
-
-def pad4(buf: bytes) -> bytes:
-    """``buf`` padded to a multiple of 4 bytes.
-
-    Offsets count from after the 4-byte encapsulation header, itself 4 bytes long, so padding the
-    whole buffer aligns them.
-    """
-    return buf + b"\0" * (-len(buf) % 4)
-
-
-def header_cdr(stamp_ns: int, frame_id: str) -> bytes:
-    """The CDR encapsulation (little-endian) and a ``std_msgs/Header``, padded to 4 bytes."""
-    head = b"\x00\x01\x00\x00" + struct.pack("<iI", stamp_ns // 10**9, stamp_ns % 10**9)
-    return pad4(head + cdr_string(frame_id))

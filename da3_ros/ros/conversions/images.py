@@ -17,13 +17,12 @@ names the problem; nothing returns a silently wrong array.
 from __future__ import annotations
 
 import array
-import struct
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from da3_ros.ros.conversions import cdr
+from da3_ros.core import wire
 from da3_ros.ros.errors import ConversionError
 
 #: encoding -> (numpy scalar type code without byte order, channels)
@@ -76,13 +75,8 @@ def numpy_to_image_cdr(arr: np.ndarray, encoding: str, stamp_ns: int, frame_id: 
     Raises:
         ConversionError: as :func:`numpy_to_image`.
     """
-    arr, channels = _checked_array(arr, encoding)
-    h, w = arr.shape[:2]
-    step = w * channels * arr.dtype.itemsize
-    head = cdr.header_cdr(stamp_ns, frame_id) + struct.pack("<II", h, w)
-    head = cdr.pad4(head + cdr.cdr_string(encoding) + bytes([_big_endian(arr)]))  # is_bigendian: one byte
-    head += struct.pack("<II", step, h * step)
-    return b"".join((head, np.ascontiguousarray(arr).reshape(-1).view(np.uint8)))
+    arr, _ = _checked_array(arr, encoding)
+    return wire.image_message(arr, encoding, stamp_ns, frame_id).tobytes()
 
 
 def image_to_numpy(msg) -> tuple[np.ndarray, str]:
@@ -155,11 +149,6 @@ def _checked_array(arr: np.ndarray, encoding: str) -> tuple[np.ndarray, int]:
     return arr, channels
 
 
-def _big_endian(arr: np.ndarray) -> bool:
-    order = arr.dtype.byteorder
-    return arr.dtype.itemsize > 1 and (order == ">" or (order == "=" and not np.little_endian))
-
-
 def numpy_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     """Encode an array as a sensor_msgs/Image with unpadded rows.
 
@@ -181,7 +170,7 @@ def numpy_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
         msg.header = header
     msg.height, msg.width = int(arr.shape[0]), int(arr.shape[1])
     msg.encoding = encoding
-    msg.is_bigendian = _big_endian(arr)
+    msg.is_bigendian = wire.is_big_endian(arr)
     msg.step = msg.width * channels * arr.dtype.itemsize
     msg.data = _byte_array(arr)
     return msg

@@ -7,12 +7,11 @@ Fields are float32 ``x, y, z`` [, ``rgb``] [, ``confidence``], little-endian, ti
 from __future__ import annotations
 
 import array
-import struct
 
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-from da3_ros.ros.conversions import cdr
+from da3_ros.core import wire
 from da3_ros.ros.errors import ConversionError
 
 #: PointField datatype -> numpy type code (byte order added by the reader)
@@ -50,7 +49,7 @@ def points_to_cloud(points: np.ndarray, header=None, rgb: np.ndarray | None = No
     msg = PointCloud2()
     if header is not None:
         msg.header = header
-    msg.height, msg.width = _height_width(cloud)
+    msg.height, msg.width = wire.cloud_height_width(cloud)
     msg.fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
                   for i, n in enumerate(names)]
     msg.is_bigendian = False
@@ -58,7 +57,7 @@ def points_to_cloud(points: np.ndarray, header=None, rgb: np.ndarray | None = No
     msg.row_step = cloud.dtype.itemsize * msg.width
     msg.data = array.array("B")
     msg.data.frombytes(cloud.reshape(-1).view(np.uint8))
-    msg.is_dense = _is_dense(cloud)
+    msg.is_dense = wire.cloud_is_dense(cloud)
     return msg
 
 
@@ -80,57 +79,15 @@ def points_to_cloud_cdr(points: np.ndarray, stamp_ns: int, frame_id: str, rgb: n
         ConversionError: as :func:`points_to_cloud`.
     """
     cloud, names = _cloud_array(points, rgb, confidence)
-    height, width = _height_width(cloud)
-    buf = cdr.header_cdr(stamp_ns, frame_id) + struct.pack("<III", height, width, len(names))
-    for i, name in enumerate(names):  # PointField: name, offset (uint32), datatype (uint8), count
-        buf = cdr.pad4(buf + cdr.cdr_string(name)) + struct.pack("<IB", 4 * i, PointField.FLOAT32)
-        buf = cdr.pad4(buf) + struct.pack("<I", 1)
-    step = cloud.dtype.itemsize
-    buf = cdr.pad4(buf + b"\x00") + struct.pack("<III", step, step * width, cloud.nbytes)  # is_bigendian
-    return b"".join((buf, cloud.reshape(-1).view(np.uint8), bytes([_is_dense(cloud)])))
+    return wire.cloud_message(cloud, names, stamp_ns, frame_id).tobytes()
 
 
 def _cloud_array(points, rgb, confidence) -> tuple[np.ndarray, list[str]]:
-    """The packed structured array (fields of 4 bytes) and its field names (see points_to_cloud)."""
-    xyz = np.asarray(points)
-    if xyz.ndim not in (2, 3) or xyz.shape[-1] != 3 or xyz.dtype.kind not in "fiu":
-        raise ConversionError(f"points must be numeric (N, 3) or (H, W, 3), got {xyz.shape} {xyz.dtype}")
-    lead = xyz.shape[:-1]
-    names = ["x", "y", "z"]
-    extra = {}
-    if rgb is not None:
-        rgb = np.asarray(rgb)
-        if rgb.shape != lead + (3,) or rgb.dtype != np.uint8:
-            raise ConversionError(f"rgb must be uint8 {lead + (3,)}, got {rgb.dtype} {rgb.shape}")
-        r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
-        extra["rgb"] = (r << 16) | (g << 8) | b
-    if confidence is not None:
-        confidence = np.asarray(confidence)
-        if confidence.shape != lead or confidence.dtype.kind not in "fiu":
-            raise ConversionError(
-                f"confidence must be numeric {lead}, got {confidence.dtype} {confidence.shape}"
-            )
-        extra["confidence"] = confidence
-    names += list(extra)
-    # rgb is written as uint32 bits (declared FLOAT32 below): no float round trip on the packed value
-    formats = ["<u4" if n == "rgb" else "<f4" for n in names]
-    dtype = np.dtype({"names": names, "formats": formats, "offsets": [4 * i for i in range(len(names))],
-                      "itemsize": 4 * len(names)})
-    cloud = np.empty(lead, dtype=dtype)
-    for i, axis in enumerate("xyz"):
-        cloud[axis] = xyz[..., i]
-    for name, values in extra.items():
-        cloud[name] = values
-    return cloud, names
-
-
-def _height_width(cloud: np.ndarray) -> tuple[int, int]:
-    return (int(cloud.shape[0]), int(cloud.shape[1])) if cloud.ndim == 2 else (1, int(cloud.shape[0]))
-
-
-def _is_dense(cloud: np.ndarray) -> bool:
-    return bool(np.isfinite(cloud["x"]).all() and np.isfinite(cloud["y"]).all()
-                and np.isfinite(cloud["z"]).all())
+    """The packed structured array (fields of 4 bytes) and its field names (``wire.pack_cloud``)."""
+    try:
+        return wire.pack_cloud(points, rgb, confidence)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def cloud_dtype(msg) -> np.dtype:
