@@ -24,6 +24,12 @@
 #   call 12 (carry .whl/flash_part1): flash stage 1; live phase upstream4
 #   call 13 (carry .whl/flash_part2): flash stage 2; live phase shipped3
 #   call 14 (carry .whl/flash_part3 .whl/flash): as call 8 (stage 3; da3-bench, compile, S = 32, 128)
+# Its second try (call 11 ran; the machine went idle before call 12): the heap-kept buffers, then
+# the flash chain with only what fits the device time left:
+#   call 15 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc4
+#   call 16 (carry .whl/flash_part1): flash stage 1; live phase upstream4
+#   call 17 (carry .whl/flash_part2): flash stage 2
+#   call 18 (carry .whl/flash_part3 .whl/flash): stage 3; da3-bench, compile, S = 32, 128 (shorter)
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -75,8 +81,8 @@ case $CALL in
   8)
     mkdir -p "$OUT/fa4_compiled"
     bash bench/device_install_flash.sh stage3 && \
-      timeout 420 $PY -m bench --preset da3-large --res 504x378 --views 32,128 --compile default \
-        --iters 2 --warmup 1 --no-flops --max-seconds 380 --json "$OUT/fa4_compiled/report.json" 2>&1 \
+      timeout $(( ${FA4_SECONDS:-380} + 40 )) $PY -m bench --preset da3-large --res 504x378 --views 32,128 \
+        --compile default --iters 2 --warmup 1 --no-flops --max-seconds ${FA4_SECONDS:-380} --json "$OUT/fa4_compiled/report.json" 2>&1 \
       | tee "$OUT/fa4_compiled/log.txt"
     ;;
   9)
@@ -101,7 +107,21 @@ case $CALL in
   14)
     bash "$0" 8 "$OUT"; exit $?
     ;;
-  *) echo "unknown call $CALL (1-14)"; exit 2 ;;
+  15)
+    kit
+    BUDGET=${BUDGET:-520} bash $LIVE proc4 "$OUT/proc4"
+    ;;
+  16)
+    bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
+    BUDGET=${BUDGET:-140} bash $LIVE upstream4 "$OUT/upstream4"
+    ;;
+  17)
+    bash bench/device_install_flash.sh stage2
+    ;;
+  18)
+    FA4_SECONDS=300 bash "$0" 8 "$OUT"; exit $?
+    ;;
+  *) echo "unknown call $CALL (1-18)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -32,6 +32,7 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image
 
 from da3_ros.core.frames import CameraIntrinsics
+from da3_ros.inference.allocator import keep_large_allocations
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.inputs import input_qos
 from da3_ros.tools.replay.ros_io import set_header_stamp
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Camera child process: wait for subscribers and ``--start-at``, send, write the log."""
     a = build_parser().parse_args(argv)
+    keep_large_allocations(respect_env=False)  # as the node does, whatever an A/B sets for it
     rclpy.init()
     node = rclpy.create_node("da3_bench_camera")
     try:

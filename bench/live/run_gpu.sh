@@ -16,7 +16,9 @@
 # and the upstream wrapper's), proc2 (the worker thread instead, 200 Hz under py-spy, the shipped
 # config at 30 Hz); proc3 (results framed as messages in the inference process, published from
 # shared memory with the GIL released: da3-large and da3-small saturation, da3-small at 300 Hz
-# under py-spy), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml at 30 Hz).
+# under py-spy), proc4 (proc3's saturations with the large buffers kept in the heap, and an A/B of
+# that alone at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
+# at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -51,7 +53,7 @@ if [[ ${DRY:-0} == 1 ]]; then
   L="--set model=default --set process_res=56 --set device=cpu"; S=$L; AW=4; WR=120
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
-  SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8
+  SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; SAT4S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8; RATE_AB=8
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
@@ -61,6 +63,7 @@ else
   SAT2S="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
   SAT3="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
   SAT3S="--start-rate 190 --max-rate 800 --step-duration 6 --refine 2"; RATE_SMALL=300
+  SAT4S="--start-rate 200 --max-rate 800 --step-duration 6 --refine 2"; RATE_AB=250
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
@@ -140,8 +143,16 @@ case $PHASE in
     step small_nv8_saturate_graphs_proc3 200 saturate $S $CG $NV8 $P $SAT3S --warmup 5 --wait-ready $WR $CAM
     step small_nv8_${RATE_SMALL}hz_graphs_proc3_pyspy 90 run $S $CG $NV8 $P --rate $RATE_SMALL $D --py-spy active --wait-ready $WR $CAM
     ;;
+  proc4)  # proc3 again with the node's large buffers kept in the heap (inference/allocator.py), and an
+    # A/B of that alone: da3-small at 250 Hz with glibc's defaults (DA3_MALLOC_TUNING=0), then tuned
+    P="--set inference_process=on"
+    step large_nv8_saturate_graphs_proc4 190 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_saturate_graphs_proc4 200 saturate $S $CG $NV8 $P $SAT4S --warmup 5 --wait-ready $WR $CAM
+    DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 50 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
+    step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 50 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
-    step upstream_large_nv8_saturate4 150 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
   shipped3)  # config/da3.yaml as shipped (accelerate auto, inference process) at 30 Hz (call 13)
     step large_defaults_auto_30hz_proc3 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
@@ -152,6 +163,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"

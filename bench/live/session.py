@@ -26,6 +26,7 @@ from bench.live import procstat
 from bench.live.camera import CameraThread, SendLog, SyntheticCamera
 from bench.live.config import NODE_NAMES, REPO, bench_params, camera_names, node_command, write_params
 from bench.live.recorder import Recorder
+from da3_ros.inference.allocator import keep_large_allocations
 from da3_ros.ros.inputs import input_qos
 from da3_ros.ros.parameters import SPEC_BY_NAME
 from da3_ros.tools.replay.cli import prepare_dds
@@ -96,6 +97,7 @@ class LiveSession:
         self.exit_code: int | None = None
         self.topics_without_publisher: list[str] = []
         sys.setswitchinterval(opts.switch_interval_s)  # the camera thread waits less for the GIL
+        keep_large_allocations(respect_env=False)  # the recorder takes every output as bytes
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=self.domain)
         self.ros = rclpy.create_node("da3_live_bench", context=self.context)

@@ -40,6 +40,7 @@ from da3_ros.core.config import PipelineConfig
 from da3_ros.core.geometry import points_to_fixed
 from da3_ros.core.handoff import HandoffThread
 from da3_ros.core.results import WindowResult
+from da3_ros.inference.allocator import keep_large_allocations
 from da3_ros.inference.settings import InferenceSettings
 from da3_ros.inference.shm_ring import SHM_HINT, SlotRing
 
@@ -196,6 +197,7 @@ def worker_main(conn, spec: WorkerSpec) -> None:
     """Entry of the inference process (see module docstring); returns when told to close or orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.setswitchinterval(spec.switch_interval_s)
+    keep_large_allocations()  # each frame's copy out of its slot reuses heap memory
     send_lock = threading.Lock()
 
     def send(msg) -> None:

@@ -21,6 +21,9 @@ def da3_node(args: list[str] | None = None) -> int:
     # window kept four of them at 100 % CPU. The node's numpy work is small; torch keeps its own.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     sys.setswitchinterval(gil_switch_interval_s())
+    from da3_ros.inference.allocator import keep_large_allocations
+
+    keep_large_allocations()  # a received image's buffers come from the heap, not fresh pages
     from da3_ros.ros.stopping import SIGNALS, StopRequested
 
     installed_here = not SIGNALS.installed
