@@ -24,12 +24,13 @@
 #   call 12 (carry .whl/flash_part1): flash stage 1; live phase upstream4
 #   call 13 (carry .whl/flash_part2): flash stage 2; live phase shipped3
 #   call 14 (carry .whl/flash_part3 .whl/flash): as call 8 (stage 3; da3-bench, compile, S = 32, 128)
-# Its second try (call 11 ran; the machine went idle before call 12): the heap-kept buffers, then
-# the flash chain with only what fits the device time left:
-#   call 15 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc4
-#   call 16 (carry .whl/flash_part1): flash stage 1; live phase upstream4
+# Its second try (call 11 ran; the machine went idle before call 12), with only what fits the
+# device time left after two refusals: the flash chain first, then the heap-kept buffers:
+#   call 16 (carry .whl/flash_part1): flash stage 1
 #   call 17 (carry .whl/flash_part2): flash stage 2
-#   call 18 (carry .whl/flash_part3 .whl/flash): stage 3; da3-bench, compile, S = 32, 128 (shorter)
+#   call 18 (carry .whl/flash_part3 .whl/flash .whl/upstream): stage 3; da3-bench, compile,
+#           S = 32, 128 (shorter)
+#   call 19 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc4
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -107,21 +108,23 @@ case $CALL in
   14)
     bash "$0" 8 "$OUT"; exit $?
     ;;
-  15)
-    kit
-    BUDGET=${BUDGET:-520} bash $LIVE proc4 "$OUT/proc4"
-    ;;
   16)
-    bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
-    BUDGET=${BUDGET:-140} bash $LIVE upstream4 "$OUT/upstream4"
+    bash bench/device_install_flash.sh stage1
     ;;
   17)
     bash bench/device_install_flash.sh stage2
     ;;
-  18)
-    FA4_SECONDS=300 bash "$0" 8 "$OUT"; exit $?
+  18)  # also carry .whl/upstream: the comparison runs upstream in the same process
+    if ls .whl/upstream/*.whl >/dev/null 2>&1 && ! $PY -c "import depth_anything_3" 2>/dev/null; then
+      $PY -m pip install -q --no-index --no-deps --no-compile .whl/upstream/*.whl 2>&1 | tail -3
+    fi
+    FA4_SECONDS=${FA4_SECONDS:-300} bash "$0" 8 "$OUT"; exit $?
     ;;
-  *) echo "unknown call $CALL (1-18)"; exit 2 ;;
+  19)
+    kit
+    BUDGET=${BUDGET:-450} bash $LIVE proc4 "$OUT/proc4"
+    ;;
+  *) echo "unknown call $CALL (1-19)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -146,10 +146,10 @@ case $PHASE in
   proc4)  # proc3 again with the node's large buffers kept in the heap (inference/allocator.py), and an
     # A/B of that alone: da3-small at 250 Hz with glibc's defaults (DA3_MALLOC_TUNING=0), then tuned
     P="--set inference_process=on"
-    step large_nv8_saturate_graphs_proc4 190 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
-    step small_nv8_saturate_graphs_proc4 200 saturate $S $CG $NV8 $P $SAT4S --warmup 5 --wait-ready $WR $CAM
-    DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 50 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
-    step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 50 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
+    step large_nv8_saturate_graphs_proc4 170 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_saturate_graphs_proc4 180 saturate $S $CG $NV8 $P $SAT4S --warmup 5 --wait-ready $WR $CAM
+    DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 45 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
+    step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 45 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
     ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
