@@ -151,6 +151,11 @@ case $PHASE in
     DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 45 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
     step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 45 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
     ;;
+  malloc_ab)  # proc4's A/B alone, with room for the node's start (call 20)
+    P="--set inference_process=on"
+    DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 85 run $S $CG $NV8 $P --rate $RATE_AB --duration 12 --warmup 4 --wait-ready $WR $CAM
+    step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 85 run $S $CG $NV8 $P --rate $RATE_AB --duration 12 --warmup 4 --wait-ready $WR $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
