@@ -31,6 +31,7 @@
 #   call 18 (carry .whl/flash_part3 .whl/flash .whl/upstream): stage 3; da3-bench, compile,
 #           S = 32, 128 (shorter)
 #   call 19 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc4
+#   call 20 (same machine, nothing carried): bash bench/live/run_gpu.sh malloc_ab OUT
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}

@@ -16,8 +16,8 @@
 # and the upstream wrapper's), proc2 (the worker thread instead, 200 Hz under py-spy, the shipped
 # config at 30 Hz); proc3 (results framed as messages in the inference process, published from
 # shared memory with the GIL released: da3-large and da3-small saturation, da3-small at 300 Hz
-# under py-spy), proc4 (proc3's saturations with the large buffers kept in the heap, and an A/B of
-# that alone at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
+# under py-spy), proc4 (proc3's saturations with the large buffers kept in the heap), malloc_ab
+# (that alone, A/B at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
 # at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
@@ -143,15 +143,14 @@ case $PHASE in
     step small_nv8_saturate_graphs_proc3 200 saturate $S $CG $NV8 $P $SAT3S --warmup 5 --wait-ready $WR $CAM
     step small_nv8_${RATE_SMALL}hz_graphs_proc3_pyspy 90 run $S $CG $NV8 $P --rate $RATE_SMALL $D --py-spy active --wait-ready $WR $CAM
     ;;
-  proc4)  # proc3 again with the node's large buffers kept in the heap (inference/allocator.py), and an
-    # A/B of that alone: da3-small at 250 Hz with glibc's defaults (DA3_MALLOC_TUNING=0), then tuned
+  proc4)  # proc3's saturations again with the node's large buffers kept in the heap
+    # (inference/allocator.py); the allocator's A/B alone is phase malloc_ab (in call 19 it ran here
+    # with a 45 s cap per run, too short for the node's start, and both runs were cut)
     P="--set inference_process=on"
     step large_nv8_saturate_graphs_proc4 170 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
     step small_nv8_saturate_graphs_proc4 180 saturate $S $CG $NV8 $P $SAT4S --warmup 5 --wait-ready $WR $CAM
-    DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 45 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
-    step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 45 run $S $CG $NV8 $P --rate $RATE_AB $D --wait-ready $WR $CAM
     ;;
-  malloc_ab)  # proc4's A/B alone, with room for the node's start (call 20)
+  malloc_ab)  # da3-small at 250 Hz with glibc's defaults (DA3_MALLOC_TUNING=0), then tuned (call 20)
     P="--set inference_process=on"
     DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 85 run $S $CG $NV8 $P --rate $RATE_AB --duration 12 --warmup 4 --wait-ready $WR $CAM
     step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 85 run $S $CG $NV8 $P --rate $RATE_AB --duration 12 --warmup 4 --wait-ready $WR $CAM
@@ -168,6 +167,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
