@@ -143,3 +143,50 @@ def test_extrapolation_from_a_zero_median_depth_window_keeps_the_last_scale():
     # median depth 2 scales by 3 / 2 again instead of being stuck at the last scale.
     _, al, _ = ch.chain(_window([6, 7], 2.0))
     assert (al.method, al.scale) == ("extrapolated", pytest.approx(1.5))
+
+
+def test_thumb_medians_match_numpy_with_nan_inf_and_non_positive_values():
+    from da3_ros.core.frames import thumb_medians
+
+    rng = np.random.default_rng(3)
+    thumbs = [rng.normal(1.0, 1.0, (48, 64)).astype(np.float32) for _ in range(6)]
+    thumbs[1][:10] = np.nan
+    thumbs[2][5] = np.inf
+    thumbs[3][:] = np.nan  # nothing finite
+    thumbs[4] = thumbs[4][:, :63]  # another shape: taken alone
+    for positive in (False, True):
+        got = thumb_medians(thumbs, positive)
+        for t, m in zip(thumbs, got):
+            keep = np.isfinite(t) & ((t > 0) if positive else True)
+            assert (m is None) == (not keep.any())
+            if m is not None:
+                assert m == pytest.approx(float(np.median(t[keep].astype(np.float64))), rel=1e-12)
+    assert thumb_medians([]) == []
+
+
+def test_chaining_scales_owned_maps_in_place_and_copies_the_others():
+    seq = make_sequence(12)
+    frames = seq.frames[:4]
+    poses = np.stack([np.eye(4)] * 4)
+    poses[:, 0, 3] = np.arange(4) * 0.1
+    K = np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]])
+    intr = [CameraIntrinsics(K=K, width=64, height=48)] * 4
+
+    def pred(shift, owns):
+        return WindowPrediction(frames=frames[shift:] + seq.frames[4 + shift:4 + 2 * shift],
+                                depth=[np.full((48, 64), 2.0, np.float32) for _ in range(4)],
+                                confidence=[np.ones((48, 64), np.float32)] * 4, world_from_cam=poses.copy(),
+                                intrinsics=intr, owns_maps=owns)
+
+    for owns in (True, False):
+        chainer = WindowChainer("sim3")
+        chainer.chain(pred(0, owns))
+        second = pred(2, owns)
+        second.depth = [np.full((48, 64), 4.0, np.float32) for _ in range(4)]  # half the scale
+        out, al, _ = chainer.chain(second)
+        assert al.method == "shared" and al.scale == pytest.approx(0.5)
+        assert all(np.allclose(d, 2.0) for d in out.depth)
+        same = [a is b for a, b in zip(out.depth, second.depth)]
+        assert all(same) if owns else not any(same)
+        assert np.allclose(second.depth[0], 2.0 if owns else 4.0)  # the predictor's own arrays untouched
+        assert not out.owns_maps  # scaled once: never again

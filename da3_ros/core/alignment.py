@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from da3_ros.core.frames import WindowPrediction, depth_thumb
+from da3_ros.core.frames import WindowPrediction, depth_thumb, thumb_medians
 from da3_ros.core.geometry import apply_sim3_to_poses, invert_rigid, mean_rotation, rotation_angle_deg
 from da3_ros.core.pose_check import PoseCheck
 from da3_ros.core.rig import RigCalibration
@@ -113,8 +113,20 @@ def _median_depth(thumbs: list[np.ndarray]) -> float | None:
 
     Taken on the depth thumbnails (every k-th pixel): a cheap estimate of the full-size median.
     """
-    med = [np.nanmedian(d) for d in thumbs if np.isfinite(d).any()]
+    med = [m for m in thumb_medians(thumbs) if m is not None]
     return float(np.median(med)) if med else None
+
+
+def _scaled(depth: list[np.ndarray], scale: float, in_place: bool) -> list[np.ndarray]:
+    """``depth`` times ``scale`` as float32: the same arrays scaled when ``in_place`` allows it."""
+    s = np.float32(scale)
+    out = []
+    for d in depth:
+        if in_place and isinstance(d, np.ndarray) and d.dtype == np.float32 and d.flags.writeable:
+            out.append(np.multiply(d, s, out=d))
+        else:
+            out.append(np.asarray(d, dtype=np.float32) * s)
+    return out
 
 
 def _thumbs(pred: WindowPrediction) -> list[np.ndarray]:
@@ -204,8 +216,8 @@ class WindowChainer:
         thumbs = _thumbs(pred)
         al = self._align(pred, keys, thumbs)
         poses = apply_sim3_to_poses(al.scale, al.R, al.t, pred.world_from_cam)
+        depth = _scaled(pred.depth, al.scale, pred.owns_maps)
         scale = np.float32(al.scale)
-        depth = [np.asarray(d, dtype=np.float32) * scale for d in pred.depth]
         thumbs = [t * scale for t in thumbs]
         maps = pred.device_maps
         maps = maps and replace(maps, depth_scale=maps.depth_scale * al.scale)
@@ -215,7 +227,8 @@ class WindowChainer:
             if verdict is not None:
                 al.held, al.held_reason = verdict
                 poses = self._held_poses(pred.frames, keys, poses)
-        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps)
+        out = replace(pred, world_from_cam=poses, depth=depth, depth_thumbs=thumbs, device_maps=maps,
+                      owns_maps=False)  # scaled now: a second chain must not scale them again
         for i, k in enumerate(keys):
             if is_new[i]:
                 self.published[k] = _Published(poses[i].copy(), thumbs[i], pred.frames[i].stamp_ns)

@@ -301,7 +301,7 @@ class DA3Engine:
         poses, intr, scale = self._cameras(frames, size, out, K_in, ex, med, sizes)
         metric = bool(getattr(out, "is_metric", False)) or self.is_metric
         pred = WindowPrediction(frames=frames, depth=[], confidence=[], world_from_cam=poses, intrinsics=intr,
-                                is_metric=metric)
+                                is_metric=metric, owns_maps=True)  # fresh buffers, below
         if self.device_io:
             self._maps_on_device(pred, out, scale, uploaded, sizes)
         else:

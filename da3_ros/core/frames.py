@@ -126,6 +126,9 @@ class WindowPrediction:
         device_maps: the same depth and confidence (and the images) as tensors on the
             predictor's device, for the GPU path's point cloud and colourisation; None on the
             CPU path.
+        owns_maps: True when ``depth`` holds arrays made for this prediction alone (the
+            engine's fresh buffers), so chaining scales them in place instead of copying 10 MB a
+            window of 8 views at 640x480; False (the default) for a predictor that may keep them.
     """
 
     frames: list[Frame]
@@ -137,6 +140,7 @@ class WindowPrediction:
     timings_s: dict[str, float] = field(default_factory=dict)
     depth_thumbs: list[np.ndarray] | None = None
     device_maps: DeviceMaps | None = None
+    owns_maps: bool = False
 
 
 @dataclass
@@ -173,3 +177,24 @@ def depth_thumb(depth: np.ndarray, max_side: int = THUMB_MAX_SIDE) -> np.ndarray
     """
     k = thumb_step(*depth.shape[:2], max_side)
     return np.array(depth[::k, ::k], dtype=np.float32, copy=True, order="C")
+
+
+def thumb_medians(thumbs: list[np.ndarray], positive: bool = False) -> list[float | None]:
+    """Each thumbnail's median over its finite values (and only those > 0 with ``positive``).
+
+    One sort for all of them when they share a shape (a window's views usually do): the chainer
+    and the pose check take several of these a window, and ``np.nanmedian`` per view cost more
+    Python than the arithmetic. None for a thumbnail without such a value.
+    """
+    if not thumbs:
+        return []
+    if len({t.shape for t in thumbs}) > 1:
+        return [m for t in thumbs for m in thumb_medians([t], positive)]
+    x = np.stack([np.asarray(t, dtype=np.float64).ravel() for t in thumbs])
+    bad = ~np.isfinite(x) | (x <= 0) if positive else ~np.isfinite(x)
+    x[bad] = np.inf  # sorted last
+    x.sort(axis=1)
+    n = x.shape[1] - bad.sum(axis=1)
+    rows = np.arange(len(x))
+    lo, hi = x[rows, np.maximum(n - 1, 0) // 2], x[rows, np.minimum(n // 2, x.shape[1] - 1)]
+    return [float((a + b) / 2) if k else None for a, b, k in zip(lo, hi, n)]

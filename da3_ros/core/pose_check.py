@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from da3_ros.core.frames import Frame
+from da3_ros.core.frames import Frame, thumb_medians
 from da3_ros.core.geometry import invert_rigid, rotation_angle_deg
 
 #: Long side of the grey thumbnail the image-change measures use, pixels.
@@ -161,19 +161,21 @@ class PoseCheck:
 
     def _jump(self, frames, poses, is_new, thumbs, last_published, al) -> str | None:
         cfg = self.config
-        prev: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}
+        medians = thumb_medians(thumbs, positive=True)  # each view's, in one sort
+        prev: dict[str, tuple[np.ndarray, float | None] | None] = {}
         for i, f in enumerate(frames):
             if not is_new[i]:
                 continue
             if f.camera not in prev:
-                prev[f.camera] = last_published(f.camera)
+                last = last_published(f.camera)
+                prev[f.camera] = None if last is None else (last[0], _median(last[1]))
             before = prev[f.camera]
-            prev[f.camera] = (poses[i], thumbs[i])
+            prev[f.camera] = (poses[i], medians[i])
             if before is None:
                 continue
             step = invert_rigid(before[0]) @ poses[i]
             turn, move = rotation_angle_deg(step[:3, :3]), float(np.linalg.norm(step[:3, 3]))
-            depth = _median(before[1])
+            depth = before[1]
             where = f"[{f.camera}] frame {f.stamp_ns * 1e-9:.3f} s"
             if turn > cfg.pose_jump_deg:
                 return (f"{where} turned {turn:.1f} deg from the previous frame "
@@ -195,5 +197,4 @@ class PoseCheck:
 
 def _median(depth: np.ndarray) -> float | None:
     """Median of the finite positive values, or None."""
-    d = depth[np.isfinite(depth) & (depth > 0)]
-    return float(np.median(d)) if d.size else None
+    return thumb_medians([depth], positive=True)[0]
