@@ -155,7 +155,9 @@ class Da3Node(LifecycleNode):
         cams = [c.name for c in settings.cameras]
         self.outputs = OutputPublishers(self, cams, settings["fixed_frame"],
                                         heavy_best_effort=settings["points_qos"] == "best_effort",
-                                        on_published=self._on_view_published)
+                                        on_published=self._on_view_published,
+                                        publish_threads=settings["publish_threads"],
+                                        on_error=self._on_publish_error)
         self.diag = NodeDiagnostics(f"{self.get_fully_qualified_name()}: pipeline", cams,
                                     settings["stale_input_s"])
         self.diag.info.update({"model": settings["model"], "mode": settings.mode})

@@ -220,6 +220,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("fixed_frame", "da3_odom", "Frame of poses, path, odometry and points"),
     ParamSpec("points_qos", "reliable", "QoS of ~/points and ~/<camera>/depth_colored",
               choices=("reliable", "best_effort")),
+    ParamSpec("publish_threads", 2, "Threads sending the images and clouds, each topic always on the "
+              "same one (its messages stay in order) and the GIL released while DDS copies them; 0: the "
+              "publish thread sends them itself, one after the other", lo=0, hi=16),
     ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics", lo=0.05, hi=60.0),
     ParamSpec("autostart", True, "Configure and activate at start (no lifecycle manager needed)"),
     # --- dynamic: take effect on the next window ---

@@ -39,7 +39,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
 from da3_ros.core.visualize import colorize_depth
 from da3_ros.ros import conversions as conv
-from da3_ros.ros.serialized_publish import publish_serialized
+from da3_ros.ros.publish_pool import PublishPool
 from da3_ros.ros.topics import CAMERA_OUTPUTS, HEAVY_OUTPUTS, NODE_OUTPUTS
 
 try:  # tf2_ros is not on PyPI; a real ROS install has it.
@@ -99,11 +99,17 @@ class OutputPublishers:
         cameras: camera names (topic tokens); the first is the reference camera.
         fixed_frame: frame id of poses, path, odometry and points.
         heavy_best_effort: best-effort QoS for ~/points and depth_colored.
-        on_published: called with each published view's stamp (ns), for latency statistics.
+        on_published: called with each published view's stamp (ns), for latency statistics (once
+            its depth image is out).
+        publish_threads: threads sending the images and the cloud
+            (:class:`~da3_ros.ros.publish_pool.PublishPool`); 0: sent by the caller of
+            :meth:`publish_result` before it returns.
+        on_error: called with the exception of a message that failed on a publishing thread.
     """
 
     def __init__(self, node, cameras: list[str], fixed_frame: str, heavy_best_effort: bool = False,
-                 on_published: Callable[[int], None] | None = None) -> None:
+                 on_published: Callable[[int], None] | None = None, publish_threads: int = 0,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
         self._node = node
         self.cameras = list(cameras)
         self.fixed_frame = fixed_frame
@@ -134,6 +140,7 @@ class OutputPublishers:
         self._path_sent = -math.inf  # monotonic time of the last ~/path message
         self._last_odom: tuple[int, np.ndarray] | None = None
         self._tf = TransformBroadcaster(node) if TransformBroadcaster is not None else None
+        self.pool = PublishPool(publish_threads, on_error or _raise)
 
     def set_path_max_length(self, n: int) -> None:
         """Keep at most ``n`` poses in ~/path (oldest dropped)."""
@@ -166,8 +173,13 @@ class OutputPublishers:
             self._path_dirty, self._path_sent = False, now
             return True
 
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every image and cloud handed to the publishing threads is out."""
+        return self.pool.flush(timeout_s)
+
     def destroy(self) -> None:
-        """Destroy every publisher this object created."""
+        """Stop the publishing threads (what waits is dropped), then destroy every publisher."""
+        self.pool.close(drain=False)
         destroy = getattr(self._node, "destroy_lifecycle_publisher", self._node.destroy_publisher)
         for pub in self._pubs:
             destroy(pub)
@@ -188,32 +200,37 @@ class OutputPublishers:
             if not (is_new[i] or self.publish_all_views) or frame.camera not in self.per_camera:
                 continue
             self._publish_view(frame, pred.depth[i], pred.confidence[i], pred.intrinsics[i],
-                               fixed_from_cam[i], result.colored.get(i), _view_messages(result.messages, i))
+                               fixed_from_cam[i], result.colored.get(i), _view_messages(result.messages, i),
+                               keep=result)
             if frame.camera == self.cameras[0]:
                 self._publish_reference(frame, fixed_from_cam[i])
-            self._on_published(frame.stamp_ns)
             published += 1
         if published and self.toggles.points and listened(self.points):
             self._publish_points(result, newest_ns)
         return published
 
-    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam, colored=None, messages=None) -> None:
-        """Publish one view's outputs.
+    def _publish_view(self, frame, depth, conf, intr, fixed_from_cam, colored=None, messages=None,
+                      keep=None) -> None:
+        """Publish one view's outputs (the images through :attr:`pool`, holding ``keep``).
 
         ``messages``: the view's maps already serialised (``depth``, ``conf``, ``col``: the
         inference process frames them); those missing are serialised here.
         """
         pubs, t, ready = self.per_camera[frame.camera], self.toggles, messages or {}
         header = conv.make_header(frame.stamp_ns, frame.frame_id)
+        stamp_ns = frame.stamp_ns
 
-        def send(kind: str, pub, arr, encoding: str) -> None:  # serialised: no message object
+        def send(kind: str, pub, arr, encoding: str, after=None) -> None:  # serialised: no message object
             message = ready.get(kind)
             if message is None:
                 message = conv.numpy_to_image_cdr(arr, encoding, frame.stamp_ns, frame.frame_id)
-            publish_serialized(pub, message)
+            self.pool.send(pub, message, keep, after)
 
         if t.depth and listened(pubs["depth"]):
-            send("depth", pubs["depth"], np.asarray(depth, np.float32), "32FC1")
+            send("depth", pubs["depth"], np.asarray(depth, np.float32), "32FC1",
+                 lambda: self._on_published(stamp_ns))
+        else:
+            self._on_published(stamp_ns)
         if t.confidence and listened(pubs["confidence"]):
             send("conf", pubs["confidence"], np.asarray(conf, np.float32), "32FC1")
         if t.camera_info and intr is not None:
@@ -264,7 +281,11 @@ class OutputPublishers:
             message = conv.points_to_cloud_cdr(
                 pts, stamp_ns, self.fixed_frame, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
                 confidence=np.asarray(result.points_conf, np.float32).reshape(-1))
-        publish_serialized(self.points, message)
+        self.pool.send(self.points, message, result)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def _view_messages(messages: dict, i: int) -> dict:
