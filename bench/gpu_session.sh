@@ -32,6 +32,8 @@
 #           S = 32, 128 (shorter)
 #   call 19 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc4
 #   call 20 (same machine, nothing carried): bash bench/live/run_gpu.sh malloc_ab OUT
+# A fifth session (images and clouds published on two threads, chaining in place):
+#   call 21 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc5
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -125,7 +127,11 @@ case $CALL in
     kit
     BUDGET=${BUDGET:-450} bash $LIVE proc4 "$OUT/proc4"
     ;;
-  *) echo "unknown call $CALL (1-19)"; exit 2 ;;
+  21)
+    kit
+    BUDGET=${BUDGET:-500} bash $LIVE proc5 "$OUT/proc5"
+    ;;
+  *) echo "unknown call $CALL (1-21)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -18,7 +18,8 @@
 # shared memory with the GIL released: da3-large and da3-small saturation, da3-small at 300 Hz
 # under py-spy), proc4 (proc3's saturations with the large buffers kept in the heap), malloc_ab
 # (that alone, A/B at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
-# at 30 Hz).
+# at 30 Hz), proc5 (publish_threads and in-place chaining: da3-small's saturation, 400 Hz under py-spy,
+# at 300 Hz with publish_threads 0, and with queue_size 24).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -53,7 +54,8 @@ if [[ ${DRY:-0} == 1 ]]; then
   L="--set model=default --set process_res=56 --set device=cpu"; S=$L; AW=4; WR=120
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
-  SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; SAT4S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8; RATE_AB=8
+  SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; SAT4S=$SAT; SAT5S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8; RATE_AB=8
+  RATE_PROF5=8; RATE_AB5=8
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
@@ -64,6 +66,7 @@ else
   SAT3="--start-rate 150 --max-rate 600 --step-duration 6 --refine 2"
   SAT3S="--start-rate 190 --max-rate 800 --step-duration 6 --refine 2"; RATE_SMALL=300
   SAT4S="--start-rate 200 --max-rate 800 --step-duration 6 --refine 2"; RATE_AB=250
+  SAT5S="--start-rate 250 --max-rate 1000 --step-duration 6 --refine 2"; RATE_PROF5=350; RATE_AB5=300
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
@@ -155,6 +158,15 @@ case $PHASE in
     DA3_MALLOC_TUNING=0 step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_default 85 run $S $CG $NV8 $P --rate $RATE_AB --duration 12 --warmup 4 --wait-ready $WR $CAM
     step small_nv8_${RATE_AB}hz_graphs_proc4_malloc_tuned 85 run $S $CG $NV8 $P --rate $RATE_AB --duration 12 --warmup 4 --wait-ready $WR $CAM
     ;;
+  proc5)  # publish_threads (images and clouds sent on two threads) and the in-place chaining (call
+    # 21): da3-small's saturation, then past it under py-spy, then at 300 Hz with publish_threads 0,
+    # and with queue_size 24 (8 holds one window of new frames: does a slow window drop frames?)
+    P="--set inference_process=on"
+    step small_nv8_saturate_graphs_proc5 200 saturate $S $CG $NV8 $P $SAT5S --warmup 5 --wait-ready $WR $CAM
+    step small_nv8_${RATE_PROF5}hz_graphs_proc5_pyspy 90 run $S $CG $NV8 $P --rate $RATE_PROF5 $D --py-spy active --wait-ready $WR $CAM
+    step small_nv8_${RATE_AB5}hz_graphs_proc5_pt0 75 run $S $CG $NV8 $P --set publish_threads=0 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
+    step small_nv8_${RATE_AB5}hz_graphs_proc5_q24 75 run $S $CG $NV8 $P --set queue_size=24 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
@@ -167,6 +179,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
