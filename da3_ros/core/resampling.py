@@ -130,17 +130,24 @@ def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tupl
     mean = torch.as_tensor(IMAGENET_MEAN, device=device).view(3, 1, 1) * 255.0
     std = torch.as_tensor(IMAGENET_STD, device=device).view(3, 1, 1) * 255.0
     out = torch.empty(len(images), 3, size[1], size[0], device=device)
-    uploaded = []
-    for i, img in enumerate(images):
-        t = torch.from_numpy(np.ascontiguousarray(img))
-        if pin and device.type == "cuda":
-            t = t.pin_memory()
-        t = t.to(device, non_blocking=True)
-        uploaded.append(t)
-        x = t.permute(2, 0, 1)[None].float()
-        for w, h in resize_steps(img.shape[1], img.shape[0], process_res, size):
+    uploaded: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):  # same-size views cross and resize together
+        groups.setdefault(tuple(img.shape), []).append(i)
+    pin = pin and device.type == "cuda"
+    for shape, idx in groups.items():
+        host = torch.empty((len(idx), *shape), dtype=torch.uint8, pin_memory=pin)
+        staged = host.numpy()
+        for j, i in enumerate(idx):
+            np.copyto(staged[j], images[i])  # one copy into the staging buffer (GIL released)
+        dev = host.to(device, non_blocking=pin)
+        uploaded_group = dev.unbind(0)
+        for j, i in enumerate(idx):
+            uploaded[i] = uploaded_group[j]
+        x = dev.permute(0, 3, 1, 2).float()
+        for w, h in resize_steps(shape[1], shape[0], process_res, size):
             x = _resize_torch(x, w, h)
-        out[i] = (x[0] - mean) / std
+        out[idx] = (x - mean) / std
     return out[None], uploaded
 
 
