@@ -151,6 +151,27 @@ def test_async_queue_policies_count_every_drop(policy, processed, dropped):
     assert len(results) == s.windows > 0
 
 
+def test_auto_queue_holds_two_windows_of_new_frames():
+    assert PipelineConfig(num_view=8, stride=8).queue_capacity == 16
+    assert PipelineConfig(num_view=4, stride=2).queue_capacity == 8  # never below 8
+    assert PipelineConfig(mode="multicam", cameras=["a", "b", "c"], stride=3).queue_capacity == 18
+    assert PipelineConfig(stride=8, queue_size=5).queue_capacity == 5  # an explicit size is kept
+    seq = make_sequence(40)
+    gate = _Gate(GroundTruthPredictor(seq, seed=0))
+    ap = AsyncPipeline(PipelineConfig(num_view=8, stride=8), gate, on_result=lambda r: None)
+    ap.start()
+    for f in seq.frames[:8]:
+        ap.submit(f)
+    assert gate.entered.wait(30)  # the first window runs; the next frames wait
+    for f in seq.frames[8:24]:
+        ap.submit(f)
+    assert ap.stats.queue_len == 16 and not ap.stats.dropped  # two windows wait, none dropped
+    ap.submit(seq.frames[24])
+    assert ap.stats.dropped == {"queue_full": 1}
+    gate.release.set()
+    assert ap.close(timeout_s=30)
+
+
 def test_async_close_without_drain_and_consumer_errors():
     seq = make_sequence(8)
     gate = _Gate(GroundTruthPredictor(seq, seed=0))

@@ -165,6 +165,8 @@ def test_truth_capacity_follows_the_queues_and_window_span():
     assert cap == 2 * (8 + 5 + (3 * 3 + 1)) * 2 == truth_capacity(4, [1, 3], 13, 2)
     assert node_truth_capacity(_Settings({**values, "queue_size": 1, "input_queue_depth": 1,
                                           "num_view": 1}, ["a"])) == 32
+    auto = {**values, "queue_size": 0, "stride": 4}  # two windows of new sets: 2 * 4 * 2 cameras
+    assert node_truth_capacity(_Settings(auto, ["a", "b"])) == truth_capacity(4, [1, 3], 16 + 5, 2)
 
 
 class _Settings:

@@ -19,7 +19,7 @@
 # under py-spy), proc4 (proc3's saturations with the large buffers kept in the heap), malloc_ab
 # (that alone, A/B at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
 # at 30 Hz), proc5 (publish_threads and in-place chaining: da3-small's saturation, 400 Hz under py-spy,
-# at 300 Hz with publish_threads 0, and with queue_size 24).
+# at 300 Hz with publish_threads 0, and with queue_size 8).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -160,12 +160,12 @@ case $PHASE in
     ;;
   proc5)  # publish_threads (images and clouds sent on two threads) and the in-place chaining (call
     # 21): da3-small's saturation, then past it under py-spy, then at 300 Hz with publish_threads 0,
-    # and with queue_size 24 (8 holds one window of new frames: does a slow window drop frames?)
+    # and with queue_size 8 (the old default: one window of new frames; auto now holds two)
     P="--set inference_process=on"
     step small_nv8_saturate_graphs_proc5 200 saturate $S $CG $NV8 $P $SAT5S --warmup 5 --wait-ready $WR $CAM
     step small_nv8_${RATE_PROF5}hz_graphs_proc5_pyspy 90 run $S $CG $NV8 $P --rate $RATE_PROF5 $D --py-spy active --wait-ready $WR $CAM
     step small_nv8_${RATE_AB5}hz_graphs_proc5_pt0 75 run $S $CG $NV8 $P --set publish_threads=0 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
-    step small_nv8_${RATE_AB5}hz_graphs_proc5_q24 75 run $S $CG $NV8 $P --set queue_size=24 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
+    step small_nv8_${RATE_AB5}hz_graphs_proc5_q8 75 run $S $CG $NV8 $P --set queue_size=8 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
     ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM

@@ -61,7 +61,10 @@ def output_size(policy: str | int, source: tuple[int, int], network: tuple[int, 
 class PipelineConfig:
     """Pipeline parameters (units in names; depth limits are in global units for relative models).
 
-    ``queue_policy`` (AsyncPipeline, when ``queue_size`` frames are already waiting):
+    ``queue_size``: frames waiting for the worker before ``queue_policy`` drops; 0 (the default):
+    :attr:`queue_capacity` picks two windows of new frames, at least 8, so one window that runs
+    slow (a GPU hiccup, a burst of publishing) delays frames instead of dropping them.
+    ``queue_policy`` (AsyncPipeline, when the queue is full):
     ``drop_oldest`` evicts the oldest waiting frame to admit the new one (the queue keeps the most
     recent contiguous frames, good for overlapping windows); ``keep_latest`` discards every
     waiting frame and keeps only the new one (lowest latency). Both count ``queue_full`` drops.
@@ -102,7 +105,7 @@ class PipelineConfig:
     slop_s: float = 0.02
     keyframe_min_dt_s: float = 0.0
     keyframe_min_change: float = 0.0
-    queue_size: int = 8
+    queue_size: int = 0
     queue_policy: str = "drop_oldest"
     conf_threshold: float = 0.0
     min_depth_m: float = 0.0
@@ -124,6 +127,18 @@ class PipelineConfig:
     memory_planning: bool = True
     keep_frames: int = 512
 
+    @property
+    def queue_capacity(self) -> int:
+        """Frames the worker's queue holds: ``queue_size``, or for 0 two windows of new frames, >= 8.
+
+        A window's new frames: ``stride`` frames, or in multicam mode ``stride`` sets of one frame
+        per camera.
+        """
+        if self.queue_size > 0:
+            return self.queue_size
+        per_set = max(1, len(self.cameras)) if self.mode == "multicam" else 1
+        return max(8, 2 * self.stride * per_set)
+
     @staticmethod
     def normalised(values: dict) -> dict:
         """Parameter values as config fields.
@@ -144,7 +159,7 @@ class PipelineConfig:
             (self.mode != "multicam" or len(self.cameras) >= 1, "multicam mode needs cameras"),
             (self.num_view >= 1 and self.stride >= 1, "num_view and stride must be >= 1"),
             (len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations must be >= 1"),
-            (self.queue_size >= 1, "queue_size must be >= 1"),
+            (self.queue_size >= 0, "queue_size must be >= 0 (0: auto)"),
             (self.queue_policy in QUEUE_POLICIES, f"queue_policy: {'|'.join(QUEUE_POLICIES)}"),
             (self.align in ALIGN_MODES, f"align must be {'|'.join(ALIGN_MODES)}"),
             (self.slop_s >= 0 and self.min_depth_m >= 0 and self.max_depth_m > self.min_depth_m,

@@ -353,7 +353,7 @@ class AsyncPipeline:
             if self._closed:
                 self.pipeline.drop(frame, "closed")
                 return False
-            if len(self._queue) >= self.config.queue_size:
+            if len(self._queue) >= self.config.queue_capacity:
                 if self.config.queue_policy == "drop_oldest":
                     self.pipeline.drop(self._queue.popleft(), "queue_full")
                 else:  # keep_latest: the worker's next frame is the newest one

@@ -99,7 +99,7 @@ class ProcessPipeline:
         self.config, self.on_result = config, on_result
         sweep_stale()
         uid = f"{id(self):x}"
-        self._in = SlotRing(ring_name(f"in{uid}"), config.queue_size + EXTRA_IN_SLOTS)
+        self._in = SlotRing(ring_name(f"in{uid}"), config.queue_capacity + EXTRA_IN_SLOTS)
         self._out = SlotRing(ring_name(f"out{uid}"), OUT_SLOTS)
         self._spec = WorkerSpec(inference, config, warmup_views, (self._in.name, self._in.slots),
                                 (self._out.name, self._out.slots), sys.getswitchinterval(), fixed_frame)

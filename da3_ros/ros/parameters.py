@@ -213,7 +213,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("keyframe_min_change", _PIPE.keyframe_min_change,
               "Minimum image change for a keyframe (0: off)", lo=0.0, hi=1.0),
     ParamSpec("queue_size", _PIPE.queue_size,
-              "Frames waiting for the inference worker before drops (queue_policy)", lo=1, hi=10000),
+              "Frames waiting for the inference worker before drops (queue_policy); 0: two windows of "
+              "new frames (2 x stride x cameras in multicam), at least 8", lo=0, hi=10000),
     ParamSpec("align", _PIPE.align, "Cross-window alignment (auto: sim3 relative, se3 metric)",
               choices=ALIGN_MODES),
     # --- outputs (restart) ---

@@ -102,10 +102,12 @@ class TruthTopics:
 def node_truth_capacity(settings) -> int:
     """:func:`~da3_ros.sim.standin.truth_capacity` for the node.
 
-    Frames ahead of a window wait in the pipeline queue (``queue_size``) or the image
-    subscription (``input_queue_depth``).
+    Frames ahead of a window wait in the pipeline queue (``queue_size``; 0 resolved as
+    :attr:`~da3_ros.core.config.PipelineConfig.queue_capacity` does) or the image subscription
+    (``input_queue_depth``).
     """
-    ahead = int(settings["queue_size"]) + int(settings["input_queue_depth"])
+    queue = int(settings["queue_size"]) or max(8, 2 * int(settings["stride"]) * max(1, len(settings.cameras)))
+    ahead = queue + int(settings["input_queue_depth"])
     return truth_capacity(settings["num_view"], settings["dilations"], ahead, len(settings.cameras))
 
 
