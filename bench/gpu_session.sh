@@ -34,6 +34,7 @@
 #   call 20 (same machine, nothing carried): bash bench/live/run_gpu.sh malloc_ab OUT
 # A fifth session (images and clouds published on two threads, chaining in place):
 #   call 21 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc5
+#   call 22 (same machine, nothing carried): live phase proc6
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -131,7 +132,10 @@ case $CALL in
     kit
     BUDGET=${BUDGET:-500} bash $LIVE proc5 "$OUT/proc5"
     ;;
-  *) echo "unknown call $CALL (1-21)"; exit 2 ;;
+  22)
+    BUDGET=${BUDGET:-560} bash $LIVE proc6 "$OUT/proc6"
+    ;;
+  *) echo "unknown call $CALL (1-22)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -19,7 +19,8 @@
 # under py-spy), proc4 (proc3's saturations with the large buffers kept in the heap), malloc_ab
 # (that alone, A/B at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
 # at 30 Hz), proc5 (publish_threads and in-place chaining: da3-small's saturation, 400 Hz under py-spy,
-# at 300 Hz with publish_threads 0, and with queue_size 8).
+# at 300 Hz with publish_threads 0, and with queue_size 8), proc6 (after proc5: da3-large's saturation,
+# the upstream wrapper's, config/da3.yaml at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -167,6 +168,13 @@ case $PHASE in
     step small_nv8_${RATE_AB5}hz_graphs_proc5_pt0 75 run $S $CG $NV8 $P --set publish_threads=0 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
     step small_nv8_${RATE_AB5}hz_graphs_proc5_q8 75 run $S $CG $NV8 $P --set queue_size=8 --rate $RATE_AB5 --duration 12 --warmup 4 --wait-ready $WR $CAM
     ;;
+  proc6)  # right after proc5 on the same machine (call 22): da3-large's saturation for the ratio,
+    # the upstream wrapper's, and config/da3.yaml as shipped at 30 Hz
+    P="--set inference_process=on"
+    step large_nv8_saturate_graphs_proc6 190 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
+    step upstream_large_nv8_saturate6 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    step large_defaults_auto_30hz_proc6 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
@@ -179,6 +187,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
