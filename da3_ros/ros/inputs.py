@@ -4,8 +4,10 @@ Callbacks only decode and enqueue (the sink is ``AsyncPipeline.submit``, which
 never blocks); inference runs on the pipeline's worker thread. Images are
 subscribed raw (``raw=True``): the callback gets the serialised bytes and
 :mod:`da3_ros.ros.conversions.cdr` reads the fields and views the pixels without
-building a Python message or copying them (the node's executor runs every
-callback on one thread, so one camera's state needs no lock).
+building a Python message or copying them. Every callback of the cameras runs on one
+thread (the node's executor, or with ``own_thread`` a
+:class:`~da3_ros.ros.intake.SubscriptionThread`), so one camera's state needs no lock;
+what timers on the executor touch (held frames) is under ``_hold_lock``.
 
 Frame ids: the ``camera.<name>.frame_id`` parameter when set, else the input
 header's ``frame_id`` when non-empty, else ``<name>_optical_frame``.
@@ -56,6 +58,7 @@ from da3_ros.core import undistortion
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.conversions import cdr
+from da3_ros.ros.intake import SubscriptionThread
 from da3_ros.ros.logs import Throttle, message_kind
 from da3_ros.ros.parameters import CameraSettings
 
@@ -69,18 +72,20 @@ def input_qos(kind: str, depth: int) -> QoSProfile:
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
-def _subscribe_counting_losses(node, msg_type, topic: str, callback, qos: QoSProfile, on_lost):
+def _subscribe_counting_losses(node, msg_type, topic: str, callback, qos: QoSProfile, on_lost,
+                               callback_group=None):
     """A raw subscription whose DDS sample-lost events go to ``on_lost(info)``.
 
     Best-effort readers lose samples that arrive faster than the reader takes them or do not fit
     the transport (large images); Fast DDS reports them as message-lost events. A middleware
     without that event gets the subscription without it (losses then go uncounted).
     """
+    kwargs = {"raw": True, "callback_group": callback_group}
     try:
-        return node.create_subscription(msg_type, topic, callback, qos, raw=True,
+        return node.create_subscription(msg_type, topic, callback, qos, **kwargs,
                                         event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
     except UnsupportedEventTypeError:
-        return node.create_subscription(msg_type, topic, callback, qos, raw=True)
+        return node.create_subscription(msg_type, topic, callback, qos, **kwargs)
 
 
 #: Most frames one camera holds while waiting for its first CameraInfo.
@@ -118,6 +123,8 @@ class CameraInputs:
         uses_intrinsics: whether the node uses CameraInfo intrinsics at all; without a use,
             frames are neither held nor counted.
         max_input_pixels: images larger than this are logged once per camera and size (0: never).
+        own_thread: serve the subscriptions (images and CameraInfo) on a thread of their own
+            (:class:`~da3_ros.ros.intake.SubscriptionThread`) instead of the node's executor.
     """
 
     def __init__(self, node, cameras: list[CameraSettings], sink: Callable[[Frame], None],
@@ -126,8 +133,10 @@ class CameraInputs:
                  time_jump_reset_s: float = 1.0, log_throttle_s: float = 5.0,
                  camera_info_wait_s: float = 0.0,
                  on_no_intrinsics: Callable[[str], None] | None = None,
-                 uses_intrinsics: bool = True, max_input_pixels: int = 0) -> None:
+                 uses_intrinsics: bool = True, max_input_pixels: int = 0, own_thread: bool = False) -> None:
         self._node = node
+        self._thread = (SubscriptionThread(node.context, on_error=self._callback_failed)
+                        if own_thread else None)
         self._sink = sink
         self._on_bad_input = on_bad_input
         self._on_input = on_input
@@ -150,20 +159,26 @@ class CameraInputs:
         compressed = cam.transport == "compressed"
         msg_type = CompressedImage if compressed else Image
         decode = cdr.decode_compressed_image if compressed else cdr.decode_image
+        group = self._thread.group if self._thread is not None else None
         subs = [_subscribe_counting_losses(
             self._node, msg_type, cam.image_topic,
             lambda raw, c=cam.name, d=decode: self._on_raw_image(c, raw, d), qos,
-            lambda info, c=cam.name: self._on_lost(c, info.total_count_change))]
+            lambda info, c=cam.name: self._on_lost(c, info.total_count_change), group)]
         if cam.camera_info_topic:
             subs.append(self._node.create_subscription(
-                CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos))
+                CameraInfo, cam.camera_info_topic, lambda msg, c=cam.name: self._on_info(c, msg), qos,
+                callback_group=group))
         self._subs += subs
+        if self._thread is not None:
+            self._thread.add(subs)
         self.topics[cam.name] = [sub.topic_name for sub in subs]
         if cam.camera_info_topic and self.uses_intrinsics and self.camera_info_wait_s > 0:
             self.states[cam.name].waiting = True
 
     def destroy(self) -> None:
         """Remove every subscription (deactivate); held frames go to the sink first."""
+        if self._thread is not None and not self._thread.close():
+            self._node.get_logger().warning("the camera subscription thread did not stop within 5 s")
         for sub in self._subs:
             self._node.destroy_subscription(sub)
         self._subs.clear()
@@ -183,6 +198,12 @@ class CameraInputs:
         """Forget the last stamp of every camera (after a pipeline reset)."""
         for state in self.states.values():
             state.last_stamp_ns = None
+
+    def _callback_failed(self, exc: BaseException) -> None:
+        """A callback raised on the subscription thread (they catch bad input: this is a bug)."""
+        if self.throttle.ready(f"callback/{type(exc).__name__}"):
+            self._node.get_logger().error(f"camera callback failed: {type(exc).__name__}: {exc} "
+                                          "(repeats are throttled)")
 
     def _bad(self, camera: str, reason: str, detail: str) -> None:
         self._on_bad_input(camera, reason)

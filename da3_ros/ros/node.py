@@ -189,7 +189,8 @@ class Da3Node(LifecycleNode):
                                    camera_info_wait_s=float(s["camera_info_wait_s"]),
                                    on_no_intrinsics=self.diag.on_no_intrinsics,
                                    uses_intrinsics=self._uses_intrinsics(),
-                                   max_input_pixels=int(s["max_input_pixels"]))
+                                   max_input_pixels=int(s["max_input_pixels"]),
+                                   own_thread=bool(s["input_thread"]))
         # every timer wakes the executor: this one only runs while images may wait for CameraInfo
         wait_s = float(s["camera_info_wait_s"]) if self._uses_intrinsics() else 0.0
         self._set_timer("held_frames", min(HELD_CHECK_PERIOD_S, wait_s / 4) if wait_s > 0 else 0.0,

@@ -195,6 +195,9 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("input_qos", "sensor_data", "QoS of image subscriptions",
               choices=("sensor_data", "reliable")),
     ParamSpec("input_queue_depth", 5, "History depth of image subscriptions", lo=1, hi=1000),
+    ParamSpec("input_thread", True, "Take the cameras' images and CameraInfo on a thread of their own "
+              "(one rcl wait set, the GIL released while it waits) instead of the node's executor, "
+              "whose Python per message lost images at hundreds of frames per second"),
     ParamSpec("max_input_pixels", MAX_INPUT_PIXELS, "A camera's images larger than this (width x height) "
               "are logged once as too large for the CPU, memory and best-effort transport (0: never)",
               dynamic=True, lo=0, hi=1_000_000_000),
