@@ -100,3 +100,12 @@ def test_window_cloud_of_views_of_several_sizes_keeps_the_cpu_order():
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got[1], ref[1])
     np.testing.assert_allclose(got[2], ref[2], rtol=1e-6)
+
+
+def test_only_a_whole_pinned_tensor_counts_as_pinned():
+    from da3_ros.core.resampling import pinned_tensor
+
+    plain = np.zeros((4, 5, 3), np.uint8)
+    unpinned = torch.zeros((4, 5, 3), dtype=torch.uint8).numpy()  # a tensor's memory, not page-locked
+    assert pinned_tensor(plain) is None and pinned_tensor(unpinned) is None
+    assert pinned_tensor(unpinned[1:]) is None

@@ -190,11 +190,11 @@ def thumb_medians(thumbs: list[np.ndarray], positive: bool = False) -> list[floa
         return []
     if len({t.shape for t in thumbs}) > 1:
         return [m for t in thumbs for m in thumb_medians([t], positive)]
-    x = np.stack([np.asarray(t, dtype=np.float64).ravel() for t in thumbs])
+    x = np.stack([np.asarray(t, dtype=np.float32).ravel() for t in thumbs])
     bad = ~np.isfinite(x) | (x <= 0) if positive else ~np.isfinite(x)
     x[bad] = np.inf  # sorted last
     x.sort(axis=1)
     n = x.shape[1] - bad.sum(axis=1)
     rows = np.arange(len(x))
     lo, hi = x[rows, np.maximum(n - 1, 0) // 2], x[rows, np.minimum(n // 2, x.shape[1] - 1)]
-    return [float((a + b) / 2) if k else None for a, b, k in zip(lo, hi, n)]
+    return [(float(a) + float(b)) / 2 if k else None for a, b, k in zip(lo, hi, n)]

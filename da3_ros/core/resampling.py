@@ -136,11 +136,17 @@ def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tupl
         groups.setdefault(tuple(img.shape), []).append(i)
     pin = pin and device.type == "cuda"
     for shape, idx in groups.items():
-        host = torch.empty((len(idx), *shape), dtype=torch.uint8, pin_memory=pin)
-        staged = host.numpy()
-        for j, i in enumerate(idx):
-            np.copyto(staged[j], images[i])  # one copy into the staging buffer (GIL released)
-        dev = host.to(device, non_blocking=pin)
+        sources = [pinned_tensor(images[i]) for i in idx] if pin else [None]
+        if all(src is not None for src in sources):  # already in pinned memory: straight to the device
+            dev = torch.empty((len(idx), *shape), dtype=torch.uint8, device=device)
+            for j, src in enumerate(sources):
+                dev[j].copy_(src, non_blocking=True)
+        else:
+            host = torch.empty((len(idx), *shape), dtype=torch.uint8, pin_memory=pin)
+            staged = host.numpy()
+            for j, i in enumerate(idx):
+                np.copyto(staged[j], images[i])  # one copy into the staging buffer (GIL released)
+            dev = host.to(device, non_blocking=pin)
         uploaded_group = dev.unbind(0)
         for j, i in enumerate(idx):
             uploaded[i] = uploaded_group[j]
@@ -149,6 +155,24 @@ def preprocess_frames(images: Sequence[np.ndarray], process_res: int, size: tupl
             x = _resize_torch(x, w, h)
         out[idx] = (x - mean) / std
     return out[None], uploaded
+
+
+def pinned_image(shape: tuple[int, ...]) -> np.ndarray:
+    """An empty uint8 array in pinned (page-locked) host memory: its upload needs no staging copy.
+
+    :func:`preprocess_frames` uploads such an image straight from where it lies. The memory comes
+    from torch's caching host allocator and returns to it when the array is gone.
+    """
+    return torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
+
+
+def pinned_tensor(image: np.ndarray) -> torch.Tensor | None:
+    """The pinned tensor ``image`` is the whole of (:func:`pinned_image`), else None."""
+    base = image.base
+    if (isinstance(base, torch.Tensor) and base.dtype == torch.uint8 and tuple(base.shape) == image.shape
+            and base.data_ptr() == image.ctypes.data and image.flags.c_contiguous and base.is_pinned()):
+        return base
+    return None
 
 
 def resize_maps_torch(x: torch.Tensor, width: int, height: int) -> torch.Tensor:

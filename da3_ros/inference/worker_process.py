@@ -259,6 +259,7 @@ def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
                   closing: threading.Event) -> dict | None:
     """Serve the parent's messages until ``close`` (returns the final stats) or a closed pipe (None)."""
     next_stats = 0.0
+    copy_out = image_copier(predictor)
     while True:
         now = time.monotonic()
         try:
@@ -274,7 +275,7 @@ def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
         kind = msg[0]
         if kind == "frame":
             _, frame, layout = msg
-            image = np.array(in_ring.arrays(layout)["image"])  # a copy: the slot is free at once
+            image = copy_out(in_ring.arrays(layout)["image"])  # a copy: the slot is free at once
             in_ring.release(layout.slot)
             pipeline.submit(replace(frame, image=image))
         elif kind == "reset":
@@ -287,6 +288,25 @@ def _control_loop(conn, pipeline, in_ring: SlotRing, predictor, send,
                 closing.set()
             pipeline.close(timeout_s=float(msg[2]), drain=drain)
             return _stats(pipeline, predictor)
+
+
+def image_copier(predictor):
+    """How the control loop copies an image out of its slot: into pinned memory for a CUDA engine.
+
+    The engine's device path then uploads it from there without another copy
+    (:func:`~da3_ros.core.resampling.pinned_tensor`); elsewhere a plain numpy copy.
+    """
+    on_cuda = str(getattr(predictor, "device", "cpu")).startswith("cuda")
+    if not on_cuda or not getattr(predictor, "device_io", False):
+        return np.array
+    from da3_ros.core.resampling import pinned_image
+
+    def copy(src: np.ndarray) -> np.ndarray:
+        out = pinned_image(src.shape)
+        np.copyto(out, src)
+        return out
+
+    return copy
 
 
 def _stats(pipeline, predictor) -> dict:
