@@ -35,6 +35,10 @@
 # A fifth session (images and clouds published on two threads, chaining in place):
 #   call 21 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc5
 #   call 22 (same machine, nothing carried): live phase proc6
+#   (call 22 did not run: the machine went idle while call 21's results were read.) After the
+#   camera thread and the pinned copies, the last two calls, back to back:
+#   call 23 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc7
+#   call 24 (same machine, nothing carried): live phase proc8
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -135,7 +139,14 @@ case $CALL in
   22)
     BUDGET=${BUDGET:-560} bash $LIVE proc6 "$OUT/proc6"
     ;;
-  *) echo "unknown call $CALL (1-22)"; exit 2 ;;
+  23)
+    kit
+    BUDGET=${BUDGET:-440} bash $LIVE proc7 "$OUT/proc7"
+    ;;
+  24)
+    BUDGET=${BUDGET:-300} bash $LIVE proc8 "$OUT/proc8"
+    ;;
+  *) echo "unknown call $CALL (1-24)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -1,13 +1,15 @@
-"""What receiving a 640x480 rgb8 image costs a Python subscriber, with glibc's defaults and tuned.
+"""What receiving a 640x480 rgb8 image costs a Python subscriber (allocator; executor or thread).
 
-    python bench/receive_image.py [--rate 250] [--seconds 6] [--domain-id N]
+    python bench/receive_image.py [--rate 250] [--seconds 6] [--domain-id N] [--arms malloc|intake]
 
 A publisher process sends 640x480 rgb8 ``sensor_msgs/Image`` messages at ``--rate``; a subscriber
 process (rclpy ``SingleThreadedExecutor``, one raw subscription as ``da3_node`` has, a callback
 that only counts) receives them, once with glibc's allocator defaults (``DA3_MALLOC_TUNING=0``)
 and once with :func:`da3_ros.inference.allocator.keep_large_allocations`, twice each in
-alternation. Prints the subscriber process's CPU milliseconds per received image. DDS stays on
-loopback (``config/fastdds_localhost.xml``) in a domain of its own.
+alternation (``--arms malloc``, the default); or, tuned, with the subscription taken by the executor
+against by a :class:`~da3_ros.ros.intake.SubscriptionThread` (``--arms intake``, what ``da3_node``'s
+``input_thread`` does). Prints the subscriber process's CPU milliseconds per received image and the
+images it received. DDS stays on loopback (``config/fastdds_localhost.xml``) in a domain of its own.
 """
 
 from __future__ import annotations
@@ -68,10 +70,16 @@ def _subscribe(rate: float, seconds: float) -> int:
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
 
+    from da3_ros.ros.intake import SubscriptionThread
+
     rclpy.init()
     node = rclpy.create_node("receive_image_bench_subscriber")
     count = [0]
-    node.create_subscription(Image, TOPIC, lambda _raw: count.__setitem__(0, count[0] + 1), _qos(), raw=True)
+    intake = SubscriptionThread(node.context) if os.environ.get("DA3_BENCH_INTAKE") == "thread" else None
+    sub = node.create_subscription(Image, TOPIC, lambda _raw: count.__setitem__(0, count[0] + 1), _qos(),
+                                   raw=True, callback_group=intake.group if intake else None)
+    if intake is not None:
+        intake.add([sub])
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     camera = subprocess.Popen([sys.executable, __file__, "--publisher", "--rate", str(rate),
@@ -91,6 +99,8 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=250.0, help="images per second")
     p.add_argument("--seconds", type=float, default=6.0, help="measured seconds per run")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID")
+    p.add_argument("--arms", choices=("malloc", "intake"), default="malloc",
+                   help="malloc: glibc defaults against tuned; intake: executor against SubscriptionThread")
     p.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -101,8 +111,13 @@ def main() -> int:
         return _publish(args.rate, args.seconds)
     if args.subscriber:
         return _subscribe(args.rate, args.seconds)
-    for tuning in ("0", "1", "0", "1"):
-        env = dict(os.environ, DA3_MALLOC_TUNING=tuning, ROS_DOMAIN_ID=str(domain))
+    arms = (("DA3_MALLOC_TUNING", "0", "glibc defaults"),
+            ("DA3_MALLOC_TUNING", "1", "tuned (keep_large_allocations)"))
+    if args.arms == "intake":
+        arms = (("DA3_BENCH_INTAKE", "executor", "executor (tuned)"),
+                ("DA3_BENCH_INTAKE", "thread", "SubscriptionThread (tuned)"))
+    for var, value, label in arms * 2:
+        env = dict(os.environ, **{var: value}, ROS_DOMAIN_ID=str(domain))
         out = subprocess.run([sys.executable, __file__, "--subscriber", "--rate", str(args.rate),
                               "--seconds", str(args.seconds)], env=env, capture_output=True, text=True)
         try:
@@ -110,7 +125,6 @@ def main() -> int:
         except ValueError:
             print(f"run failed: {out.stderr[-500:]}")
             continue
-        label = "glibc defaults" if tuning == "0" else "tuned (keep_large_allocations)"
         print(f"{label}: {int(images)} images, {1e3 * float(cpu) / max(1, int(images)):.3f} ms CPU per image "
               f"(subscriber process)")
     return 0

@@ -20,7 +20,9 @@
 # (that alone, A/B at 250 Hz), upstream4 (the upstream wrapper's saturation), shipped3 (config/da3.yaml
 # at 30 Hz), proc5 (publish_threads and in-place chaining: da3-small's saturation, 400 Hz under py-spy,
 # at 300 Hz with publish_threads 0, and with queue_size 8), proc6 (after proc5: da3-large's saturation,
-# the upstream wrapper's, config/da3.yaml at 30 Hz).
+# the upstream wrapper's, config/da3.yaml at 30 Hz), proc7 (cameras on their own thread, images in
+# pinned memory: the pinned upload checked, then da3-small's and da3-large's saturations), proc8
+# (after proc7: the upstream wrapper's saturation, config/da3.yaml at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -56,7 +58,7 @@ if [[ ${DRY:-0} == 1 ]]; then
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
   SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; SAT4S=$SAT; SAT5S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8; RATE_AB=8
-  RATE_PROF5=8; RATE_AB5=8
+  RATE_PROF5=8; RATE_AB5=8; SAT7S=$SAT
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
@@ -68,6 +70,7 @@ else
   SAT3S="--start-rate 190 --max-rate 800 --step-duration 6 --refine 2"; RATE_SMALL=300
   SAT4S="--start-rate 200 --max-rate 800 --step-duration 6 --refine 2"; RATE_AB=250
   SAT5S="--start-rate 250 --max-rate 1000 --step-duration 6 --refine 2"; RATE_PROF5=350; RATE_AB5=300
+  SAT7S="--start-rate 300 --max-rate 1200 --step-duration 6 --refine 2"
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
@@ -175,6 +178,20 @@ case $PHASE in
     step upstream_large_nv8_saturate6 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     step large_defaults_auto_30hz_proc6 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
     ;;
+  proc7)  # the cameras on a thread of their own, images copied out into pinned memory (call 23):
+    # the pinned upload checked first, then da3-small's and da3-large's saturations
+    P="--set inference_process=on"
+    if [[ ${DRY:-0} != 1 ]]; then
+      timeout 60 $PY bench/pinned_check.py 2>&1 | tee -a "$OUT/log.txt" || { echo "## pinned check failed: stop"; exit 1; }
+    fi
+    step small_nv8_saturate_graphs_proc7 210 saturate $S $CG $NV8 $P $SAT7S --warmup 5 --wait-ready $WR $CAM
+    step large_nv8_saturate_graphs_proc7 190 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
+    ;;
+  proc8)  # right after proc7 on the same machine (call 24): the upstream wrapper's saturation and
+    # config/da3.yaml as shipped at 30 Hz
+    step upstream_large_nv8_saturate8 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    step large_defaults_auto_30hz_proc8 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
@@ -187,6 +204,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | proc7 | proc8 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
