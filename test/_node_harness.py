@@ -7,6 +7,7 @@ context shut down, so a failing test never hangs or leaks participants.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -29,6 +30,31 @@ _domain_counter = itertools.count()
 def unique_domain_id() -> int:
     """A ROS_DOMAIN_ID in 1..100 for one test, different for consecutive tests of this process."""
     return 1 + (os.getpid() * 13 + next(_domain_counter) * 37) % 100
+
+
+@contextlib.contextmanager
+def isolated_node(name: str, node_cls=None):
+    """``(node, executor)`` in a context of their own (a unique domain id), torn down after.
+
+    ``node_cls``: rclpy's ``Node`` (default) or e.g. ``LifecycleNode``; the executor is a
+    ``SingleThreadedExecutor`` the test spins as it needs.
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=unique_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
+    node = (node_cls or Node)(name, context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
 
 
 def unique_namespace() -> str:

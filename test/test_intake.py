@@ -6,13 +6,9 @@ import threading
 import time
 
 import pytest
-import rclpy
-from _node_harness import unique_domain_id
+from _node_harness import isolated_node
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image
 
 from da3_ros.ros.intake import SubscriptionThread
@@ -23,17 +19,10 @@ QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=Histo
 
 @pytest.fixture
 def ros():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=unique_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
-    node = Node("intake_test", context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    spin = threading.Thread(target=lambda: _spin(executor, ctx), daemon=True)
-    spin.start()
-    yield node
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    with isolated_node("intake_test") as (node, executor):
+        spin = threading.Thread(target=lambda: _spin(executor, node.context), daemon=True)
+        spin.start()
+        yield node
     spin.join(5.0)
 
 

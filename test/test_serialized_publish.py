@@ -6,13 +6,10 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
-from _node_harness import unique_domain_id
-from rclpy.executors import SingleThreadedExecutor
+from _node_harness import isolated_node
 from rclpy.lifecycle import LifecycleNode
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image
 
 from da3_ros.core import wire
@@ -24,15 +21,8 @@ QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=Histo
 
 @pytest.fixture
 def lifecycle_node():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=unique_domain_id(), signal_handler_options=SignalHandlerOptions.NO)
-    node = LifecycleNode("serialized_publish_test", context=ctx)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    yield node, executor
-    executor.shutdown()
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    with isolated_node("serialized_publish_test", LifecycleNode) as (node, executor):
+        yield node, executor
 
 
 def _receive(node, executor, topic: str, send, want: int, timeout_s: float = 10.0) -> list[bytes]:
