@@ -85,6 +85,32 @@ def test_held_pose_jumps_are_reported_and_warn_once():
     assert again.status[0].level == DiagnosticStatus.OK
 
 
+def test_publish_errors_are_counted_and_warn_once():
+    diag = NodeDiagnostics("n: pipeline", ["camera"])
+    diag.on_input("camera", 1)
+    stats = {"processed": 8, "windows": 1, "dropped": {}}
+    assert _values(diag, stats)["publish_errors"] == "0"
+    diag.on_publish_error("RuntimeError: publishing a serialised message on /d failed: rcl error 1")
+    msg = diag.build("active", stats, None, Time(sec=1))
+    values = {kv.key: kv.value for kv in msg.status[0].values}
+    assert values["publish_errors"] == "1" and "rcl error 1" in values["last_publish_error"]
+    assert msg.status[0].level == DiagnosticStatus.WARN and "1 publish error(s)" in msg.status[0].message
+    assert diag.build("active", stats, None, Time(sec=2)).status[0].level == DiagnosticStatus.OK
+
+
+def test_a_result_the_inference_process_could_not_send_counts_as_a_window_error():
+    from da3_ros.core.config import PipelineConfig
+    from da3_ros.core.pipeline import Pipeline
+    from da3_ros.inference.worker_process import sender_failed
+
+    pipeline = Pipeline(PipelineConfig(), predictor=object())
+    sender_failed(OSError("No space left on device"), [pipeline])
+    assert pipeline.stats.errors == 1
+    assert "could not be handed to the node: OSError: No space left" in pipeline.stats.last_error
+    values = _values(NodeDiagnostics("n: pipeline", ["camera"]), pipeline.stats.as_dict())
+    assert values["window_errors"] == "1" and "handed to the node" in values["last_error"]
+
+
 def test_package_warnings_are_throttled_per_kind_of_message_not_per_template():
     """'window failed: %s' with two different errors: both are logged, a repeat is not."""
     lines = []

@@ -132,12 +132,16 @@ class Pipeline:
                     self._pending[f.seq] = reason
 
     def _error(self, exc: BaseException) -> None:
-        with self.lock:
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self.note_error(exc)
         LOG.warning("window failed: %s", self.stats.last_error)
         if self.on_error is not None:
             self.on_error(exc)
+
+    def note_error(self, exc: BaseException) -> None:
+        """Count a failed window in ``stats.errors`` / ``last_error`` (its frames stay as they are)."""
+        with self.lock:
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
 
     @property
     def next_seq(self) -> int:

@@ -218,11 +218,13 @@ def worker_main(conn, spec: WorkerSpec) -> None:
     from da3_ros.core.pipeline import AsyncPipeline
 
     closing = threading.Event()
+    counted = []  # the pipeline whose errors count a failed send (created just below)
     # results go into shared memory on a thread of their own: the worker starts the next window
-    sender = HandoffThread(ResultSender(out_ring, send, spec.config, closing, spec.fixed_frame), _log_error,
-                           depth=1)
+    sender = HandoffThread(ResultSender(out_ring, send, spec.config, closing, spec.fixed_frame),
+                           lambda exc: sender_failed(exc, counted), depth=1)
     sender.start("da3_send")
     pipeline = AsyncPipeline(spec.config, predictor, on_result=sender.submit)
+    counted.append(pipeline.pipeline)
     pipeline.start()
     final = None
     try:
@@ -242,8 +244,16 @@ def worker_main(conn, spec: WorkerSpec) -> None:
         pass  # the parent is gone
 
 
-def _log_error(exc: BaseException) -> None:
+def sender_failed(exc: BaseException, pipelines: list) -> None:
+    """A result could not be handed to the node: logged, and counted as a window error.
+
+    Its frames ran (they stay processed) but nothing of the window is published; the node shows
+    the count in ``window_errors`` and the reason in ``last_error`` (``/diagnostics``).
+    """
     LOG.warning("sending a result failed: %s: %s", type(exc).__name__, exc)
+    for pipeline in pipelines:
+        pipeline.note_error(RuntimeError(f"the window's result could not be handed to the node: "
+                                         f"{type(exc).__name__}: {exc}"))
 
 
 def _load(spec: WorkerSpec, log: logging.Logger):

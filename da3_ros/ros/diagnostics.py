@@ -17,7 +17,10 @@ period, with key/values (all strings, as the message requires):
 - ``queue_len``, ``drops_total`` and ``drops.<reason>`` (pipeline and input drops together;
   input drops are ``input_<reason>``, see :mod:`da3_ros.ros.inputs`): images not processed;
 - ``events.input_<reason>`` for input problems that drop no image (:data:`INPUT_EVENTS`);
-- ``window_errors``, ``last_error``: windows the predictor failed on;
+- ``window_errors``, ``last_error``: windows that failed: the predictor raised, or (with the
+  inference process) its result could not be handed to the node;
+- ``publish_errors``, ``last_publish_error``: messages (or whole windows) the node failed to
+  publish; their frames were processed, but what they would have carried is lost;
 - ``pose_held.static``, ``pose_held.jump``: windows the pose check held (their motion was not
   chained: :mod:`da3_ros.core.pose_check`), ``last_pose_jump``: why the latest jump was held;
 - ``time_ms.<stage>``: milliseconds per window of the worker's stages (``preprocess``,
@@ -82,6 +85,9 @@ class NodeDiagnostics:
         self._latencies: deque[float] = deque(maxlen=LATENCY_VIEWS)  # the latest published views'
         self._published = 0
         self._publish_ms: dict[str, float] = {}  # {"publish": moving mean}, once a window is out
+        self._publish_errors = 0
+        self._last_publish_error = ""
+        self._reported_publish_errors = 0
         self._last_drops_total = 0
         self._last_windows: tuple[float, int] | None = None
         self._start = time.monotonic()
@@ -114,6 +120,12 @@ class NodeDiagnostics:
         """Record the time the publish thread took for one window's messages."""
         with self._lock:
             fold_stage_time(self._publish_ms, "publish", seconds)
+
+    def on_publish_error(self, what: str) -> None:
+        """Count one message (or window) that could not be published, and why."""
+        with self._lock:
+            self._publish_errors += 1
+            self._last_publish_error = what
 
     def retire_pipeline(self, stats: dict) -> None:
         """Fold a closed pipeline's final ``PipelineStats.as_dict()`` into the running totals."""
@@ -157,6 +169,12 @@ class NodeDiagnostics:
             kv.update({f"events.{k}": str(v) for k, v in self._input_events.items()})
             kv["views_published"] = str(self._published)
             publish_ms = dict(self._publish_ms)
+            kv["publish_errors"] = str(self._publish_errors)
+            kv["last_publish_error"] = self._last_publish_error
+            if self._publish_errors > self._reported_publish_errors:
+                problems.append(f"{self._publish_errors - self._reported_publish_errors} publish error(s): "
+                                f"{self._last_publish_error}")
+            self._reported_publish_errors = self._publish_errors
         kv["latency_mean_s"] = f"{sum(lat) / len(lat):.4f}" if lat else "nan"
         kv["latency_max_s"] = f"{max(lat):.4f}" if lat else "nan"
         kv["latency_last_s"] = f"{lat[-1]:.4f}" if lat else "nan"

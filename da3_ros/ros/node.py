@@ -374,7 +374,10 @@ class Da3Node(LifecycleNode):
             self.diag.on_window_published(time.perf_counter() - t0)
 
     def _on_publish_error(self, exc: BaseException) -> None:
-        self._log_throttled(f"publishing window failed: {type(exc).__name__}: {exc}")
+        what = f"{type(exc).__name__}: {exc}"
+        if self.diag is not None:
+            self.diag.on_publish_error(what)
+        self._log_throttled(f"publishing failed: {what}")
 
     def _on_view_published(self, stamp_ns: int) -> None:
         if self.diag is not None:
