@@ -4,8 +4,9 @@
 
 Windows of num_view 8 / stride 8 (no shared frames: the extrapolated path, as in the live
 benchmark's saturation runs), depth maps the chain scales, owned by the prediction as the
-engine's are, once without and once with the pose check (moving images). glibc's allocator is
-tuned as in the inference process. Prints milliseconds a window.
+engine's are and chained as the pipeline chains them (in place), once without and once with the
+pose check (moving images). glibc's allocator is tuned as in the inference process. Prints
+milliseconds a window.
 """
 
 from __future__ import annotations
@@ -50,18 +51,22 @@ def main() -> int:
     from da3_ros.inference.allocator import keep_large_allocations
 
     keep_large_allocations(respect_env=False)
+    import inspect
+
     from da3_ros.core.alignment import WindowChainer
     from da3_ros.core.config import PipelineConfig
     from da3_ros.core.pose_check import PoseCheck
 
+    # as the pipeline calls it: done with each prediction (the parameter is absent before that change)
+    kwargs = {"in_place": True} if "in_place" in inspect.signature(WindowChainer.chain).parameters else {}
     for label, check in (("without pose check", None), ("with pose check", PoseCheck(PipelineConfig()))):
         preds = _predictions(args.windows + 5)
         chainer = WindowChainer("sim3", check=check)
         for pred in preds[:5]:
-            chainer.chain(pred)
+            chainer.chain(pred, **kwargs)
         t0 = time.perf_counter()
         for pred in preds[5:]:
-            chainer.chain(pred)
+            chainer.chain(pred, **kwargs)
         print(f"chain {label}: {(time.perf_counter() - t0) / args.windows * 1e3:.2f} ms a window")
     return 0
 

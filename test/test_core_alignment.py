@@ -178,15 +178,16 @@ def test_chaining_scales_owned_maps_in_place_and_copies_the_others():
                                 confidence=[np.ones((48, 64), np.float32)] * 4, world_from_cam=poses.copy(),
                                 intrinsics=intr, owns_maps=owns)
 
-    for owns in (True, False):
+    for owns, in_place in ((True, True), (False, True), (True, False)):
         chainer = WindowChainer("sim3")
-        chainer.chain(pred(0, owns))
+        chainer.chain(pred(0, owns), in_place=in_place)
         second = pred(2, owns)
         second.depth = [np.full((48, 64), 4.0, np.float32) for _ in range(4)]  # half the scale
-        out, al, _ = chainer.chain(second)
+        out, al, _ = chainer.chain(second, in_place=in_place)
         assert al.method == "shared" and al.scale == pytest.approx(0.5)
         assert all(np.allclose(d, 2.0) for d in out.depth)
+        scaled_there = owns and in_place
         same = [a is b for a, b in zip(out.depth, second.depth)]
-        assert all(same) if owns else not any(same)
-        assert np.allclose(second.depth[0], 2.0 if owns else 4.0)  # the predictor's own arrays untouched
+        assert all(same) if scaled_there else not any(same)
+        assert np.allclose(second.depth[0], 2.0 if scaled_there else 4.0)  # otherwise left as it was
         assert not out.owns_maps  # scaled once: never again

@@ -201,8 +201,16 @@ class WindowChainer:
         self.last_median_depth = float("nan")
         self.windows = 0
 
-    def chain(self, pred: WindowPrediction) -> tuple[WindowPrediction, Alignment, np.ndarray]:
+    def chain(self, pred: WindowPrediction,
+              in_place: bool = False) -> tuple[WindowPrediction, Alignment, np.ndarray]:
         """Align one window, record its new views as published.
+
+        Args:
+            pred: the window's prediction, in its own frame and scale.
+            in_place: the caller will not use ``pred`` again, so depth maps it owns
+                (``pred.owns_maps``: the engine's fresh buffers) are scaled where they lie instead
+                of copied (the pipeline; 10 MB a window of 8 views at 640x480). Otherwise ``pred``
+                is left as it was.
 
         Returns:
             (prediction with global ``world_from_cam`` and depth in global units, the Alignment,
@@ -216,7 +224,7 @@ class WindowChainer:
         thumbs = _thumbs(pred)
         al = self._align(pred, keys, thumbs)
         poses = apply_sim3_to_poses(al.scale, al.R, al.t, pred.world_from_cam)
-        depth = _scaled(pred.depth, al.scale, pred.owns_maps)
+        depth = _scaled(pred.depth, al.scale, in_place and pred.owns_maps)
         scale = np.float32(al.scale)
         thumbs = [t * scale for t in thumbs]
         maps = pred.device_maps

@@ -127,8 +127,10 @@ class WindowPrediction:
             predictor's device, for the GPU path's point cloud and colourisation; None on the
             CPU path.
         owns_maps: True when ``depth`` holds arrays made for this prediction alone (the
-            engine's fresh buffers), so chaining scales them in place instead of copying 10 MB a
-            window of 8 views at 640x480; False (the default) for a predictor that may keep them.
+            engine's fresh buffers), so a caller done with the prediction may have chaining scale
+            them in place (``WindowChainer.chain(pred, in_place=True)``, as the pipeline does)
+            instead of copying 10 MB a window of 8 views at 640x480; False (the default) for a
+            predictor that may keep them.
     """
 
     frames: list[Frame]

@@ -237,7 +237,7 @@ class Pipeline:
         try:
             pred, used = self._predict(window)
             t1 = time.perf_counter()
-            aligned, al, is_new = self.chainer.chain(pred)
+            aligned, al, is_new = self.chainer.chain(pred, in_place=True)  # pred is not used again
         except memory.WindowTooLargeError as exc:
             self._note_failure(window.frames, "memory")
             self._error(exc)
