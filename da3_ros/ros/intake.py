@@ -3,10 +3,11 @@
 rclpy's executor rebuilds its wait set from every entity of the node and creates a task for each
 callback, in Python, for every message: on the GPU machine, receiving da3-small's camera at 350
 frames/s, images were lost in DDS before the node took them (its reader keeps
-``input_queue_depth`` images) while the executor thread spent a quarter of its time in that loop
-(bench/RESULTS.md, "fifth session"). :class:`SubscriptionThread` waits on just the cameras'
-subscriptions (and their message-lost events) with one reused rcl wait set, the GIL released
-while it waits, and takes every message that is ready before it waits again.
+``input_queue_depth`` images; bench/RESULTS.md, "fifth session"), and at 300 frames/s the
+executor thread had spent a quarter of its time in that loop ("fourth session").
+:class:`SubscriptionThread` waits on just the cameras' subscriptions (and their message-lost
+events) with one reused rcl wait set, the GIL released while it waits, and takes every message
+that is ready before it waits again.
 
 The subscriptions stay the node's own (``ros2 node info`` lists them; QoS, remapping and
 lifecycle are unchanged): they are created in :attr:`SubscriptionThread.group`, a callback group

@@ -14,10 +14,12 @@ manager (launch_ros ``LifecycleNode``, nav2 lifecycle manager) can set it false.
 
 Threads (all created here):
 
-- the executor thread (:func:`main` spins a ``SingleThreadedExecutor``; one thread, so no
-  callback groups are needed): image and CameraInfo callbacks (decode, check, submit: they
-  never wait on inference), the timers (``/diagnostics``, the ``~/path`` flush, the release of
-  images held for a first CameraInfo), parameter and lifecycle services;
+- the executor thread (:func:`main` spins a ``SingleThreadedExecutor``): the timers
+  (``/diagnostics``, the ``~/path`` flush, the release of images held for a first CameraInfo),
+  parameter and lifecycle services, and with ``input_thread`` off the cameras' callbacks;
+- the camera thread (``input_thread``, default on: :class:`~da3_ros.ros.intake.SubscriptionThread`,
+  started with the subscriptions at activate): image and CameraInfo callbacks (decode, check,
+  submit: they never wait on inference);
 - the inference worker (:class:`~da3_ros.core.pipeline.AsyncPipeline`, started in
   :meth:`Da3Node._start_pipeline`): windows, the network, alignment, the cloud; it hands each
   result to the publish thread. With ``inference_process`` on (the CUDA default) the worker
@@ -25,7 +27,9 @@ Threads (all created here):
   started by :meth:`Da3Node._load_predictor`; the model loads there), and a receiver thread
   here hands its results to
 - the publish thread (:class:`~da3_ros.core.handoff.HandoffThread`, started there too):
-  builds and sends the messages while the worker runs the next window.
+  builds and sends the messages while the worker runs the next window, the images and clouds
+  through ``publish_threads`` publishing threads (:class:`~da3_ros.ros.publish_pool.PublishPool`,
+  created with the publishers at configure).
 
 Signals: SIGINT and SIGTERM are handled by :mod:`da3_ros.ros.stopping`, not by rclpy, so the
 context stays valid until :func:`main` has torn the node down (a clean exit 0 at any moment).
