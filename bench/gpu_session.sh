@@ -35,8 +35,9 @@
 # A fifth session (images and clouds published on two threads, chaining in place):
 #   call 21 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc5
 #   call 22 (same machine, nothing carried): live phase proc6
-#   (call 22 did not run: the machine went idle while call 21's results were read.) After the
-#   camera thread and the pinned copies, the last two calls, back to back:
+#   (call 22 did not run: the machine went idle while call 21's results were read, and the
+#   device time left after refused starts went to call 23.) After the camera thread and the
+#   pinned copies, the last two calls, back to back (call 24 did not run either):
 #   call 23 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc7
 #   call 24 (same machine, nothing carried): live phase proc8
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
