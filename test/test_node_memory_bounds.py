@@ -160,7 +160,7 @@ def test_truth_capacity_follows_the_queues_and_window_span():
     from da3_ros.ros.truth_topics import node_truth_capacity
     from da3_ros.sim.standin import truth_capacity
 
-    values = {"num_view": 4, "dilations": [1, 3], "queue_size": 8, "input_queue_depth": 5}
+    values = {"num_view": 4, "dilations": [1, 3], "queue_size": 8, "input_queue_depth": 5, "stride": 2}
     cap = node_truth_capacity(_Settings(values, ["a", "b"]))
     assert cap == 2 * (8 + 5 + (3 * 3 + 1)) * 2 == truth_capacity(4, [1, 3], 13, 2)
     assert node_truth_capacity(_Settings({**values, "queue_size": 1, "input_queue_depth": 1,

@@ -57,6 +57,16 @@ def output_size(policy: str | int, source: tuple[int, int], network: tuple[int, 
     return max(1, round(w * s)), max(1, round(h * s))
 
 
+def queue_capacity(queue_size: int, stride: int, frames_per_set: int = 1) -> int:
+    """Frames the worker's queue holds: ``queue_size`` when > 0, else two windows of new frames.
+
+    Two windows of new frames: ``2 * stride * frames_per_set``, at least 8.
+    """
+    if queue_size > 0:
+        return queue_size
+    return max(8, 2 * stride * max(1, frames_per_set))
+
+
 @dataclass
 class PipelineConfig:
     """Pipeline parameters (units in names; depth limits are in global units for relative models).
@@ -134,10 +144,8 @@ class PipelineConfig:
         A window's new frames: ``stride`` frames, or in multicam mode ``stride`` sets of one frame
         per camera.
         """
-        if self.queue_size > 0:
-            return self.queue_size
-        per_set = max(1, len(self.cameras)) if self.mode == "multicam" else 1
-        return max(8, 2 * self.stride * per_set)
+        per_set = len(self.cameras) if self.mode == "multicam" else 1
+        return queue_capacity(self.queue_size, self.stride, per_set)
 
     @staticmethod
     def normalised(values: dict) -> dict:

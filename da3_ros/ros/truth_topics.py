@@ -15,6 +15,7 @@ from collections.abc import Callable
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image
 
+from da3_ros.core.config import queue_capacity
 from da3_ros.core.frames import CameraIntrinsics, Frame
 from da3_ros.inference.settings import PredictorInfo
 from da3_ros.ros import conversions as conv
@@ -103,10 +104,10 @@ def node_truth_capacity(settings) -> int:
     """:func:`~da3_ros.sim.standin.truth_capacity` for the node.
 
     Frames ahead of a window wait in the pipeline queue (``queue_size``; 0 resolved as
-    :attr:`~da3_ros.core.config.PipelineConfig.queue_capacity` does) or the image subscription
+    :func:`~da3_ros.core.config.queue_capacity`; every camera counted, a bound) or the image subscription
     (``input_queue_depth``).
     """
-    queue = int(settings["queue_size"]) or max(8, 2 * int(settings["stride"]) * max(1, len(settings.cameras)))
+    queue = queue_capacity(int(settings["queue_size"]), int(settings["stride"]), len(settings.cameras))
     ahead = queue + int(settings["input_queue_depth"])
     return truth_capacity(settings["num_view"], settings["dilations"], ahead, len(settings.cameras))
 
