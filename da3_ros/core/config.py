@@ -99,6 +99,10 @@ class PipelineConfig:
     common rig frame (metres; empty: not calibrated): :mod:`da3_ros.core.rig` makes each window's
     relative poses the calibrated ones and, with every camera calibrated, puts windows in metres.
 
+    ``finish_thread`` (AsyncPipeline): chain, build the cloud and colour each window on a thread
+    of its own while the worker runs the next window's network (:mod:`da3_ros.core.finishing`);
+    off: both on the worker, one after the other.
+
     Attributes beyond the shared contract: ``min_views`` (smallest window a memory shrink or OOM
     retry may run), ``memory_planning`` (ask ``predictor.plan`` before each window),
     ``keep_frames`` (upper bound on the
@@ -135,6 +139,7 @@ class PipelineConfig:
     rig_extrinsics: dict[str, tuple[float, ...]] = field(default_factory=dict)
     min_views: int = 2
     memory_planning: bool = True
+    finish_thread: bool = True
     keep_frames: int = 512
 
     @property

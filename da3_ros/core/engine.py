@@ -265,8 +265,8 @@ class DA3Engine:
         x, uploaded = self._images(frames, size)
         t1 = time.perf_counter()
         out = self._forward(x, K_in, ex)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self.device.type == "cuda":  # this stream only: the finishing thread's kernels run beside it
+            torch.cuda.current_stream(self.device).synchronize()
         t2 = time.perf_counter()
         pred = self._postprocess(frames, size, out, K_in, ex, med, uploaded)
         blank_outside(pred, inside)

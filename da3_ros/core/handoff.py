@@ -56,6 +56,12 @@ class HandoffThread:
         with self._cond:
             return not self._queue and not self._busy
 
+    def wait_idle(self) -> None:
+        """Return once nothing waits and nothing is being published (at once when never started)."""
+        with self._cond:
+            if self._thread is not None:
+                self._cond.wait_for(lambda: not self._queue and not self._busy)
+
     def _run(self) -> None:
         while True:
             with self._cond:

@@ -8,14 +8,17 @@ Data flow::
               slop_s, keyframes, temporal windows of num_view items every stride, dilations)
           ──► memory plan (predictor.plan, if it has one: fewer views, never a split window)
           ──► predictor.predict(frames) with OOM retry (memory.run_with_oom_retry)
+          ──► [AsyncPipeline with finish_thread: the started window goes to the finishing
+              thread (core.finishing), in order, and the worker starts the next window's network]
           ──► alignment.WindowChainer (Sim(3)/SE(3) onto published frames, or known poses;
               pose_check.PoseCheck holds static or jumping windows)
           ──► WindowResult (global poses, depth in global units, is_new per view, fused cloud)
 
 Accounting: every received frame ends as exactly one of ``processed`` (ran in at least one
 successful window) or ``dropped[reason]``; until then it is ``pending`` (queued, of which there
-are ``queue_len``, or in the windower's history). So ``received == processed + sum(dropped) +
-pending`` at every moment, and after ``flush()`` / ``close()`` pending and queue_len are 0.
+are ``queue_len``, in the windower's history, or in a window still being finished). So
+``received == processed + sum(dropped) + pending`` at every moment, and after ``flush()`` /
+``close()`` pending and queue_len are 0.
 Reasons: see ``windowing`` plus ``queue_full``, ``closed``, ``not_in_window`` (no window covered
 it: stride > num_view or dilation gaps), ``memory`` (left out of a shrunk window and never
 covered again), ``window_failed`` (the predictor raised), ``error`` (an unexpected bug).
@@ -29,7 +32,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,6 +41,7 @@ from da3_ros.core import memory
 from da3_ros.core.alignment import WindowChainer, frame_key
 from da3_ros.core.cloud import window_cloud, window_cloud_torch
 from da3_ros.core.config import PipelineConfig
+from da3_ros.core.finishing import FinishingThread
 from da3_ros.core.frames import Frame, WindowPrediction
 from da3_ros.core.pose_check import PoseCheck
 from da3_ros.core.results import PipelineStats, WindowResult, check_prediction
@@ -45,9 +49,26 @@ from da3_ros.core.rig import RigCalibration
 from da3_ros.core.visualize import colorize_depth, colorize_depths_torch
 from da3_ros.core.windowing import FrameWindower, Window, WindowerOutput
 
-__all__ = ["AsyncPipeline", "Pipeline"]
+__all__ = ["AsyncPipeline", "Pipeline", "StartedWindow"]
 
 LOG = logging.getLogger("da3_ros.core.pipeline")
+
+
+@dataclass
+class StartedWindow:
+    """A window whose network ran, waiting to be finished (:meth:`Pipeline.finish_window`).
+
+    Attributes:
+        window: as the windower made it (all its frames, in flight until finished).
+        prediction: the predictor's output for ``used``.
+        used: the frames the network ran (fewer than the window's after a memory shrink).
+        predict_s: seconds the first half took (memory plan, network, the prediction's maps).
+    """
+
+    window: Window
+    prediction: WindowPrediction
+    used: list[Frame]
+    predict_s: float
 
 
 class Pipeline:
@@ -75,6 +96,16 @@ class Pipeline:
         self._latency_sum = self._window_time_sum = 0.0
         self._events: Counter = Counter()
         self._rng = np.random.default_rng(0)
+        self._in_flight: Counter = Counter()  # seq -> started windows not finished yet holding it
+        self._evicted: set[int] = set()  # seqs the windower let go while in flight
+        #: Where started windows go to be finished (:class:`~da3_ros.core.finishing.FinishingThread`,
+        #: set by AsyncPipeline); None: each window is finished at once, on the caller's thread.
+        self.finisher = None
+
+    def wait_finished(self) -> None:
+        """Return once every started window has been finished (at once without a finisher)."""
+        if self.finisher is not None:
+            self.finisher.wait_idle()
 
     def _make_windower(self) -> FrameWindower:
         c = self.config
@@ -151,8 +182,10 @@ class Pipeline:
     def restart(self, before_seq: int, reason: str) -> None:
         """Fresh windowing and chaining; pending frames admitted before ``before_seq`` drop (``reason``).
 
-        Statistics (counts, latencies) carry on. Call between windows (the worker does).
+        Statistics (counts, latencies) carry on. Call between windows (the worker does); started
+        windows are finished first, on the old chain.
         """
+        self.wait_finished()
         with self.lock:
             for seq in [q for q in self._pending if q < before_seq]:
                 self._drop_seq(seq, reason)
@@ -184,8 +217,10 @@ class Pipeline:
 
     def flush(self) -> list[WindowResult]:
         """End of stream: run a last window over pending frames; resolves every pending frame."""
+        self.wait_finished()  # frames of windows still finishing are not left over
         out = self.windower.flush(lambda f: f.seq in self._pending)
         results = self._handle(out)
+        self.wait_finished()
         with self.lock:
             for seq in list(self._pending):  # safety net: nothing stays pending after a flush
                 self._drop_seq(seq, "not_in_window")
@@ -194,9 +229,20 @@ class Pipeline:
     def _handle(self, out: WindowerOutput) -> list[WindowResult]:
         for f, reason in out.dropped:
             self.drop(f, reason)
-        results = [r for r in (self._run_window(w) for w in out.windows) if r is not None]
+        results = []
+        for window in out.windows:
+            started = self.start_window(window)
+            if started is None:
+                continue
+            if self.finisher is None or not self.finisher.submit(started):  # closed: finish here
+                result = self.finish_window(started)
+                if result is not None:
+                    results.append(result)
         for f in out.evicted:
             with self.lock:
+                if self._in_flight.get(f.seq):  # its window is still finishing: resolved there
+                    self._evicted.add(f.seq)
+                    continue
                 reason = self._pending.get(f.seq)
             self.drop(f, reason or "not_in_window")
         with self.lock:
@@ -232,16 +278,42 @@ class Pipeline:
         check_prediction(pred, used)
         return pred, used
 
-    def _run_window(self, window: Window) -> WindowResult | None:
+    def start_window(self, window: Window) -> StartedWindow | None:
+        """A window's first half: the memory plan and the network (None: it failed, accounted).
+
+        Its frames count as in flight until :meth:`finish_window`: the windower may evict them
+        meanwhile (the finishing thread is a window behind), and they are resolved only then.
+        """
         t0 = time.perf_counter()
         try:
             pred, used = self._predict(window)
-            t1 = time.perf_counter()
-            aligned, al, is_new = self.chainer.chain(pred, in_place=True)  # pred is not used again
         except memory.WindowTooLargeError as exc:
             self._note_failure(window.frames, "memory")
             self._error(exc)
             return None
+        except Exception as exc:  # noqa: BLE001 - the stream goes on; frames are accounted
+            self._note_failure(window.frames, "window_failed")
+            self._error(exc)
+            return None
+        with self.lock:
+            self._in_flight.update(f.seq for f in window.frames)
+        return StartedWindow(window, pred, used, time.perf_counter() - t0)
+
+    def finish_window(self, started: StartedWindow) -> WindowResult | None:
+        """A window's second half: chaining, cloud, colours and counters (None: it failed, accounted).
+
+        Windows must be finished in the order they started (chaining builds on the previous one).
+        """
+        try:
+            return self._finish(started)
+        finally:
+            self._land(started.window.frames)
+
+    def _finish(self, started: StartedWindow) -> WindowResult | None:
+        window, pred, used = started.window, started.prediction, started.used
+        t1 = time.perf_counter()
+        try:
+            aligned, al, is_new = self.chainer.chain(pred, in_place=True)  # pred is not used again
         except Exception as exc:  # noqa: BLE001 - the stream goes on; frames are accounted
             self._note_failure(window.frames, "window_failed")
             self._error(exc)
@@ -257,11 +329,22 @@ class Pipeline:
         with self.lock:
             arrival = max(self._arrival.get(f.seq, -math.inf) for f in used)
         self._mark_processed(used)
-        timings = dict(pred.timings_s, predict=t1 - t0, align=t2 - t1, cloud=t_cloud - t2,
-                       colour=t3 - t_cloud, total=t3 - t0)
+        timings = dict(pred.timings_s, predict=started.predict_s, align=t2 - t1, cloud=t_cloud - t2,
+                       colour=t3 - t_cloud, total=started.predict_s + t3 - t1)
         result = self._result(aligned, al, is_new, cloud, timings, used, len(window.frames), arrival)
         result.colored = colored
         return result
+
+    def _land(self, frames: list[Frame]) -> None:
+        """``frames``' window is done: those the windower evicted meanwhile are resolved now."""
+        with self.lock:
+            for f in frames:
+                self._in_flight[f.seq] -= 1
+                if self._in_flight[f.seq] <= 0:
+                    del self._in_flight[f.seq]
+                    if f.seq in self._evicted:
+                        self._evicted.discard(f.seq)
+                        self._drop_seq(f.seq, self._pending.get(f.seq) or "not_in_window")
 
     def _cloud(self, pred: WindowPrediction, views: list[int]):
         """The window's cloud: on the predictor's device when its maps live there, else numpy."""
@@ -325,6 +408,10 @@ class AsyncPipeline:
                  on_error: Callable[[BaseException], None] | None = None):
         self.pipeline = Pipeline(config, predictor, on_error=on_error)
         self.config, self.on_result, self.on_error = config, on_result, on_error
+        self._finisher = None
+        if config.finish_thread:  # chaining, cloud and colours beside the next window's network
+            self._finisher = FinishingThread(self._finish, self.pipeline._error)
+            self.pipeline.finisher = self._finisher
         self._queue: deque[Frame] = deque()
         self._cond = threading.Condition(self.pipeline.lock)
         self._closed = False
@@ -332,8 +419,10 @@ class AsyncPipeline:
         self._thread: threading.Thread | None = None
 
     def start(self, name: str = "da3_inference") -> None:
-        """Start the worker thread (once)."""
+        """Start the worker thread (once), and the finishing thread with ``finish_thread``."""
         if self._thread is None:
+            if self._finisher is not None:
+                self._finisher.start(f"{name}_finish")
             self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
 
@@ -382,6 +471,11 @@ class AsyncPipeline:
             self._reset_reason = reason
             self._cond.notify()
 
+    def _finish(self, started: StartedWindow) -> None:
+        """The finishing thread's work for one window: finish it and deliver its result."""
+        result = self.pipeline.finish_window(started)
+        self._deliver([] if result is None else [result])
+
     def _deliver(self, results: list[WindowResult]) -> None:
         for r in results:
             with self._cond:
@@ -398,16 +492,23 @@ class AsyncPipeline:
             with self._cond:
                 while not self._queue and not self._closed and self._reset_before_seq is None:
                     self._cond.wait()
-                if self._reset_before_seq is not None:
-                    self.pipeline.restart(self._reset_before_seq, self._reset_reason)
-                    self._reset_before_seq = None
-                    continue
-                if not self._queue:
+                before = self._reset_before_seq
+                reset = None if before is None else (before, self._reset_reason)
+                if reset is None and not self._queue:
                     break
-                frame = self._queue.popleft()
-                self.pipeline.stats.queue_len = len(self._queue)
+                if reset is None:
+                    frame = self._queue.popleft()
+                    self.pipeline.stats.queue_len = len(self._queue)
+            if reset is not None:  # outside the lock: the finishing thread needs it to finish
+                self.pipeline.restart(*reset)
+                with self._cond:
+                    if self._reset_before_seq == reset[0]:  # not reset again meanwhile
+                        self._reset_before_seq = None
+                continue
             self._deliver(self.pipeline.process_admitted(frame))
         self._deliver(self.pipeline.flush())
+        if self._finisher is not None:
+            self._finisher.close()
 
     def close(self, timeout_s: float = 10.0, drain: bool = True) -> bool:
         """Stop accepting frames, process (``drain``) or drop (``closed``) the queue, flush, join.

@@ -21,8 +21,10 @@ Threads (all created here):
   started with the subscriptions at activate): image and CameraInfo callbacks (decode, check,
   submit: they never wait on inference);
 - the inference worker (:class:`~da3_ros.core.pipeline.AsyncPipeline`, started in
-  :meth:`Da3Node._start_pipeline`): windows, the network, alignment, the cloud; it hands each
-  result to the publish thread. With ``inference_process`` on (the CUDA default) the worker
+  :meth:`Da3Node._start_pipeline`): windows and the network; with ``finish_thread`` (default
+  on) its finishing thread (:class:`~da3_ros.core.finishing.FinishingThread`) chains each window,
+  builds its cloud and colours beside the next network and hands the result to the publish
+  thread. With ``inference_process`` on (the CUDA default) the worker
   runs in an inference process instead (:class:`~da3_ros.inference.process_pipeline.ProcessPipeline`,
   started by :meth:`Da3Node._load_predictor`; the model loads there), and a receiver thread
   here hands its results to

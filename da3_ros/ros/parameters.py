@@ -218,6 +218,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("queue_size", _PIPE.queue_size,
               "Frames waiting for the inference worker before drops (queue_policy); 0: two windows of "
               "new frames (2 x stride x cameras in multicam), at least 8", lo=0, hi=10000),
+    ParamSpec("finish_thread", _PIPE.finish_thread, "Chain, build the cloud and colour each window on a "
+              "thread of its own while the next window's network runs; false: one after the other"),
     ParamSpec("align", _PIPE.align, "Cross-window alignment (auto: sim3 relative, se3 metric)",
               choices=ALIGN_MODES),
     # --- outputs (restart) ---
