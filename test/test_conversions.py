@@ -642,3 +642,26 @@ def test_cloud_serialised_here_reads_like_points_to_cloud(shape, extras, frame_i
     assert (rb.height, rb.width, rb.is_dense) == (msg.height, msg.width, msg.is_dense)
     got = cloud_to_numpy(rb)
     np.testing.assert_array_equal(np.stack([got[a] for a in "xyz"], -1), pts)
+
+
+@pytest.mark.parametrize("bad_axis", [None, 0, 1, 2])
+def test_cloud_packed_in_the_fixed_frame_equals_points_converted_first(bad_axis):
+    """pack_cloud(axes=FIXED_AXES) packs world points in the fixed frame in one pass: the same bytes
+    as points_to_fixed then pack_cloud; is_dense sees a NaN in any of x, y, z."""
+    from da3_ros.core import wire
+    from da3_ros.core.geometry import FIXED_AXES, points_to_fixed
+
+    rng = np.random.default_rng(11)
+    pts = rng.normal(size=(50, 3)).astype(np.float32)
+    if bad_axis is not None:
+        pts[8, bad_axis] = np.nan  # an even row: in once[::2] too
+    rgb = rng.integers(0, 256, (50, 3), dtype=np.uint8)
+    conf = rng.uniform(1, 3, 50).astype(np.float32)
+    once, names = wire.pack_cloud(pts, rgb, conf, axes=FIXED_AXES)
+    twice, _ = wire.pack_cloud(points_to_fixed(pts), rgb, conf)
+    assert names == ["x", "y", "z", "rgb", "confidence"] and once.tobytes() == twice.tobytes()
+    assert wire.cloud_is_dense(once) is (bad_axis is None)
+    strided = once[::2]  # not contiguous: the field-by-field check
+    assert wire.cloud_is_dense(strided) is (bad_axis is None)
+    packed = (rgb[:, 0].astype(np.uint32) << 16) | (rgb[:, 1].astype(np.uint32) << 8) | rgb[:, 2]
+    np.testing.assert_array_equal(once["rgb"], packed)

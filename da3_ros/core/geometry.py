@@ -117,6 +117,10 @@ def fixed_from_model_world(world_from_cam: np.ndarray) -> np.ndarray:
 # The fixed frame's axes are the world's, permuted with signs (x_f = z, y_f = -x, z_f = -y).
 _FIXED_AXIS = np.argmax(np.abs(_FIXED_FROM_WORLD[:3, :3]), axis=1)
 _FIXED_SIGN = _FIXED_FROM_WORLD[:3, :3][np.arange(3), _FIXED_AXIS].astype(np.float32)
+#: The same as ``(order, signs)``: fixed axis i is ``signs[i] * world axis order[i]``
+#: (``wire.pack_cloud(..., axes=FIXED_AXES)`` packs world points in the fixed frame).
+FIXED_AXES: tuple[tuple[int, ...], tuple[float, ...]] = (tuple(int(a) for a in _FIXED_AXIS),
+                                                         tuple(float(x) for x in _FIXED_SIGN))
 
 
 def points_to_fixed(points_world: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ is the RViz/PCL packing, uint32 ``0x00RRGGBB`` bits declared FLOAT32.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,14 +95,17 @@ def is_big_endian(arr: np.ndarray) -> bool:
     return arr.dtype.itemsize > 1 and (order == ">" or (order == "=" and not np.little_endian))
 
 
-def pack_cloud(points: np.ndarray, rgb: np.ndarray | None = None,
-               confidence: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+def pack_cloud(points: np.ndarray, rgb: np.ndarray | None = None, confidence: np.ndarray | None = None,
+               axes: tuple[Sequence[int], Sequence[float]] | None = None) -> tuple[np.ndarray, list[str]]:
     """Points (and colours, confidences) as one packed structured array, and its field names.
 
     Args:
         points: (N, 3) or (H, W, 3) numeric xyz, metres; cast to float32.
         rgb: optional uint8 (N, 3) / (H, W, 3), packed into the uint32 field ``rgb``.
         confidence: optional numeric (N,) / (H, W), float32 field ``confidence``.
+        axes: optional ``(order, signs)``: field i is ``signs[i] * points[..., order[i]]`` (a
+            signed permutation, e.g. ``geometry.FIXED_AXES``: world points packed in the fixed
+            frame in the same pass).
 
     Returns:
         ``(cloud, names)``: shape (N,) or (H, W), little-endian fields of 4 bytes each.
@@ -119,8 +123,7 @@ def pack_cloud(points: np.ndarray, rgb: np.ndarray | None = None,
         rgb = np.asarray(rgb)
         if rgb.shape != lead + (3,) or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be uint8 {lead + (3,)}, got {rgb.dtype} {rgb.shape}")
-        r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
-        extra["rgb"] = (r << 16) | (g << 8) | b
+        extra["rgb"] = rgb
     if confidence is not None:
         confidence = np.asarray(confidence)
         if confidence.shape != lead or confidence.dtype.kind not in "fiu":
@@ -131,12 +134,27 @@ def pack_cloud(points: np.ndarray, rgb: np.ndarray | None = None,
     formats = ["<u4" if n == "rgb" else "<f4" for n in names]
     dtype = np.dtype({"names": names, "formats": formats, "offsets": [4 * i for i in range(len(names))],
                       "itemsize": 4 * len(names)})
-    cloud = np.empty(lead, dtype=dtype)
-    for i, axis in enumerate("xyz"):
-        cloud[axis] = xyz[..., i]
-    for name, values in extra.items():
-        cloud[name] = values
-    return cloud, names
+    # one block of little-endian 4-byte columns, filled one column at a time (numpy copies a
+    # strided column fast, a block of 3 narrow columns slowly), then viewed as the structured array
+    n = int(np.prod(lead))
+    block = np.empty((n, len(names)), "<f4")
+    order, signs = axes if axes is not None else ((0, 1, 2), (1.0, 1.0, 1.0))
+    flat = xyz.reshape(n, 3)
+    for axis, (source, sign) in enumerate(zip(order, signs)):
+        if sign == 1.0:
+            block[:, axis] = flat[:, source]
+        else:
+            np.multiply(flat[:, source], sign, out=block[:, axis], casting="unsafe")
+    col = 3
+    if "rgb" in extra:  # bytes of the little-endian uint32 (r << 16 | g << 8 | b): b, g, r, 0
+        as_bytes = block.view(np.uint8).reshape(n, 4 * len(names))
+        for j, channel in enumerate((2, 1, 0)):
+            as_bytes[:, 4 * col + j] = rgb.reshape(n, 3)[:, channel]
+        as_bytes[:, 4 * col + 3] = 0
+        col += 1
+    if "confidence" in extra:
+        block[:, col] = confidence.reshape(n)
+    return block.view(dtype).reshape(lead), names
 
 
 def cloud_height_width(cloud: np.ndarray) -> tuple[int, int]:
@@ -146,6 +164,12 @@ def cloud_height_width(cloud: np.ndarray) -> tuple[int, int]:
 
 def cloud_is_dense(cloud: np.ndarray) -> bool:
     """PointCloud2 ``is_dense``: every point's x, y, z finite."""
+    fields = cloud.dtype.fields or {}
+    packed = [fields.get(axis, (None, -1))[1] for axis in "xyz"] == [0, 4, 8] and all(
+        fields[axis][0] == np.dtype("<f4") for axis in "xyz")
+    if packed and cloud.flags.c_contiguous and cloud.dtype.itemsize % 4 == 0:  # xyz: the first 3 columns
+        block = cloud.reshape(-1).view("<f4").reshape(cloud.size, cloud.dtype.itemsize // 4)
+        return all(bool(np.isfinite(block[:, axis]).all()) for axis in range(3))
     return bool(np.isfinite(cloud["x"]).all() and np.isfinite(cloud["y"]).all()
                 and np.isfinite(cloud["z"]).all())
 

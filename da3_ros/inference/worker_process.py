@@ -37,7 +37,7 @@ import numpy as np
 
 from da3_ros.core import wire
 from da3_ros.core.config import PipelineConfig
-from da3_ros.core.geometry import points_to_fixed
+from da3_ros.core.geometry import FIXED_AXES
 from da3_ros.core.handoff import HandoffThread
 from da3_ros.core.results import WindowResult
 from da3_ros.inference.allocator import keep_large_allocations
@@ -133,8 +133,9 @@ def split_result(result: WindowResult, all_views: bool,
     Keys: ``depth{i}``, ``conf{i}``, ``col{i}`` for each view i to publish, ``points``,
     ``colors``, ``points_conf``. With ``fixed_frame``, the maps are framed as the
     sensor_msgs/Image the node publishes (32FC1 depth and confidence, rgb8 colours; the view's
-    stamp and optical frame) and ``cloud`` is the window's PointCloud2 in ``fixed_frame``
-    (REP-103 axes, stamp of the newest view), so the ROS process publishes them as they lie.
+    stamp and optical frame) and the cloud travels only as ``cloud``, the window's PointCloud2 in
+    ``fixed_frame`` (REP-103 axes, stamp of the newest view; none when no view is published),
+    instead of the three arrays, so the ROS process publishes them as they lie.
     :func:`join_result` puts them back.
     """
     pred = result.prediction
@@ -151,12 +152,13 @@ def split_result(result: WindowResult, all_views: bool,
         arrays[f"conf{i}"] = framed(np.ascontiguousarray(pred.confidence[i], dtype=np.float32), "32FC1", i)
         if i in result.colored:
             arrays[f"col{i}"] = framed(np.ascontiguousarray(result.colored[i], dtype=np.uint8), "rgb8", i)
-    arrays["points"] = np.asarray(result.points_world, np.float32)
-    arrays["colors"] = np.asarray(result.colors, np.uint8)
-    arrays["points_conf"] = np.asarray(result.points_conf, np.float32)
-    if fixed_frame is not None and views:
-        cloud, names = wire.pack_cloud(points_to_fixed(arrays["points"].reshape(-1, 3)),
-                                       arrays["colors"].reshape(-1, 3), arrays["points_conf"].reshape(-1))
+    points = np.asarray(result.points_world, np.float32).reshape(-1, 3)
+    colors = np.asarray(result.colors, np.uint8).reshape(-1, 3)
+    conf = np.asarray(result.points_conf, np.float32).reshape(-1)
+    if fixed_frame is None:
+        arrays.update(points=points, colors=colors, points_conf=conf)
+    elif views:  # the message alone: the node publishes it and reads nothing else of the cloud
+        cloud, names = wire.pack_cloud(points, colors, conf, axes=FIXED_AXES)  # in the fixed frame
         arrays["cloud"] = wire.cloud_message(cloud, names, max(f.stamp_ns for f in pred.frames), fixed_frame)
     frames = [replace(f, image=np.empty((f.height, f.width, 0), np.uint8)) for f in pred.frames]
     light_pred = replace(pred, frames=frames, depth=[None] * len(frames), confidence=[None] * len(frames),
@@ -179,7 +181,8 @@ def join_result(light: WindowResult, arrays: dict[str, np.ndarray],
 
     Frames keep their size but carry no pixels (``image`` has 0 channels); views not published
     have None for depth and confidence; ``messages`` (the framed ones, whole) become
-    ``result.messages``.
+    ``result.messages``; a cloud sent only as its message leaves ``points_world``, ``colors`` and
+    ``points_conf`` None.
     """
     pred = light.prediction
     for i in range(len(pred.frames)):
@@ -187,8 +190,8 @@ def join_result(light: WindowResult, arrays: dict[str, np.ndarray],
         pred.confidence[i] = arrays.get(f"conf{i}")
         if f"col{i}" in arrays:
             light.colored[i] = arrays[f"col{i}"]
-    light.points_world, light.colors = arrays["points"], arrays["colors"]
-    light.points_conf = arrays["points_conf"]
+    light.points_world, light.colors = arrays.get("points"), arrays.get("colors")
+    light.points_conf = arrays.get("points_conf")
     light.messages = dict(messages or {})
     return light
 
