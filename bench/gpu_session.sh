@@ -40,6 +40,10 @@
 #   pinned copies, the last two calls, back to back (call 24 did not run either):
 #   call 23 (carry .whl/ros .whl/tools .whl/upstream): install; live phase proc7
 #   call 24 (same machine, nothing carried): live phase proc8
+# A sixth session (a window finished on a thread of its own beside the next network), back to
+# back, both carrying .whl/ros .whl/tools .whl/upstream:
+#   call 25: install; live phase proc9
+#   call 26: (install if the machine is fresh); live phase proc10
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -147,7 +151,15 @@ case $CALL in
   24)
     BUDGET=${BUDGET:-300} bash $LIVE proc8 "$OUT/proc8"
     ;;
-  *) echo "unknown call $CALL (1-24)"; exit 2 ;;
+  25)
+    kit
+    BUDGET=${BUDGET:-480} bash $LIVE proc9 "$OUT/proc9"
+    ;;
+  26)
+    kit  # the same carry as 25: a fresh machine (25's went idle) installs it again
+    BUDGET=${BUDGET:-500} bash $LIVE proc10 "$OUT/proc10"
+    ;;
+  *) echo "unknown call $CALL (1-26)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

@@ -22,7 +22,9 @@
 # at 300 Hz with publish_threads 0, and with queue_size 8), proc6 (after proc5: da3-large's saturation,
 # the upstream wrapper's, config/da3.yaml at 30 Hz), proc7 (cameras on their own thread, images in
 # pinned memory: the pinned upload checked, then da3-small's and da3-large's saturations), proc8
-# (after proc7: the upstream wrapper's saturation, config/da3.yaml at 30 Hz).
+# (after proc7: the upstream wrapper's saturation, config/da3.yaml at 30 Hz), proc9 (the finishing
+# thread: its results checked, da3-small's and da3-large's saturations), proc10 (after proc9:
+# da3-small with finish_thread off, the upstream wrapper's saturation, config/da3.yaml at 30 Hz).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -192,6 +194,24 @@ case $PHASE in
     step upstream_large_nv8_saturate8 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     step large_defaults_auto_30hz_proc8 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
     ;;
+  proc9)  # the finishing thread (sixth session, call 25): its results checked against the worker's
+    # and the pipeline alone timed both ways (bench/finish_check.py), then da3-small's and
+    # da3-large's saturations with the defaults (finish_thread on)
+    P="--set inference_process=on"
+    if [[ ${DRY:-0} == 1 ]]; then FC="--device cpu --model default --process-res 56 --frames 24"; else FC=""; fi
+    echo "## finish check: python bench/finish_check.py $FC" | tee -a "$OUT/log.txt"
+    timeout 150 $PY bench/finish_check.py $FC 2>&1 | tee -a "$OUT/log.txt"
+    (( ${PIPESTATUS[0]} == 0 )) || { echo "## finish check failed: stop" | tee -a "$OUT/log.txt"; exit 1; }
+    step small_nv8_saturate_graphs_proc9 210 saturate $S $CG $NV8 $P $SAT7S --warmup 5 --wait-ready $WR $CAM
+    step large_nv8_saturate_graphs_proc9 190 saturate $L $CG $NV8 $P $SAT3 --warmup 5 --wait-ready $WR $CAM
+    ;;
+  proc10)  # right after proc9 on the same machine (call 26): da3-small with finish_thread off (the
+    # A/B), the upstream wrapper's saturation, config/da3.yaml as shipped at 30 Hz
+    P="--set inference_process=on"
+    step small_nv8_saturate_graphs_nofinish_proc10 210 saturate $S $CG $NV8 $P --set finish_thread=false $SAT7S --warmup 5 --wait-ready $WR $CAM
+    step upstream_large_nv8_saturate10 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
+    step large_defaults_auto_30hz_proc10 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
@@ -204,6 +224,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | proc7 | proc8 | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | proc7 | proc8 | proc9 | proc10 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
