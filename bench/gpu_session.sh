@@ -44,6 +44,7 @@
 # back, both carrying .whl/ros .whl/tools .whl/upstream:
 #   call 25: install; live phase proc9
 #   call 26: (install if the machine is fresh); live phase proc10
+#   then (same carry) the latency phase (num_view 1 at 30 Hz), and call 27: live phase proc11
 # DRY=1 runs the live steps with tiny CPU settings here (checks the script, not the numbers).
 set -u -o pipefail
 CALL=${1:?call number}
@@ -159,7 +160,11 @@ case $CALL in
     kit  # the same carry as 25: a fresh machine (25's went idle) installs it again
     BUDGET=${BUDGET:-500} bash $LIVE proc10 "$OUT/proc10"
     ;;
-  *) echo "unknown call $CALL (1-26)"; exit 2 ;;
+  27)
+    kit
+    BUDGET=${BUDGET:-230} bash $LIVE proc11 "$OUT/proc11"
+    ;;
+  *) echo "unknown call $CALL (1-27)"; exit 2 ;;
 esac
 echo "## call $CALL done"
 # what comes back from a device call is at most 8 files: one archive of everything, and the logs

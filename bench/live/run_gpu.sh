@@ -24,7 +24,8 @@
 # pinned memory: the pinned upload checked, then da3-small's and da3-large's saturations), proc8
 # (after proc7: the upstream wrapper's saturation, config/da3.yaml at 30 Hz), proc9 (the finishing
 # thread: its results checked, da3-small's and da3-large's saturations), proc10 (after proc9:
-# da3-small with finish_thread off, the upstream wrapper's saturation, config/da3.yaml at 30 Hz).
+# da3-small with finish_thread off, the upstream wrapper's saturation, config/da3.yaml at 30 Hz),
+# proc11 (num_view 8 at 60 Hz; da3-small at 675 Hz under py-spy).
 # ROS on the GPU machine: cp312 ros-* wheels (ENVIRONMENT.md "The real node on the GPU machine"),
 # installed from $WHL (default .whl/ros) when rclpy does not import; without ros-wheels-bootstrapper
 # the ROS libraries must be on LD_LIBRARY_PATH before Python starts, which this script exports.
@@ -60,7 +61,7 @@ if [[ ${DRY:-0} == 1 ]]; then
   UP="--node upstream --set model=da3-small --set process_res=56 --set device=cpu"
   RATE1=5; RATE8=5; D="--duration 4 --warmup 2"; SAT="--start-rate 2 --max-rate 8 --step-duration 3 --refine 1"
   SAT2=$SAT; SAT2S=$SAT; SAT3=$SAT; SAT3S=$SAT; SAT4S=$SAT; SAT5S=$SAT; RATE_HI=8; RATE_PROF=8; RATE_SMALL=8; RATE_AB=8
-  RATE_PROF5=8; RATE_AB5=8; SAT7S=$SAT
+  RATE_PROF5=8; RATE_AB5=8; SAT7S=$SAT; RATE_PROF11=8
   BUDGET=${BUDGET:-900}
 else
   L="--set model=da3-large --set device=cuda"; S="--set model=da3-small --set device=cuda"
@@ -72,7 +73,7 @@ else
   SAT3S="--start-rate 190 --max-rate 800 --step-duration 6 --refine 2"; RATE_SMALL=300
   SAT4S="--start-rate 200 --max-rate 800 --step-duration 6 --refine 2"; RATE_AB=250
   SAT5S="--start-rate 250 --max-rate 1000 --step-duration 6 --refine 2"; RATE_PROF5=350; RATE_AB5=300
-  SAT7S="--start-rate 300 --max-rate 1200 --step-duration 6 --refine 2"
+  SAT7S="--start-rate 300 --max-rate 1200 --step-duration 6 --refine 2"; RATE_PROF11=675
   AW=100; WR=400
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 fi
@@ -212,6 +213,12 @@ case $PHASE in
     step upstream_large_nv8_saturate10 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     step large_defaults_auto_30hz_proc10 $(( AW + 60 )) run --params config/da3.yaml $L --rate $RATE1 --duration 15 --warmup $AW $CAM
     ;;
+  proc11)  # after proc10 (call 27): the num_view 8 / 60 Hz target with the finishing thread, and
+    # da3-small past its saturation under py-spy (where it stops next)
+    P="--set inference_process=on"
+    step large_nv8_${RATE8}hz_graphs_proc11 110 run $L $CG $NV8 $P --rate $RATE8 $D --wait-ready $WR $CAM
+    step small_nv8_${RATE_PROF11}hz_graphs_proc11_pyspy 100 run $S $CG $NV8 $P --rate $RATE_PROF11 $D --py-spy active --wait-ready $WR $CAM
+    ;;
   upstream4)  # the upstream wrapper's saturation, on the machine of proc3 (call 12)
     step upstream_large_nv8_saturate4 120 saturate $UP $NV8 $SAT --warmup 5 --settle 10 $CAM
     ;;
@@ -224,6 +231,6 @@ case $PHASE in
     done; done
     step sink_rig4_150hz_thread 60 run --node sink --cameras 4 --rate 150 --duration 10 --warmup 2
     ;;
-  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | proc7 | proc8 | proc9 | proc10 | upstream4 | shipped3)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (runs | sat_ours | sat_upstream | auto | sat_graphs | latency | small | camera | sat2 | auto2 | profile2 | gil | proc | proc2 | proc3 | proc4 | malloc_ab | proc5 | proc6 | proc7 | proc8 | proc9 | proc10 | proc11 | upstream4 | shipped3)"; exit 2 ;;
 esac
 echo "## done in $(( SECONDS - T0 )) s; reports under $OUT" | tee -a "$OUT/log.txt"
