@@ -150,3 +150,21 @@ def test_results_match_the_synchronous_pipeline(finish_thread):
     for k in a:
         np.testing.assert_allclose(b[k], a[k], atol=1e-9)
     assert ap.stats.processed == sync.stats.processed == 40
+
+
+def test_a_window_is_still_finished_when_its_stream_cannot_be_had(caplog):
+    """The finishing thread's CUDA stream failing must not leave the window's frames in flight."""
+    seq = make_sequence(8)
+    ap = AsyncPipeline(PipelineConfig(num_view=4, stride=4, queue_size=16), GroundTruthPredictor(seq, seed=0),
+                       on_result=lambda r: None)
+
+    def no_stream(pred):
+        raise RuntimeError("CUDA error: out of resources")
+
+    ap._finisher._side_stream = no_stream
+    ap.start()
+    for f in seq.frames:
+        ap.submit(f)
+    assert ap.close(timeout_s=30)
+    assert ap.stats.processed == 8 and ap.stats.windows == 2 and ap.stats.errors == 0
+    assert caplog.text.count("no CUDA stream of its own") == 1  # once, not per window

@@ -21,6 +21,7 @@ while a kernel of this thread may still read it. The prediction is complete when
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import torch
@@ -28,6 +29,8 @@ import torch
 from da3_ros.core.handoff import HandoffThread
 
 __all__ = ["FinishingThread"]
+
+LOG = logging.getLogger("da3_ros.core.finishing")
 
 
 class FinishingThread:
@@ -46,6 +49,7 @@ class FinishingThread:
         self._handoff = HandoffThread(self._run_one, on_error, depth=depth)
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
         self._started = False
+        self._warned = False
 
     def start(self, name: str = "da3_finish") -> None:
         """Start the thread (once)."""
@@ -65,7 +69,15 @@ class FinishingThread:
         return self._handoff.close(timeout_s, drain=True)
 
     def _run_one(self, started) -> None:
-        with self._side_stream(started.prediction):
+        try:
+            stream = self._side_stream(started.prediction)
+        except Exception as exc:  # noqa: BLE001 - the window is still finished, on the current stream
+            if not self._warned:
+                LOG.warning("no CUDA stream of its own for the finishing thread (%s: %s): its work "
+                            "queues behind the next window's network", type(exc).__name__, exc)
+                self._warned = True
+            stream = contextlib.nullcontext()
+        with stream:
             self._finish(started)
 
     def _side_stream(self, pred):
