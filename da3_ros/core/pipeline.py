@@ -396,12 +396,16 @@ class AsyncPipeline:
 
     The owner starts the worker explicitly (:meth:`start`) and stops it with :meth:`close`;
     :meth:`reset` (stamps jumped back: a looping bag) restarts windowing and chaining on the
-    same worker, and :meth:`update_config` changes the dynamic settings under the lock.
+    same worker, and :meth:`update_config` changes the dynamic settings under the lock. With
+    ``config.finish_thread`` the worker runs each window's network and a finishing thread
+    (:mod:`da3_ros.core.finishing`, started with the worker) chains it, builds its cloud and
+    colours and delivers it, while the worker runs the next network.
 
     Args:
         config, predictor: as for :class:`Pipeline`.
-        on_result: called on the worker thread with each WindowResult of the current epoch.
-        on_error: called on the worker thread with exceptions from windows or ``on_result``.
+        on_result: called with each WindowResult of the current epoch, in window order, on the
+            finishing thread (on the worker without ``finish_thread``).
+        on_error: called on either thread with exceptions from windows or ``on_result``.
     """
 
     def __init__(self, config: PipelineConfig, predictor, on_result: Callable[[WindowResult], None],
