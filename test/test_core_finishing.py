@@ -168,3 +168,18 @@ def test_a_window_is_still_finished_when_its_stream_cannot_be_had(caplog):
     assert ap.close(timeout_s=30)
     assert ap.stats.processed == 8 and ap.stats.windows == 2 and ap.stats.errors == 0
     assert caplog.text.count("no CUDA stream of its own") == 1  # once, not per window
+
+
+def test_stage_times_name_each_threads_half():
+    """``finish`` is the finishing thread's half (align + cloud + colour), ``total`` both halves."""
+    seq = make_sequence(12)
+    ap = AsyncPipeline(PipelineConfig(num_view=4, stride=4, queue_size=16), GroundTruthPredictor(seq, seed=0),
+                       on_result=lambda r: None)
+    ap.start()
+    for f in seq.frames:
+        ap.submit(f)
+    assert ap.close(timeout_s=30)
+    ms = ap.stats.stage_ms
+    assert ms["finish"] > 0 and ms["predict"] > 0
+    assert ms["finish"] == pytest.approx(ms["align"] + ms["cloud"] + ms["colour"], rel=1e-6)
+    assert ms["total"] == pytest.approx(ms["predict"] + ms["finish"], rel=1e-6)

@@ -330,7 +330,7 @@ class Pipeline:
             arrival = max(self._arrival.get(f.seq, -math.inf) for f in used)
         self._mark_processed(used)
         timings = dict(pred.timings_s, predict=started.predict_s, align=t2 - t1, cloud=t_cloud - t2,
-                       colour=t3 - t_cloud, total=started.predict_s + t3 - t1)
+                       colour=t3 - t_cloud, finish=t3 - t1, total=started.predict_s + t3 - t1)
         result = self._result(aligned, al, is_new, cloud, timings, used, len(window.frames), arrival)
         result.colored = colored
         return result

@@ -27,8 +27,9 @@ class PipelineStats:
 
     ``received == processed + dropped_total + pending`` always holds; ``queue_len`` (frames
     waiting for the worker) is part of ``pending``. ``stage_ms``: milliseconds per window of
-    each stage (``preprocess``, ``network``, ``postprocess``, ``predict``, ``align``,
-    ``cloud``, ``colour``, ``total``), a moving mean (:data:`STAGE_MEAN_WEIGHT`) over the
+    each stage (``preprocess``, ``network``, ``postprocess``, ``predict`` (those three: the
+    worker's half of a window), ``align``, ``cloud``, ``colour``, ``finish`` (those three: the
+    finishing thread's half), ``total`` (both halves)), a moving mean (:data:`STAGE_MEAN_WEIGHT`) over the
     recent windows. ``pose_held``: windows the pose check held, by kind (``static``,
     ``jump``); ``last_pose_jump``: the reason of the latest jump.
     """
