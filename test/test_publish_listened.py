@@ -45,3 +45,20 @@ def test_only_the_heavy_outputs_someone_listens_to_are_built():
     assert len(colored) == 1
     msg = deserialize_message(colored[0], Image)
     assert msg.encoding == "rgb8" and len(msg.data) == 6 * 8 * 3 and msg.header.frame_id == "cam_optical"
+
+
+def test_a_window_that_carries_no_cloud_publishes_none():
+    """The inference process frames a window's cloud only when it has views to publish; a result
+    without that message and without point arrays (the node's view of the settings ran ahead of
+    the inference process's) publishes no cloud instead of failing, and one with it sends it."""
+    from types import SimpleNamespace
+
+    node = _Node()
+    out = OutputPublishers(node, ["cam"], "odom")
+    out._publish_points(SimpleNamespace(messages={}, points_world=None, colors=None, points_conf=None), 1_000)
+    out.pool.flush()
+    assert node.pubs["~/points"].sent == []
+    framed = np.frombuffer(b"\x00\x01\x00\x00cloud", np.uint8)
+    out._publish_points(SimpleNamespace(messages={"cloud": framed}, points_world=None), 1_000)
+    out.pool.flush()
+    assert len(node.pubs["~/points"].sent) == 1

@@ -276,6 +276,8 @@ class OutputPublishers:
 
     def _publish_points(self, result, stamp_ns: int) -> None:
         message = result.messages.get("cloud")
+        if message is None and result.points_world is None:
+            return  # the inference process framed no cloud (no view of its own to publish)
         if message is None:  # not serialised by the producer: here, as the images
             pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
             message = conv.points_to_cloud_cdr(
