@@ -61,20 +61,24 @@ kit() {  # the ROS, tools and upstream wheels carried in call 1 (the machine kee
   fi
 }
 
+live() {  # live PHASE BUDGET: one phase of bench/live/run_gpu.sh into $OUT/PHASE ($BUDGET, if set, wins)
+  BUDGET=${BUDGET:-$2} bash $LIVE "$1" "$OUT/$1"
+}
+
 case $CALL in
   1)
     kit
-    BUDGET=${BUDGET:-330} bash $LIVE runs "$OUT/runs"
-    BUDGET=${BUDGET:-180} bash $LIVE sat_ours "$OUT/sat_ours"
+    live runs 330
+    live sat_ours 180
     ;;
   2)
     bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
-    BUDGET=${BUDGET:-160} bash $LIVE sat_upstream "$OUT/sat_upstream"
-    BUDGET=${BUDGET:-180} bash $LIVE auto "$OUT/auto"
+    live sat_upstream 160
+    live auto 180
     ;;
   3)
     bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
-    BUDGET=${BUDGET:-310} bash $LIVE sat_graphs "$OUT/sat_graphs"
+    live sat_graphs 310
     ;;
   4)
     bash bench/device_install_flash.sh stage3 && \
@@ -83,15 +87,15 @@ case $CALL in
     ;;
   5)
     kit
-    BUDGET=${BUDGET:-540} bash $LIVE sat2 "$OUT/sat2"
+    live sat2 540
     ;;
   6)
     bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
-    BUDGET=${BUDGET:-330} bash $LIVE auto2 "$OUT/auto2"
+    live auto2 330
     ;;
   7)
     bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
-    BUDGET=${BUDGET:-200} bash $LIVE profile2 "$OUT/profile2"
+    live profile2 200
     ;;
   8)
     mkdir -p "$OUT/fa4_compiled"
@@ -102,22 +106,22 @@ case $CALL in
     ;;
   9)
     kit
-    BUDGET=${BUDGET:-550} bash $LIVE proc "$OUT/proc"
+    live proc 550
     ;;
   10)
-    BUDGET=${BUDGET:-520} bash $LIVE proc2 "$OUT/proc2"
+    live proc2 520
     ;;
   11)
     kit
-    BUDGET=${BUDGET:-500} bash $LIVE proc3 "$OUT/proc3"
+    live proc3 500
     ;;
   12)
     bash bench/device_install_flash.sh stage1 || echo "## flash stage1 failed (live steps go on)"
-    BUDGET=${BUDGET:-170} bash $LIVE upstream4 "$OUT/upstream4"
+    live upstream4 170
     ;;
   13)
     bash bench/device_install_flash.sh stage2 || echo "## flash stage2 failed (live steps go on)"
-    BUDGET=${BUDGET:-180} bash $LIVE shipped3 "$OUT/shipped3"
+    live shipped3 180
     ;;
   14)
     bash "$0" 8 "$OUT"; exit $?
@@ -136,33 +140,33 @@ case $CALL in
     ;;
   19)
     kit
-    BUDGET=${BUDGET:-450} bash $LIVE proc4 "$OUT/proc4"
+    live proc4 450
     ;;
   21)
     kit
-    BUDGET=${BUDGET:-500} bash $LIVE proc5 "$OUT/proc5"
+    live proc5 500
     ;;
   22)
-    BUDGET=${BUDGET:-560} bash $LIVE proc6 "$OUT/proc6"
+    live proc6 560
     ;;
   23)
     kit
-    BUDGET=${BUDGET:-440} bash $LIVE proc7 "$OUT/proc7"
+    live proc7 440
     ;;
   24)
-    BUDGET=${BUDGET:-300} bash $LIVE proc8 "$OUT/proc8"
+    live proc8 300
     ;;
   25)
     kit
-    BUDGET=${BUDGET:-480} bash $LIVE proc9 "$OUT/proc9"
+    live proc9 480
     ;;
   26)
     kit  # the same carry as 25: a fresh machine (25's went idle) installs it again
-    BUDGET=${BUDGET:-500} bash $LIVE proc10 "$OUT/proc10"
+    live proc10 500
     ;;
   27)
     kit
-    BUDGET=${BUDGET:-230} bash $LIVE proc11 "$OUT/proc11"
+    live proc11 230
     ;;
   *) echo "unknown call $CALL (1-27)"; exit 2 ;;
 esac
