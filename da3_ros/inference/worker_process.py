@@ -158,14 +158,29 @@ def split_result(result: WindowResult, all_views: bool,
     if fixed_frame is None:
         arrays.update(points=points, colors=colors, points_conf=conf)
     elif views:  # the message alone: the node publishes it and reads nothing else of the cloud
-        cloud, names = wire.pack_cloud(points, colors, conf, axes=FIXED_AXES)  # in the fixed frame
-        arrays["cloud"] = wire.cloud_message(cloud, names, max(f.stamp_ns for f in pred.frames), fixed_frame)
+        arrays["cloud"] = window_cloud_message(points, colors, conf, max(f.stamp_ns for f in pred.frames),
+                                               fixed_frame)
     frames = [replace(f, image=np.empty((f.height, f.width, 0), np.uint8)) for f in pred.frames]
     light_pred = replace(pred, frames=frames, depth=[None] * len(frames), confidence=[None] * len(frames),
                          depth_thumbs=None, device_maps=None)
     light = replace(result, prediction=light_pred, points_world=None, colors=None, points_conf=None,
                     colored={}, messages={})
     return light, arrays
+
+
+def window_cloud_message(points_world: np.ndarray, colors: np.ndarray, confidence: np.ndarray,
+                         stamp_ns: int, fixed_frame: str) -> wire.Framed:
+    """A window's cloud as the ``~/points`` PointCloud2, framed (the inference process and the node).
+
+    Args:
+        points_world: (N, 3) points in the pipeline's world frame (OpenCV axes).
+        colors: (N, 3) uint8 RGB.
+        confidence: (N,) float32.
+        stamp_ns: the header stamp (the window's newest view).
+        fixed_frame: the header frame; the points are packed in its REP-103 axes in one pass.
+    """
+    cloud, names = wire.pack_cloud(points_world, colors, confidence, axes=FIXED_AXES)
+    return wire.cloud_message(cloud, names, stamp_ns, fixed_frame)
 
 
 def unframe(parts: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -36,8 +36,9 @@ from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Odometry, Path
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from da3_ros.core.geometry import fixed_from_model_world, points_to_fixed
+from da3_ros.core.geometry import fixed_from_model_world
 from da3_ros.core.visualize import colorize_depth
+from da3_ros.inference.worker_process import window_cloud_message
 from da3_ros.ros import conversions as conv
 from da3_ros.ros.publish_pool import PublishPool
 from da3_ros.ros.topics import CAMERA_OUTPUTS, HEAVY_OUTPUTS, NODE_OUTPUTS
@@ -278,11 +279,11 @@ class OutputPublishers:
         message = result.messages.get("cloud")
         if message is None and result.points_world is None:
             return  # the inference process framed no cloud (no view of its own to publish)
-        if message is None:  # not serialised by the producer: here, as the images
-            pts = points_to_fixed(np.asarray(result.points_world, dtype=np.float32).reshape(-1, 3))
-            message = conv.points_to_cloud_cdr(
-                pts, stamp_ns, self.fixed_frame, rgb=np.asarray(result.colors, np.uint8).reshape(-1, 3),
-                confidence=np.asarray(result.points_conf, np.float32).reshape(-1))
+        if message is None:  # not serialised by the producer: here, as the inference process does
+            message = window_cloud_message(
+                np.asarray(result.points_world, np.float32).reshape(-1, 3),
+                np.asarray(result.colors, np.uint8).reshape(-1, 3),
+                np.asarray(result.points_conf, np.float32).reshape(-1), stamp_ns, self.fixed_frame).tobytes()
         self.pool.send(self.points, message, result)
 
 
